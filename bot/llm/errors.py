@@ -1,0 +1,68 @@
+"""The LLM failures the rest of the bot understands; `llm/gemini.py` maps SDK errors onto them."""
+
+from __future__ import annotations
+
+__all__ = [
+    "CircuitOpen",
+    "LLMBadRequest",
+    "LLMError",
+    "LLMRateLimited",
+    "LLMTimeout",
+    "LLMUnavailable",
+    "QuotaExhausted",
+]
+
+
+class LLMError(Exception):
+    """Base class. `retryable` says whether the one retry layer may try again."""
+
+    retryable: bool = False
+    kind: str = "error"
+
+    def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        # The provider's own hint (RetryInfo.retryDelay / Retry-After), honoured by the retry layer.
+        self.retry_after_s = retry_after_s
+
+
+class LLMRateLimited(LLMError):
+    """The provider said 429 / RESOURCE_EXHAUSTED."""
+
+    retryable = True
+    kind = "rate_limited"
+
+
+class LLMUnavailable(LLMError):
+    """5xx, 408, connection failure or a stream that broke mid-answer."""
+
+    retryable = True
+    kind = "unavailable"
+
+
+class LLMTimeout(LLMError):
+    """The request took longer than the timeout."""
+
+    retryable = True
+    kind = "timeout"
+
+
+class LLMBadRequest(LLMError):
+    """4xx other than 408/429: retrying would give the same answer."""
+
+    kind = "bad_request"
+
+
+class QuotaExhausted(LLMError):
+    """Our own quota limiter refused to send: the request was not made."""
+
+    kind = "quota"
+
+    def __init__(self, message: str, *, window: str, retry_after_s: float) -> None:
+        super().__init__(message, retry_after_s=retry_after_s)
+        self.window = window
+
+
+class CircuitOpen(LLMError):
+    """The breaker is open: the dependency is failing, so the call was not attempted."""
+
+    kind = "circuit_open"
