@@ -1,0 +1,180 @@
+"""The Gemini adapter: the only module that imports google.genai.
+
+It turns our `LLMRequest` into an SDK call and the SDK's answer (or failure) into `LLMReply` or
+one of `bot.llm.errors`. It never retries: the one retry layer is `bot.resilience.retry`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from typing import Any
+
+import aiohttp
+from google import genai
+from google.genai import errors as genai_errors
+from google.genai import types
+
+from bot.llm.errors import LLMBadRequest, LLMError, LLMRateLimited, LLMTimeout, LLMUnavailable
+from bot.llm.types import LLMReply, LLMRequest, Message, TokenUsage
+
+__all__ = ["GeminiClient", "parse_retry_delay"]
+
+log = logging.getLogger(__name__)
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)s\s*$")
+
+
+def parse_retry_delay(details: Any) -> float | None:
+    """The `RetryInfo.retryDelay` of a Google error body (for example "12s"), in seconds."""
+    stack = [details]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if str(node.get("@type", "")).endswith("RetryInfo"):
+                match = _DURATION.match(str(node.get("retryDelay", "")))
+                if match:
+                    return float(match.group(1))
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return None
+
+
+def _to_content(message: Message) -> types.Content:
+    parts = [types.Part.from_bytes(data=f.data, mime_type=f.mime_type) for f in message.files]
+    if message.text:
+        parts.append(types.Part.from_text(text=message.text))
+    return types.Content(role=message.role, parts=parts)
+
+
+class GeminiClient:
+    """Calls `generateContent` (or its SSE stream) through the official SDK."""
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        base_url: str,
+        api_version: str,
+        timeout_s: float,
+        stream: bool = True,
+    ) -> None:
+        self._api_key = api_key
+        self._base_url = base_url
+        self._api_version = api_version
+        self._timeout_s = timeout_s
+        self._stream = stream
+        self._client = self._new_client()
+
+    def _new_client(self) -> genai.Client:
+        options = types.HttpOptions(
+            base_url=self._base_url,
+            api_version=self._api_version,
+            # The SDK's own timeout is a backstop; asyncio.timeout below is the one we rely on.
+            timeout=int((self._timeout_s + 5) * 1000),
+            # Without this the SDK quietly retries dropped connections itself; tenacity in
+            # bot.resilience.retry is the one retry layer.
+            retry_options=types.HttpRetryOptions(attempts=1),
+        )
+        return genai.Client(api_key=self._api_key, http_options=options)
+
+    async def reset(self) -> None:
+        """Drop the HTTP session and start a fresh one (self-healing uses this)."""
+        old, self._client = self._client, self._new_client()
+        try:
+            await old.aio.aclose()
+        except Exception:  # a broken session may fail to close; it is being replaced anyway
+            log.debug("closing the old Gemini client failed", exc_info=True)
+
+    async def aclose(self) -> None:
+        await self._client.aio.aclose()
+
+    async def generate(self, request: LLMRequest) -> LLMReply:
+        """One call to the model; raises an `LLMError` subclass on failure."""
+        settings = request.settings
+        config = types.GenerateContentConfig(
+            system_instruction=settings.system_instruction or None,
+            temperature=settings.temperature,
+            top_p=settings.top_p,
+            top_k=settings.top_k,
+            max_output_tokens=settings.max_output_tokens,
+        )
+        contents: Any = [_to_content(m) for m in request.messages]
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                if self._stream:
+                    return await self._generate_stream(settings.model, contents, config)
+                response = await self._client.aio.models.generate_content(
+                    model=settings.model, contents=contents, config=config
+                )
+                return _to_reply(settings.model, [response])
+        except LLMError:
+            raise
+        except Exception as exc:
+            raise _map_error(exc) from exc
+
+    async def _generate_stream(
+        self, model: str, contents: Any, config: types.GenerateContentConfig
+    ) -> LLMReply:
+        chunks = []
+        stream = await self._client.aio.models.generate_content_stream(
+            model=model, contents=contents, config=config
+        )
+        async for chunk in stream:
+            chunks.append(chunk)
+        return _to_reply(model, chunks)
+
+
+def _to_reply(model: str, responses: list[types.GenerateContentResponse]) -> LLMReply:
+    if not responses:
+        raise LLMUnavailable("the model's stream ended without any answer")
+    text_parts: list[str] = []
+    finish_reason: str | None = None
+    blocked: str | None = None
+    usage = TokenUsage()
+    for response in responses:
+        for candidate in response.candidates or []:
+            if candidate.finish_reason is not None:
+                finish_reason = str(candidate.finish_reason.value)
+            for part in (candidate.content.parts if candidate.content else None) or []:
+                if part.text and not part.thought:
+                    text_parts.append(part.text)
+        feedback = response.prompt_feedback
+        if feedback is not None and feedback.block_reason is not None:
+            blocked = str(feedback.block_reason.value)
+        meta = response.usage_metadata
+        if meta is not None:
+            usage = TokenUsage(
+                input=meta.prompt_token_count or 0,
+                output=meta.candidates_token_count or 0,
+                thoughts=meta.thoughts_token_count or 0,
+                cached=meta.cached_content_token_count or 0,
+            )
+    text = "".join(text_parts)
+    if not text.strip() and blocked is None:
+        # No text: a safety stop, recitation, or an empty candidate list.
+        blocked = finish_reason or "EMPTY"
+    return LLMReply(
+        text=text, model=model, finish_reason=finish_reason, blocked_reason=blocked, usage=usage
+    )
+
+
+def _map_error(exc: Exception) -> LLMError:
+    if isinstance(exc, TimeoutError):
+        return LLMTimeout("the model did not answer in time")
+    if isinstance(exc, genai_errors.APIError):
+        code = exc.code or 0
+        status = exc.status or ""
+        if code == 429 or status == "RESOURCE_EXHAUSTED":
+            return LLMRateLimited(
+                f"Gemini rate limit ({status or code})",
+                retry_after_s=parse_retry_delay(exc.details),
+            )
+        if code == 408 or code >= 500:
+            return LLMUnavailable(f"Gemini answered {code} {status}".strip())
+        return LLMBadRequest(f"Gemini refused the request: {code} {status}".strip())
+    if isinstance(exc, aiohttp.ClientError | ConnectionError | OSError):
+        return LLMUnavailable(f"cannot reach Gemini: {type(exc).__name__}")
+    return LLMUnavailable(f"unexpected Gemini client failure: {type(exc).__name__}")
