@@ -1,0 +1,86 @@
+"""Command line: `python -m bot run | demo | check` (also installed as `discord-llm-bot`)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from bot.config import ConfigError, Settings, load_settings
+from bot.logs import setup_logging
+
+__all__ = ["main"]
+
+EXIT_OK = 0
+EXIT_CONFIG = 2
+EXIT_REJECTED = 3
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bot", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="run the bot against Discord and Gemini (needs tokens)")
+    demo = sub.add_parser(
+        "demo",
+        help="run the real bot against local Discord and Gemini emulators with simulated users",
+    )
+    demo.add_argument("--users", type=int, default=4, help="simulated users (default 4)")
+    demo.add_argument(
+        "--rate", type=float, default=0.5, help="messages per second across all users (default 0.5)"
+    )
+    demo.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        help="stop after this many seconds (default: Ctrl-C)",
+    )
+    demo.add_argument("--seed", type=int, default=1, help="random seed of the simulated users")
+    sub.add_parser("check", help="validate the settings and, where reachable, the tokens")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings()
+        setup_logging(settings.log_level, settings.log_format)
+        if args.command == "run":
+            return _run(settings)
+        if args.command == "demo":
+            from bot.demo import run_demo
+
+            return asyncio.run(
+                run_demo(
+                    settings,
+                    users=args.users,
+                    rate=args.rate,
+                    duration=args.duration,
+                    seed=args.seed,
+                )
+            )
+        if args.command == "check":
+            from bot.check import run_check
+
+            return asyncio.run(run_check(settings))
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return EXIT_OK
+    return EXIT_OK
+
+
+def _run(settings: Settings) -> int:
+    token, api_key = settings.require_credentials()
+    from bot.app import BotApp
+
+    async def go() -> None:
+        app = BotApp(settings, discord_token=token, gemini_api_key=api_key)
+        await app.run()
+
+    asyncio.run(go())
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

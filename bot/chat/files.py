@@ -1,0 +1,77 @@
+"""Turning a message's attachments into inline parts for the model, or a clear refusal."""
+
+from __future__ import annotations
+
+import hashlib
+
+from bot.chat.access import VideoLimiter
+from bot.chat.attachments import (
+    AttachmentInfo,
+    check_size,
+    classify,
+    estimate_video_tokens,
+    media_type,
+)
+from bot.chat.models import IncomingMessage
+from bot.chat.ports import DiscordPort, DownloadTooLarge
+from bot.chat.refusal import Refusal
+from bot.llm.types import InlineFile
+
+__all__ = ["FileLoader"]
+
+
+class FileLoader:
+    """Checks and downloads the images and videos on a message (and on the one it replies to)."""
+
+    def __init__(
+        self,
+        discord: DiscordPort,
+        *,
+        image_max_bytes: int,
+        video_max_bytes: int,
+        video_limiter: VideoLimiter,
+    ) -> None:
+        self._discord = discord
+        self._image_max = image_max_bytes
+        self._video_max = video_max_bytes
+        self._video_limiter = video_limiter
+
+    async def load(self, msg: IncomingMessage) -> tuple[tuple[InlineFile, ...], Refusal | None]:
+        attachments = list(msg.attachments)
+        if msg.quoted is not None:
+            attachments.extend(msg.quoted.attachments)
+        if not attachments:
+            return (), None
+        checked: list[tuple[AttachmentInfo, str, int]] = []
+        video_tokens = 0
+        for att in attachments:
+            info = AttachmentInfo(att.filename, att.content_type, att.size, att.url)
+            kind = classify(info)
+            if kind == "unsupported":
+                return (), Refusal(
+                    "unsupported_attachment",
+                    f"I can read images (png, jpeg, gif, webp) and videos, but not "
+                    f"`{att.filename}`.",
+                )
+            refusal = check_size(info, self._image_max, self._video_max)
+            if refusal is not None:
+                return (), refusal
+            if kind == "video":
+                video_tokens += estimate_video_tokens(att.size)
+            limit = self._video_max if kind == "video" else self._image_max
+            checked.append((info, media_type(info) or "application/octet-stream", limit))
+        if video_tokens:
+            # Reserve the budget before downloading, so two videos at once cannot both pass.
+            refusal = self._video_limiter.try_acquire(msg.author_id, video_tokens)
+            if refusal is not None:
+                return (), refusal
+        files: list[InlineFile] = []
+        for att, (info, mime, limit) in zip(attachments, checked, strict=True):
+            try:
+                data = await self._discord.download(att, limit)
+            except DownloadTooLarge:
+                return (), Refusal(
+                    "attachment_too_large", f"`{info.filename}` is larger than I can accept."
+                )
+            files.append(InlineFile(mime, data, hashlib.sha256(data).hexdigest()))
+        return tuple(files), None

@@ -1,0 +1,102 @@
+"""The small dataclasses that carry one message through the chat domain (no hikari types)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Literal
+
+__all__ = [
+    "Attachment",
+    "IncomingMessage",
+    "InteractionTarget",
+    "MessageTarget",
+    "QuotedMessage",
+    "Reply",
+    "ReplyKind",
+    "ReplyTarget",
+    "Source",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    """A file on a Discord message, known by its URL; the bytes are fetched only when used."""
+
+    filename: str
+    content_type: str | None
+    size: int
+    url: str
+
+
+@dataclass(frozen=True, slots=True)
+class QuotedMessage:
+    """A message the user replied to (it may be one of the bot's own answers)."""
+
+    message_id: int
+    author_id: int
+    from_bot: bool  # written by this bot
+    text: str
+    attachments: tuple[Attachment, ...] = ()
+    reply_to_id: int | None = None  # what *it* replied to, for walking a reply chain
+
+
+@dataclass(frozen=True, slots=True)
+class MessageTarget:
+    """Answer by replying to a channel message."""
+
+    channel_id: int
+    message_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class InteractionTarget:
+    """Answer a (deferred) slash command through its interaction token."""
+
+    application_id: int
+    token: str
+    channel_id: int
+    ephemeral: bool = False
+
+
+ReplyTarget = MessageTarget | InteractionTarget
+Source = Literal["mention", "dm", "reply", "slash"]
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingMessage:
+    """A user's request to the bot, from a mention, a DM, a reply or `/chat`."""
+
+    message_id: int
+    channel_id: int
+    guild_id: int | None
+    author_id: int
+    author_name: str
+    text: str  # the bot's mention already stripped
+    target: ReplyTarget
+    role_ids: frozenset[int] = frozenset()
+    attachments: tuple[Attachment, ...] = ()
+    quoted: QuotedMessage | None = None
+    source: Source = "mention"
+    received_at: float = field(default_factory=time.monotonic)
+
+    @property
+    def conversation_key(self) -> int:
+        """Memory is per channel, thread or DM channel, not per user."""
+        return self.channel_id
+
+
+ReplyKind = Literal["answer", "cached", "fallback", "queued", "notice", "refused", "failed"]
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """What the bot says back: one or more Discord-safe chunks."""
+
+    chunks: tuple[str, ...]
+    kind: ReplyKind
+    ephemeral: bool = False
+
+    @classmethod
+    def text(cls, text: str, kind: ReplyKind, *, ephemeral: bool = False) -> Reply:
+        return cls((text,), kind, ephemeral)

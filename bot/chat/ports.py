@@ -1,0 +1,29 @@
+"""What the chat domain needs from the outside world, as small protocols the adapters fill in."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from bot.chat.models import Attachment, QuotedMessage, Reply, ReplyTarget
+
+__all__ = ["DiscordPort", "DownloadTooLarge"]
+
+
+class DownloadTooLarge(Exception):
+    """The file turned out bigger than allowed while it was being downloaded."""
+
+
+class DiscordPort(Protocol):
+    """Implemented by `bot.discord`; the pipeline never sees hikari objects."""
+
+    async def deliver(self, target: ReplyTarget, reply: Reply) -> list[int]:
+        """Send the reply's chunks in order; returns the ids of the messages created."""
+        ...
+
+    async def fetch_quoted(self, channel_id: int, message_id: int) -> QuotedMessage | None:
+        """One message of a reply chain, or None when it is gone or unreadable."""
+        ...
+
+    async def download(self, attachment: Attachment, max_bytes: int) -> bytes:
+        """The attachment's bytes; raises DownloadTooLarge past max_bytes."""
+        ...

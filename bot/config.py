@@ -1,0 +1,179 @@
+"""Typed settings from the environment (and an optional `.env`), with errors that say what to set.
+
+Every setting is listed with its default and a one-line explanation in `.env.example`; a test
+keeps the two in step.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+__all__ = ["ConfigError", "Settings", "load_settings"]
+
+IdSet = Annotated[frozenset[int], NoDecode]
+
+DEFAULT_DISCORD_REST_URL = "https://discord.com/api/v10"
+DEFAULT_GEMINI_BASE_URL = "https://generativelanguage.googleapis.com"
+
+
+class ConfigError(Exception):
+    """A configuration mistake, phrased as what the operator should set."""
+
+
+class Settings(BaseSettings):
+    """All of the bot's settings. Names are the environment variables, upper-cased."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        env_ignore_empty=True,
+        extra="ignore",
+        frozen=True,
+    )
+
+    # --- secrets -------------------------------------------------------------------------------
+    discord_token: SecretStr | None = None
+    gemini_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("GEMINI_API_KEY", "GOOGLE_API_KEY")
+    )
+
+    # --- endpoints -----------------------------------------------------------------------------
+    discord_rest_url: str = DEFAULT_DISCORD_REST_URL
+    gemini_base_url: str = DEFAULT_GEMINI_BASE_URL
+    gemini_api_version: str = "v1beta"
+
+    # --- the model -----------------------------------------------------------------------------
+    gemini_model: str = "gemini-2.5-flash"
+    gemini_system_instruction: str = (
+        "You are a helpful assistant in a Discord chat. Answer concisely and use Discord markdown."
+    )
+    gemini_temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    gemini_top_p: float | None = Field(default=None, ge=0.0, le=1.0)
+    gemini_top_k: int | None = Field(default=None, ge=1)
+    gemini_max_output_tokens: int | None = Field(default=None, ge=1)
+    gemini_timeout_seconds: float = Field(default=30.0, gt=0)
+    gemini_stream: bool = True
+
+    # --- quota, retries, circuit breaker, cache -------------------------------------------------
+    gemini_rate_limit_rpm: int = Field(default=10, ge=1)
+    gemini_rate_limit_daily: int = Field(default=500, ge=1)
+    gemini_rate_limit_tpm: int | None = Field(default=None, ge=1)
+    gemini_rate_limit_safety_margin: float = Field(default=0.9, gt=0, le=1.0)
+    retry_max_attempts: int = Field(default=4, ge=1)
+    retry_initial_backoff_seconds: float = Field(default=1.0, ge=0)
+    retry_max_backoff_seconds: float = Field(default=20.0, ge=0)
+    retry_total_budget_seconds: float = Field(default=60.0, gt=0)
+    breaker_failure_threshold: int = Field(default=5, ge=1)
+    breaker_reset_timeout_seconds: float = Field(default=60.0, gt=0)
+    breaker_half_open_max_calls: int = Field(default=1, ge=1)
+    breaker_success_threshold: int = Field(default=3, ge=1)
+    cache_max_entries: int = Field(default=1000, ge=0)
+    cache_max_bytes: int = Field(default=16 * 1024 * 1024, ge=0)
+    cache_ttl_seconds: float = Field(default=3600.0, gt=0)
+
+    # --- conversation memory -------------------------------------------------------------------
+    conversation_timeout_minutes: float = Field(default=30.0, gt=0)
+    max_conversation_messages: int = Field(default=100, ge=2)
+    max_context_chars: int = Field(default=50_000, ge=100)
+    max_conversations: int = Field(default=10_000, ge=1)
+    reply_chain_max_depth: int = Field(default=10, ge=0)
+
+    # --- who may talk to the bot ---------------------------------------------------------------
+    user_cooldown_seconds: float = Field(default=2.0, ge=0)
+    allowed_user_ids: IdSet = frozenset()
+    blocked_user_ids: IdSet = frozenset()
+    allowed_role_ids: IdSet = frozenset()
+    blocked_role_ids: IdSet = frozenset()
+    allowed_channel_ids: IdSet = frozenset()
+    blocked_channel_ids: IdSet = frozenset()
+
+    # --- attachments ---------------------------------------------------------------------------
+    image_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1)
+    video_max_bytes: int = Field(default=20 * 1024 * 1024, ge=1)
+    video_tokens_per_hour: int = Field(default=100_000, ge=0)
+    video_tokens_per_day: int = Field(default=500_000, ge=0)
+    video_requests_per_hour: int = Field(default=10, ge=0)
+    video_requests_per_day: int = Field(default=50, ge=0)
+    video_user_cooldown_seconds: float = Field(default=60.0, ge=0)
+
+    # --- process -------------------------------------------------------------------------------
+    data_dir: Path = Path("./data")
+    ops_host: str = "127.0.0.1"
+    ops_port: int = Field(default=9464, ge=0, le=65535)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
+    shutdown_grace_seconds: float = Field(default=10.0, ge=0)
+
+    @field_validator(
+        "allowed_user_ids",
+        "blocked_user_ids",
+        "allowed_role_ids",
+        "blocked_role_ids",
+        "allowed_channel_ids",
+        "blocked_channel_ids",
+        mode="before",
+    )
+    @classmethod
+    def _split_ids(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            parts = [p.strip() for p in value.replace(";", ",").split(",")]
+            try:
+                return frozenset(int(p) for p in parts if p)
+            except ValueError:
+                raise ValueError("expected comma-separated numeric Discord ids") from None
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("discord_rest_url", "gemini_base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("expected an http:// or https:// URL")
+        return value.rstrip("/")
+
+    def require_credentials(self) -> tuple[str, str]:
+        """The Discord token and Gemini key, or a ConfigError saying what to set."""
+        missing = []
+        if self.discord_token is None or not self.discord_token.get_secret_value().strip():
+            missing.append("DISCORD_TOKEN")
+        if self.gemini_api_key is None or not self.gemini_api_key.get_secret_value().strip():
+            missing.append("GEMINI_API_KEY (or GOOGLE_API_KEY)")
+        if missing:
+            raise ConfigError(
+                f"{' and '.join(missing)} not set: put it in .env or the environment "
+                "(see .env.example), or run `python -m bot demo` to try the bot locally"
+            )
+        assert self.discord_token is not None and self.gemini_api_key is not None
+        token = self.discord_token.get_secret_value().strip()
+        if token.count(".") != 2:
+            raise ConfigError(
+                "DISCORD_TOKEN does not look like a bot token (three dot-separated parts): copy it "
+                "from the Bot page of your application in the Discord developer portal"
+            )
+        return token, self.gemini_api_key.get_secret_value().strip()
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        name = ".".join(str(p) for p in item["loc"]).upper() or "settings"
+        raw = item.get("input")
+        shown = "" if "key" in name.lower() or "token" in name.lower() else f" (got {raw!r})"
+        lines.append(f"{name}: {item['msg']}{shown}")
+    return "invalid settings: " + "; ".join(lines)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read settings from the environment and `.env`; a mistake raises ConfigError."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None

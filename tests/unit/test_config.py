@@ -1,0 +1,84 @@
+"""Settings: defaults, the .env.example contract, and errors that say what to set."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from bot.config import ConfigError, Settings, load_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _example() -> dict[str, str]:
+    entries = {}
+    for line in (ROOT / ".env.example").read_text().splitlines():
+        match = re.match(r"^([A-Z][A-Z0-9_]*)=(.*)$", line)
+        if match:
+            entries[match.group(1)] = match.group(2).strip('"')
+    return entries
+
+
+def _env_name(field: str) -> str:
+    return "GEMINI_API_KEY" if field == "gemini_api_key" else field.upper()
+
+
+def test_env_example_lists_every_setting_and_nothing_else() -> None:
+    assert set(_example()) == {_env_name(name) for name in Settings.model_fields}
+
+
+def test_env_example_shows_the_real_defaults() -> None:
+    example = _example()
+    for name, field in Settings.model_fields.items():
+        default = field.default
+        shown = example[_env_name(name)]
+        if default is None or isinstance(default, frozenset) and not default:
+            assert shown == "", name
+        elif isinstance(default, bool):
+            assert shown == str(default).lower(), name
+        elif isinstance(default, int | float):
+            assert float(shown) == float(default), name
+        elif isinstance(default, Path):
+            assert Path(shown) == default, name
+        else:
+            assert shown == str(default), name
+
+
+def test_id_lists_are_comma_separated(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BLOCKED_USER_IDS", "1, 2,3")
+    assert load_settings(_env_file=None).blocked_user_ids == frozenset({1, 2, 3})
+
+
+def test_bad_values_name_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BLOCKED_USER_IDS", "alice")
+    monkeypatch.setenv("GEMINI_RATE_LIMIT_SAFETY_MARGIN", "2")
+    with pytest.raises(ConfigError) as err:
+        load_settings(_env_file=None)
+    assert "BLOCKED_USER_IDS" in str(err.value)
+    assert "GEMINI_RATE_LIMIT_SAFETY_MARGIN" in str(err.value)
+
+
+def test_missing_credentials_say_what_to_set() -> None:
+    with pytest.raises(ConfigError, match="DISCORD_TOKEN and GEMINI_API_KEY"):
+        load_settings(_env_file=None).require_credentials()
+
+
+def test_google_api_key_is_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GOOGLE_API_KEY", "abc")
+    monkeypatch.setenv("DISCORD_TOKEN", "MTIz.a.b")
+    assert load_settings(_env_file=None).require_credentials() == ("MTIz.a.b", "abc")
+
+
+def test_secret_values_are_not_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DISCORD_TOKEN", "SECRET-but-not-a-token")
+    monkeypatch.setenv("GEMINI_API_KEY", "k")
+    with pytest.raises(ConfigError) as err:
+        load_settings(_env_file=None).require_credentials()
+    assert "SECRET" not in str(err.value)
+
+
+def test_env_example_copied_to_env_loads_as_the_defaults() -> None:
+    from_example = load_settings(_env_file=ROOT / ".env.example")
+    assert from_example == load_settings(_env_file=None)
