@@ -1,0 +1,196 @@
+"""`POST /alerts`: the Alertmanager webhook, answered within milliseconds.
+
+Alertmanager retries 5xx and gives up on 4xx, so 4xx means "do not send this again" (bad token,
+bad payload, too large) and 503 means "try again later" (shutting down, backlog full).
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Final
+
+from aiohttp import hdrs, web
+from aiohttp.http_exceptions import HttpProcessingError
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
+
+from bot.healing.payload import PayloadError, parse_payload
+from bot.healing.receiver import HealReceiver, ReceiverClosedError
+
+__all__ = ["DEFAULT_MAX_BODY_BYTES", "AlertsHandler", "alerts_handler", "load_token"]
+
+logger = logging.getLogger(__name__)
+_tracer = trace.get_tracer(__name__)
+
+DEFAULT_MAX_BODY_BYTES: Final = 256 * 1024
+
+AlertsHandler = Callable[[web.Request], Awaitable[web.Response]]
+
+_REALM: Final = 'Bearer realm="alerts"'
+
+
+class _Answer(Exception):
+    """Ends request handling early with an error status; caught inside the handler."""
+
+    def __init__(self, status: int, reason: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+        self.headers = headers or {}
+
+
+def load_token(token: str | None, token_file: Path | None) -> str | None:
+    """The webhook bearer token from ALERT_WEBHOOK_TOKEN or ALERT_WEBHOOK_TOKEN_FILE, or None.
+
+    Setting both is a configuration error, so nobody has to guess which one wins.
+    """
+    value = token.strip() if token is not None else ""
+    if value and token_file is not None:
+        raise ValueError(
+            "ALERT_WEBHOOK_TOKEN and ALERT_WEBHOOK_TOKEN_FILE are both set: keep one "
+            "(the file keeps the token out of the environment)"
+        )
+    if token_file is not None:
+        try:
+            value = token_file.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(
+                f"ALERT_WEBHOOK_TOKEN_FILE {token_file} is unreadable: {exc}"
+            ) from None
+        if not value:
+            raise ValueError(
+                f"ALERT_WEBHOOK_TOKEN_FILE {token_file} is empty: put the token in it "
+                "or unset the setting"
+            )
+    if any(char.isspace() or not char.isprintable() for char in value):
+        source = "ALERT_WEBHOOK_TOKEN_FILE" if token_file is not None else "ALERT_WEBHOOK_TOKEN"
+        raise ValueError(f"{source}: a bearer token is one word without spaces or control chars")
+    return value or None
+
+
+def _is_loopback(remote: str | None) -> bool:
+    if remote is None:
+        return False
+    try:
+        address = ipaddress.ip_address(remote)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
+
+
+def _is_json(content_type: str) -> bool:
+    return content_type == "application/json" or content_type.endswith("+json")
+
+
+def alerts_handler(
+    receiver: HealReceiver,
+    *,
+    token: str | None,
+    allow_insecure_loopback: bool,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    is_shutting_down: Callable[[], bool] = lambda: False,
+) -> AlertsHandler:
+    """An aiohttp handler for `POST /alerts`; every answer is counted in `receiver.stats`.
+
+    With no token the endpoint answers 404, unless `allow_insecure_loopback` lets loopback
+    clients in without one. A configured token is always required, loopback or not.
+    """
+    if max_body_bytes < 1:
+        raise ValueError("max_body_bytes must be at least 1")
+    expected = token.encode("utf-8") if token else None
+
+    def authorize(request: web.Request) -> None:
+        if expected is None:
+            if not allow_insecure_loopback:
+                raise _Answer(404, "alerts webhook is disabled: no ALERT_WEBHOOK_TOKEN is set")
+            if not _is_loopback(request.remote):
+                raise _Answer(403, "without a token only loopback clients may post alerts")
+            return
+        header = request.headers.get(hdrs.AUTHORIZATION)
+        if header is None:
+            raise _Answer(401, "bearer token required", {hdrs.WWW_AUTHENTICATE: _REALM})
+        scheme, _, credentials = header.strip().partition(" ")
+        # Encoded back the way aiohttp decoded it, so any header bytes compare without errors.
+        given = credentials.strip().encode("utf-8", "surrogateescape")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given, expected):
+            challenge = f'{_REALM}, error="invalid_token"'
+            raise _Answer(401, "invalid bearer token", {hdrs.WWW_AUTHENTICATE: challenge})
+
+    async def read_body(request: web.Request) -> bytes:
+        if request.content_length is not None and request.content_length > max_body_bytes:
+            raise _Answer(413, f"body is larger than {max_body_bytes} bytes")
+        # Content-Length may be absent (chunked) or wrong: stop reading one byte past the limit.
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            while chunk := await request.content.read(max_body_bytes + 1 - size):
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > max_body_bytes:
+                    raise _Answer(413, f"body is larger than {max_body_bytes} bytes")
+        except HttpProcessingError as exc:
+            raise _Answer(400, f"could not read the body: {exc.message}") from None
+        return b"".join(chunks)
+
+    async def answer(request: web.Request) -> tuple[web.Response, str]:
+        authorize(request)
+        if is_shutting_down() or not receiver.accepting:
+            raise _Answer(503, "shutting down")
+        body = await read_body(request)
+        try:
+            payload = parse_payload(body)
+        except PayloadError as exc:
+            # Lenient about the content type while the body parses; strict once it does not.
+            if hdrs.CONTENT_TYPE in request.headers and not _is_json(request.content_type):
+                raise _Answer(
+                    415, f"expected application/json, got {request.content_type}"
+                ) from None
+            raise _Answer(400, exc.reason) from None
+        trace.get_current_span().set_attribute("heal.alerts", len(payload.alerts))
+        try:
+            summary = receiver.submit(payload)
+        except ReceiverClosedError:
+            raise _Answer(503, "shutting down") from None
+        data = summary.to_json()
+        if summary.http_status != 202:
+            data["error"] = "job backlog is full; retry later"
+        note = f"{len(payload.alerts)} alert(s), {summary.queued} job(s) queued"
+        return web.json_response(data, status=summary.http_status), note
+
+    async def handle(request: web.Request) -> web.Response:
+        started = time.perf_counter()
+        with _tracer.start_as_current_span("POST /alerts", kind=SpanKind.SERVER) as span:
+            try:
+                response, note = await answer(request)
+            except _Answer as exc:
+                response = web.json_response(
+                    {"error": exc.reason}, status=exc.status, headers=exc.headers
+                )
+                note = exc.reason
+            except Exception:
+                # Never let a surprise become aiohttp's HTML 500 without a count and a log.
+                logger.exception("alerts webhook: unexpected error")
+                response = web.json_response({"error": "internal error"}, status=500)
+                note = "internal error"
+            receiver.record_request(response.status)
+            span.set_attribute("http.response.status_code", response.status)
+            if response.status >= 500:
+                span.set_status(trace.StatusCode.ERROR, note)
+            logger.log(
+                logging.INFO if response.status < 400 else logging.WARNING,
+                "alerts webhook: %d from %s in %.1fms: %s",
+                response.status,
+                request.remote,
+                (time.perf_counter() - started) * 1000,
+                note,
+            )
+            return response
+
+    return handle

@@ -1,0 +1,493 @@
+"""Decides what to do with each alert of a webhook notification; runs the heals in the background.
+
+`submit()` is synchronous and fast: the webhook answers 202 as soon as the decisions are made,
+while each accepted job runs in its own task, one at a time per action and at most
+`max_concurrency` at once. Decisions, in order:
+
+- ignored: another instance's alert, no `heal` label, an unknown action, or a resolved alert
+  whose action never ran here;
+- duplicate: the same fingerprint + startsAt + action + status was seen (a repeat notification,
+  an Alertmanager retry, or the other member of an HA pair);
+- escalated: the action already ran `escalate_after` times for this alert without a resolve;
+- cooldown: the action was applied less than `cooldown_s` ago (firing alerts only);
+- rejected: the job backlog is full; the webhook answers 503 so that Alertmanager retries, and
+  nothing about the alert is remembered, so the retry is decided afresh;
+- apply / revert: queued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Final, Literal
+
+from opentelemetry import trace
+from opentelemetry.trace import StatusCode
+
+from bot.healing.actions import HEAL_ACTIONS, ActionRegistry, ActionResult, HealAction
+from bot.healing.payload import Alert, AlertStatus, WebhookPayload
+
+__all__ = [
+    "HEAL_LABEL",
+    "HEAL_OUTCOMES",
+    "IGNORE_REASONS",
+    "INSTANCE_LABEL",
+    "WEBHOOK_CODES",
+    "AlertDecision",
+    "Decision",
+    "HealEvent",
+    "HealReceiver",
+    "HealStats",
+    "ReceiverClosedError",
+    "SubmitSummary",
+]
+
+logger = logging.getLogger(__name__)
+_tracer = trace.get_tracer(__name__)
+
+HEAL_LABEL: Final = "heal"
+INSTANCE_LABEL: Final = "instance"
+
+Decision = Literal["apply", "revert", "ignored", "duplicate", "cooldown", "escalated", "rejected"]
+
+# `llmbot_heal_actions_total{outcome}`: ok / failed / reverted are job results (a failed revert
+# counts as failed), the others are decisions that ran nothing.
+HEAL_OUTCOMES: Final[tuple[str, ...]] = (
+    "ok",
+    "failed",
+    "reverted",
+    "cooldown",
+    "duplicate",
+    "escalated",
+    "rejected",
+)
+# `llmbot_heal_alerts_ignored_total{reason}`: kept apart from the actions counter because an
+# ignored alert often has no valid action to label it with.
+IGNORE_REASONS: Final[tuple[str, ...]] = (
+    "other_instance",
+    "no_heal_label",
+    "unknown_action",
+    "not_applied",
+)
+# `llmbot_webhook_requests_total{code}`: every status the alerts handler answers with.
+WEBHOOK_CODES: Final[tuple[int, ...]] = (202, 400, 401, 403, 404, 413, 415, 500, 503)
+
+_DedupKey = tuple[str, str, str, str]
+
+
+class ReceiverClosedError(RuntimeError):
+    """`submit()` was called before `start()` or after `stop()`; the webhook answers 503."""
+
+
+@dataclass(frozen=True, slots=True)
+class AlertDecision:
+    """What the receiver decided for one alert of a notification."""
+
+    fingerprint: str
+    status: AlertStatus
+    action: str | None
+    decision: Decision
+    detail: str = ""
+
+    def to_json(self) -> dict[str, str | None]:
+        """The decision as a JSON object for the webhook answer."""
+        return {
+            "fingerprint": self.fingerprint,
+            "status": self.status,
+            "action": self.action,
+            "decision": self.decision,
+            "detail": self.detail,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitSummary:
+    """The decisions for one notification; `http_status` is 503 when any job was rejected."""
+
+    decisions: tuple[AlertDecision, ...]
+
+    @property
+    def queued(self) -> int:
+        """How many jobs (apply or revert) were queued."""
+        return sum(d.decision in ("apply", "revert") for d in self.decisions)
+
+    @property
+    def http_status(self) -> int:
+        """202, or 503 so that Alertmanager retries what could not be queued."""
+        return 503 if any(d.decision == "rejected" for d in self.decisions) else 202
+
+    def to_json(self) -> dict[str, object]:
+        """The summary as a JSON object for the webhook answer."""
+        return {"queued": self.queued, "decisions": [d.to_json() for d in self.decisions]}
+
+
+@dataclass(frozen=True, slots=True)
+class HealEvent:
+    """A recent decision or job outcome, for `/heal status`; `outcome` is a decision or result."""
+
+    time: float
+    action: str | None
+    outcome: str
+    fingerprint: str
+    detail: str
+
+
+def _zero_actions() -> dict[tuple[str, str], int]:
+    return {(action, outcome): 0 for action in HEAL_ACTIONS for outcome in HEAL_OUTCOMES}
+
+
+@dataclass(slots=True)
+class HealStats:
+    """Counters and gauges read at scrape time; every label combination starts at 0."""
+
+    webhook_requests_total: dict[int, int] = field(
+        default_factory=lambda: dict.fromkeys(WEBHOOK_CODES, 0)
+    )
+    actions_total: dict[tuple[str, str], int] = field(default_factory=_zero_actions)
+    alerts_ignored_total: dict[str, int] = field(
+        default_factory=lambda: dict.fromkeys(IGNORE_REASONS, 0)
+    )
+    # Wall-clock time of the last successful apply; 0 means never (Prometheus convention).
+    last_success_timestamp: dict[str, float] = field(
+        default_factory=lambda: dict.fromkeys(HEAL_ACTIONS, 0.0)
+    )
+    active_heals: int = 0
+    queued_jobs: int = 0  # accepted, waiting for the action's lock or a global slot
+    running_jobs: int = 0
+
+
+@dataclass(slots=True)
+class _AlertState:
+    action: str
+    applications: int = 0
+    active: bool = False
+    escalated: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    kind: Literal["apply", "revert"]
+    action: HealAction
+    alert: Alert
+    key: _DedupKey
+
+
+class HealReceiver:
+    """Turns webhook notifications into heal jobs, with dedup, cooldown and escalation."""
+
+    def __init__(
+        self,
+        registry: ActionRegistry,
+        *,
+        instance: str,
+        cooldown_s: float = 300.0,
+        max_concurrency: int = 2,
+        escalate_after: int = 3,
+        exit_on_escalation: bool = False,
+        dedup_capacity: int = 4096,
+        max_pending: int = 64,
+        action_timeout_s: float = 120.0,
+        events_capacity: int = 100,
+        clock: Callable[[], float] = time.time,
+        on_escalation_exit: Callable[[], None] | None = None,
+    ) -> None:
+        if cooldown_s < 0:
+            raise ValueError("cooldown_s must not be negative")
+        if min(max_concurrency, escalate_after, dedup_capacity, max_pending, events_capacity) < 1:
+            raise ValueError(
+                "max_concurrency, escalate_after, dedup_capacity, max_pending and "
+                "events_capacity must be at least 1"
+            )
+        if action_timeout_s <= 0:
+            raise ValueError("action_timeout_s must be positive")
+        if exit_on_escalation and on_escalation_exit is None:
+            raise ValueError("exit_on_escalation needs on_escalation_exit to start the drain")
+        self.instance = instance
+        self.cooldown_s = cooldown_s
+        self.max_concurrency = max_concurrency
+        self.escalate_after = escalate_after
+        self.exit_on_escalation = exit_on_escalation
+        self.max_pending = max_pending
+        self.action_timeout_s = action_timeout_s
+        self.events: deque[HealEvent] = deque(maxlen=events_capacity)
+        self._registry = registry
+        self._dedup_capacity = dedup_capacity
+        self._clock = clock
+        self._on_escalation_exit = on_escalation_exit
+        self._stats = HealStats()
+        self._seen: OrderedDict[_DedupKey, None] = OrderedDict()
+        self._alerts: OrderedDict[str, _AlertState] = OrderedDict()
+        self._last_applied: dict[str, float] = {}
+        self._slots = asyncio.Semaphore(max_concurrency)
+        self._locks = {name: asyncio.Lock() for name in HEAL_ACTIONS}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._running = 0
+        self._accepting = False
+        self._exit_requested = False
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @property
+    def accepting(self) -> bool:
+        """True between `start()` and `stop()`."""
+        return self._accepting
+
+    def start(self) -> None:
+        """Accept notifications; jobs run as tasks of the running event loop."""
+        self._accepting = True
+
+    async def join(self) -> None:
+        """Wait until every queued job has finished (jobs queued meanwhile included)."""
+        while self._tasks:
+            await asyncio.wait(set(self._tasks))
+
+    async def stop(self, grace_s: float = 10.0) -> None:
+        """Refuse new notifications, give queued jobs `grace_s` s to finish, then cancel them."""
+        self._accepting = False
+        tasks = set(self._tasks)
+        if not tasks:
+            return
+        _done, late = await asyncio.wait(tasks, timeout=grace_s)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
+        if late:
+            logger.warning("heal: cancelled %d job(s) unfinished after %.1fs", len(late), grace_s)
+
+    # -- figures -----------------------------------------------------------------------------
+
+    @property
+    def stats(self) -> HealStats:
+        """Counters by label, with the gauges brought up to date."""
+        self._stats.active_heals = sum(state.active for state in self._alerts.values())
+        self._stats.queued_jobs = len(self._tasks) - self._running
+        self._stats.running_jobs = self._running
+        return self._stats
+
+    def record_request(self, code: int) -> None:
+        """Count one webhook answer by HTTP status."""
+        counts = self._stats.webhook_requests_total
+        counts[code] = counts.get(code, 0) + 1
+
+    # -- decisions ---------------------------------------------------------------------------
+
+    def submit(self, payload: WebhookPayload) -> SubmitSummary:
+        """Decide for every alert and queue the accepted jobs; never waits for an action."""
+        if not self._accepting:
+            raise ReceiverClosedError("the heal receiver is not accepting notifications")
+        now = self._clock()
+        return SubmitSummary(tuple(self._decide(alert, now) for alert in payload.alerts))
+
+    def _decide(self, alert: Alert, now: float) -> AlertDecision:
+        instance = alert.labels.get(INSTANCE_LABEL)
+        name = alert.labels.get(HEAL_LABEL)
+        # No instance label: a rule on a bot-wide aggregate (sum without instance) is ours too.
+        if instance is not None and instance != self.instance:
+            return self._ignore(alert, name, "other_instance", f"instance {instance!r} is not ours")
+        if name is None:
+            return self._ignore(alert, None, "no_heal_label", "alert has no heal label")
+        action = self._registry.get(name)
+        if action is None:
+            return self._ignore(alert, name, "unknown_action", f"no heal action {name!r}")
+        key: _DedupKey = (alert.fingerprint, alert.starts_at.isoformat(), name, alert.status)
+        if key in self._seen:
+            self._seen.move_to_end(key)
+            return self._refuse(alert, name, "duplicate", "already handled this notification")
+        if alert.status == "resolved":
+            return self._decide_resolved(alert, action, key)
+        return self._decide_firing(alert, action, key, now)
+
+    def _decide_resolved(self, alert: Alert, action: HealAction, key: _DedupKey) -> AlertDecision:
+        state = self._alerts.get(alert.fingerprint)
+        if state is None or not state.active:
+            # Resolving also ends an escalation: the count is per firing streak.
+            self._alerts.pop(alert.fingerprint, None)
+            return self._ignore(alert, action.name, "not_applied", "nothing was applied here")
+        if len(self._tasks) >= self.max_pending:
+            return self._refuse(alert, action.name, "rejected", "job backlog is full")
+        del self._alerts[alert.fingerprint]
+        self._remember(key)
+        return self._queue(_Job("revert", action, alert, key))
+
+    def _decide_firing(
+        self, alert: Alert, action: HealAction, key: _DedupKey, now: float
+    ) -> AlertDecision:
+        name = action.name
+        state = self._alerts.get(alert.fingerprint)
+        if state is not None:
+            self._alerts.move_to_end(alert.fingerprint)
+        if state is not None and state.applications >= self.escalate_after:
+            return self._escalate(alert, state)
+        since = now - self._last_applied.get(name, float("-inf"))
+        if since < self.cooldown_s:
+            detail = f"{name} ran {since:.0f}s ago; cooldown is {self.cooldown_s:.0f}s"
+            return self._refuse(alert, name, "cooldown", detail)
+        if len(self._tasks) >= self.max_pending:
+            return self._refuse(alert, name, "rejected", "job backlog is full")
+        if state is None:
+            state = self._track(alert.fingerprint, name)
+        state.applications += 1
+        # Active from now on, even if the apply fails: it may have half-applied, and a revert
+        # is harmless when nothing was applied.
+        state.active = True
+        self._last_applied[name] = now
+        self._remember(key)
+        return self._queue(_Job("apply", action, alert, key))
+
+    def _escalate(self, alert: Alert, state: _AlertState) -> AlertDecision:
+        detail = f"{state.action} ran {state.applications} times and the alert still fires"
+        first = not state.escalated
+        state.escalated = True
+        decision = self._refuse(alert, state.action, "escalated", detail, log=not first)
+        if first:
+            logger.error(
+                "heal %s escalated: %s (fingerprint %s); not running it again until it resolves",
+                state.action,
+                detail,
+                alert.fingerprint,
+            )
+            if self.exit_on_escalation and not self._exit_requested:
+                self._exit_requested = True
+                self._request_exit()
+        return decision
+
+    def _request_exit(self) -> None:
+        logger.error("heal: exit on escalation is on; asking for a graceful drain and exit")
+        if self._on_escalation_exit is None:  # excluded by __init__; keeps mypy informed
+            return
+        try:
+            self._on_escalation_exit()
+        except Exception:
+            logger.exception("heal: the escalation exit callback failed")
+
+    # -- state -------------------------------------------------------------------------------
+
+    def _remember(self, key: _DedupKey) -> None:
+        self._seen[key] = None
+        if len(self._seen) > self._dedup_capacity:
+            self._seen.popitem(last=False)
+
+    def _track(self, fingerprint: str, action: str) -> _AlertState:
+        state = self._alerts[fingerprint] = _AlertState(action)
+        if len(self._alerts) > self._dedup_capacity:
+            old_fingerprint, old = self._alerts.popitem(last=False)
+            if old.active:
+                logger.warning(
+                    "heal: forgetting the %s heal of fingerprint %s (too many alerts tracked); "
+                    "it will not be reverted",
+                    old.action,
+                    old_fingerprint,
+                )
+        return state
+
+    # -- records -----------------------------------------------------------------------------
+
+    def _event(self, action: str | None, outcome: str, fingerprint: str, detail: str) -> None:
+        self.events.append(HealEvent(self._clock(), action, outcome, fingerprint, detail))
+        trace.get_current_span().add_event(
+            "heal.decision",
+            {"heal.action": action or "", "heal.outcome": outcome, "heal.detail": detail},
+        )
+
+    def _ignore(self, alert: Alert, name: str | None, reason: str, detail: str) -> AlertDecision:
+        self._stats.alerts_ignored_total[reason] += 1
+        self._event(None, "ignored", alert.fingerprint, f"{reason}: {detail}")
+        logger.info("heal ignored (%s): %s (fingerprint %s)", reason, detail, alert.fingerprint)
+        return AlertDecision(alert.fingerprint, alert.status, name, "ignored", reason)
+
+    def _refuse(
+        self, alert: Alert, name: str, decision: Decision, detail: str, *, log: bool = True
+    ) -> AlertDecision:
+        self._stats.actions_total[(name, decision)] += 1
+        self._event(name, decision, alert.fingerprint, detail)
+        if log:
+            level = logging.WARNING if decision == "rejected" else logging.INFO
+            logger.log(
+                level, "heal %s %s: %s (fingerprint %s)", name, decision, detail, alert.fingerprint
+            )
+        return AlertDecision(alert.fingerprint, alert.status, name, decision, detail)
+
+    def _queue(self, job: _Job) -> AlertDecision:
+        task = asyncio.create_task(self._run(job), name=f"heal-{job.kind}-{job.action.name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        self._event(job.action.name, "queued", job.alert.fingerprint, job.kind)
+        logger.info(
+            "heal %s queued %s (fingerprint %s)", job.action.name, job.kind, job.alert.fingerprint
+        )
+        return AlertDecision(job.alert.fingerprint, job.alert.status, job.action.name, job.kind)
+
+    # -- jobs --------------------------------------------------------------------------------
+
+    async def _run(self, job: _Job) -> None:
+        # The action lock first: a job waiting for its action must not hold a global slot.
+        async with self._locks[job.action.name], self._slots:
+            self._running += 1
+            try:
+                await self._execute(job)
+            finally:
+                self._running -= 1
+
+    async def _execute(self, job: _Job) -> None:
+        name = job.action.name
+        attributes = {
+            "heal.action": name,
+            "heal.kind": job.kind,
+            "heal.fingerprint": job.alert.fingerprint,
+        }
+        with _tracer.start_as_current_span(
+            f"heal {job.kind} {name}", attributes=attributes
+        ) as span:
+            started = time.perf_counter()
+            try:
+                async with asyncio.timeout(self.action_timeout_s):
+                    if job.kind == "apply":
+                        result = await job.action.apply(job.alert)
+                    else:
+                        result = await job.action.revert(job.alert)
+            except asyncio.CancelledError:
+                self._finish(job, ActionResult.failure("cancelled at shutdown"), started)
+                raise
+            except TimeoutError:
+                result = ActionResult.failure(f"timed out after {self.action_timeout_s:g}s")
+            except Exception as exc:
+                logger.debug("heal %s %s raised", name, job.kind, exc_info=True)
+                result = ActionResult.failure(f"{type(exc).__name__}: {exc}")
+            outcome = self._finish(job, result, started)
+            span.set_attribute("heal.outcome", outcome)
+            for figure, value in result.figures.items():
+                span.set_attribute(f"heal.{figure}", value)
+            if not result.ok:
+                span.set_status(StatusCode.ERROR, result.detail)
+
+    def _finish(self, job: _Job, result: ActionResult, started: float) -> str:
+        name = job.action.name
+        elapsed = time.perf_counter() - started
+        if result.ok:
+            outcome = "ok" if job.kind == "apply" else "reverted"
+            if job.kind == "apply":
+                self._stats.last_success_timestamp[name] = self._clock()
+        else:
+            outcome = "failed"
+            if job.kind == "apply":
+                # Let a later repeat notification try again (cooldown and escalation still apply).
+                self._seen.pop(job.key, None)
+        self._stats.actions_total[(name, outcome)] += 1
+        figures = ", ".join(f"{key}={value:g}" for key, value in result.figures.items())
+        detail = "; ".join(part for part in (result.detail, figures) if part)
+        self._event(name, outcome, job.alert.fingerprint, f"{job.kind}: {detail}".rstrip(": "))
+        logger.log(
+            logging.INFO if result.ok else logging.WARNING,
+            "heal %s %s %s in %.2fs%s (fingerprint %s)",
+            name,
+            job.kind,
+            outcome,
+            elapsed,
+            f": {detail}" if detail else "",
+            job.alert.fingerprint,
+        )
+        return outcome
