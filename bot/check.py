@@ -34,7 +34,8 @@ async def run_check(settings: Settings) -> int:
             session, f"{settings.discord_rest_url}/users/@me", {"Authorization": f"Bot {token}"}
         )
         print(f"DISCORD_TOKEN at {settings.discord_rest_url}: {discord}")
-        model_url = f"{settings.gemini_base_url}/{settings.gemini_api_version}/models/{settings.gemini_model}"
+        base = f"{settings.gemini_base_url}/{settings.gemini_api_version}"
+        model_url = f"{base}/models/{settings.gemini_model}"
         gemini, gemini_ok = await _probe(session, model_url, {"x-goog-api-key": api_key})
         print(f"GEMINI_API_KEY for {settings.gemini_model}: {gemini}")
     return EXIT_OK if discord_ok and gemini_ok else EXIT_REJECTED

@@ -46,3 +46,5 @@ def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
     root.setLevel(level)
     for name in _QUIET:
         logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
+    # hikari warns about `python -O` at every start; it is advice, not a problem.
+    logging.getLogger("hikari.ux").setLevel(logging.ERROR)

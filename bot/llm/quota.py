@@ -245,8 +245,11 @@ class QuotaLimiter:
         self._tokens_used += max(0, input_tokens) + max(0, output_tokens)
         self.dirty = True
 
-    def on_provider_rate_limited(self, retry_delay_s: float | None) -> None:
-        """The provider said 429: stop at what this minute used and wait out delay and window."""
+    def on_provider_rate_limited(self, retry_delay_s: float | None) -> float:
+        """The provider said 429: stop at what this minute used and wait out delay and window.
+
+        Returns the seconds until calls are allowed again.
+        """
         now = self._clock()
         self._roll(now)
         self.stats.provider_rate_limited_total += 1
@@ -255,6 +258,7 @@ class QuotaLimiter:
         delay = max(0.0, retry_delay_s or 0.0)
         self._blocked_until = max(self._blocked_until, now + delay, self._minute.end)
         self.dirty = True
+        return self._blocked_until - now
 
     def start_conservatively(self, reason: str) -> None:
         """After losing the saved state: treat the current minute as full (see module doc)."""

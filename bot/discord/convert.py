@@ -1,0 +1,71 @@
+"""hikari objects in, the chat domain's dataclasses out (the only direction data crosses here)."""
+
+from __future__ import annotations
+
+import re
+
+import hikari
+
+from bot.chat.models import Attachment, IncomingMessage, MessageTarget, QuotedMessage, Source
+
+__all__ = ["addresses_bot", "strip_mention", "to_incoming", "to_quoted"]
+
+
+def strip_mention(content: str, bot_id: int) -> str:
+    """The prompt without the bot's own `<@id>` / `<@!id>` mention."""
+    return re.sub(rf"<@!?{bot_id}>", "", content).strip()
+
+
+def _attachments(message: hikari.PartialMessage) -> tuple[Attachment, ...]:
+    found = message.attachments or ()
+    return tuple(Attachment(a.filename, a.media_type, a.size, a.url) for a in found)
+
+
+def to_quoted(message: hikari.PartialMessage, bot_id: int) -> QuotedMessage:
+    author_id = int(message.author.id) if message.author else 0
+    ref = message.message_reference
+    return QuotedMessage(
+        message_id=int(message.id),
+        author_id=author_id,
+        from_bot=author_id == bot_id,
+        text=strip_mention(message.content or "", bot_id),
+        attachments=_attachments(message),
+        reply_to_id=int(ref.id) if ref and ref.id is not None else None,
+    )
+
+
+def addresses_bot(event: hikari.MessageCreateEvent, bot_id: int) -> Source | None:
+    """Why this message is for the bot ("dm", "mention", "reply"), or None when it is not."""
+    message = event.message
+    if isinstance(event, hikari.DMMessageCreateEvent):
+        return "dm"
+    mentioned = message.user_mentions_ids or ()
+    if bot_id in mentioned or re.search(rf"<@!?{bot_id}>", message.content or ""):
+        return "mention"
+    ref = message.referenced_message
+    if ref and ref.author and int(ref.author.id) == bot_id:
+        return "reply"
+    return None
+
+
+def to_incoming(event: hikari.MessageCreateEvent, bot_id: int, source: Source) -> IncomingMessage:
+    message = event.message
+    roles: frozenset[int] = frozenset()
+    author_name = message.author.username
+    if isinstance(event, hikari.GuildMessageCreateEvent) and event.member is not None:
+        roles = frozenset(int(r) for r in event.member.role_ids)
+        author_name = event.member.display_name
+    ref = message.referenced_message
+    return IncomingMessage(
+        message_id=int(message.id),
+        channel_id=int(message.channel_id),
+        guild_id=int(message.guild_id) if message.guild_id else None,
+        author_id=int(message.author.id),
+        author_name=author_name,
+        text=strip_mention(message.content or "", bot_id),
+        target=MessageTarget(int(message.channel_id), int(message.id)),
+        role_ids=roles,
+        attachments=_attachments(message),
+        quoted=to_quoted(ref, bot_id) if ref else None,
+        source=source,
+    )

@@ -1,0 +1,98 @@
+"""Sending replies, reading reply chains and downloading attachments over Discord's REST API."""
+
+from __future__ import annotations
+
+import logging
+
+import aiohttp
+import hikari
+
+from bot.chat.models import Attachment, InteractionTarget, QuotedMessage, Reply, ReplyTarget
+from bot.chat.ports import DownloadTooLarge
+from bot.discord.convert import to_quoted
+
+__all__ = ["DiscordDelivery"]
+
+log = logging.getLogger(__name__)
+
+
+class DiscordDelivery:
+    """The `DiscordPort` the chat pipeline talks to."""
+
+    def __init__(self, rest: hikari.api.RESTClient, bot_id: int) -> None:
+        self._rest = rest
+        self._bot_id = bot_id
+        self._http: aiohttp.ClientSession | None = None
+
+    async def aclose(self) -> None:
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+
+    async def deliver(self, target: ReplyTarget, reply: Reply) -> list[int]:
+        if isinstance(target, InteractionTarget):
+            return await self._deliver_interaction(target, reply)
+        ids: list[int] = []
+        for index, chunk in enumerate(reply.chunks):
+            message = await self._rest.create_message(
+                target.channel_id,
+                chunk,
+                # The first chunk answers the user's message; the rest follow it in order.
+                reply=target.message_id if index == 0 else hikari.UNDEFINED,
+                reply_must_exist=False,
+                # A model's output must never ping anyone: no @everyone/@here, role or user
+                # pings. The only one allowed is the reply's own notification to the author.
+                mentions_reply=index == 0,
+                mentions_everyone=False,
+                user_mentions=False,
+                role_mentions=False,
+            )
+            ids.append(int(message.id))
+        return ids
+
+    async def _deliver_interaction(self, target: InteractionTarget, reply: Reply) -> list[int]:
+        ids: list[int] = []
+        first, *rest = reply.chunks
+        message = await self._rest.edit_interaction_response(
+            target.application_id,
+            target.token,
+            first,
+            mentions_everyone=False,
+            user_mentions=False,
+            role_mentions=False,
+        )
+        ids.append(int(message.id))
+        flags = hikari.MessageFlag.EPHEMERAL if target.ephemeral else hikari.UNDEFINED
+        for chunk in rest:
+            message = await self._rest.execute_webhook(
+                target.application_id,
+                target.token,
+                chunk,
+                flags=flags,
+                mentions_everyone=False,
+                user_mentions=False,
+                role_mentions=False,
+            )
+            ids.append(int(message.id))
+        return ids
+
+    async def fetch_quoted(self, channel_id: int, message_id: int) -> QuotedMessage | None:
+        try:
+            message = await self._rest.fetch_message(channel_id, message_id)
+        except (hikari.NotFoundError, hikari.ForbiddenError):
+            return None
+        return to_quoted(message, self._bot_id)
+
+    async def download(self, attachment: Attachment, max_bytes: int) -> bytes:
+        if self._http is None:  # made on first use, so a bot that never starts owns no session
+            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
+        async with self._http.get(attachment.url) as response:
+            response.raise_for_status()
+            if response.content_length is not None and response.content_length > max_bytes:
+                raise DownloadTooLarge(attachment.filename)
+            data = bytearray()
+            async for block in response.content.iter_chunked(64 * 1024):
+                data += block
+                if len(data) > max_bytes:
+                    raise DownloadTooLarge(attachment.filename)
+            return bytes(data)

@@ -1,0 +1,115 @@
+"""The Discord side of the bot: the hikari gateway, its listeners and the slash commands."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+from collections.abc import Awaitable, Callable
+
+import hikari
+import lightbulb
+
+from bot.chat.models import IncomingMessage, MessageTarget, Reply
+from bot.config import ConfigError
+from bot.discord.commands import CommandServices, build_commands
+from bot.discord.convert import addresses_bot, to_incoming
+from bot.discord.delivery import DiscordDelivery
+
+__all__ = ["INTENTS", "DiscordGateway", "bot_id_from_token"]
+
+log = logging.getLogger(__name__)
+
+# MESSAGE_CONTENT is privileged: enable it on the Bot page of the developer portal.
+INTENTS = (
+    hikari.Intents.GUILDS
+    | hikari.Intents.GUILD_MESSAGES
+    | hikari.Intents.DM_MESSAGES
+    | hikari.Intents.MESSAGE_CONTENT
+)
+
+RESTARTING_TEXT = "I'm restarting right now, so I can't take new questions. Ask again in a minute."
+
+
+def bot_id_from_token(token: str) -> int:
+    """A bot token's first segment is the bot's user id in base64."""
+    first = token.split(".", 1)[0]
+    try:
+        return int(base64.urlsafe_b64decode(first + "=" * (-len(first) % 4)).decode())
+    except (ValueError, UnicodeDecodeError):
+        raise ConfigError(
+            "DISCORD_TOKEN is malformed (its first part is not a bot id): copy the token again "
+            "from the Bot page of your application in the Discord developer portal"
+        ) from None
+
+
+class DiscordGateway:
+    """Owns the GatewayBot; hands each message addressed to the bot to `on_message`."""
+
+    def __init__(self, *, token: str, rest_url: str) -> None:
+        self.bot_id = bot_id_from_token(token)
+        self.bot = hikari.GatewayBot(
+            token, intents=INTENTS, rest_url=rest_url, banner=None, logs=None
+        )
+        self._accepting = True
+        self._handler: Callable[[IncomingMessage], Awaitable[None]] | None = None
+        self.delivery = DiscordDelivery(self.bot.rest, self.bot_id)
+        self.lightbulb = lightbulb.client_from_app(self.bot)
+        self.bot.subscribe(hikari.StartedEvent, self.lightbulb.start)
+        self.bot.subscribe(hikari.StoppingEvent, self.lightbulb.stop)
+        self.bot.subscribe(hikari.MessageCreateEvent, self._on_message_create)
+
+    def attach(
+        self,
+        handler: Callable[[IncomingMessage], Awaitable[None]],
+        services: CommandServices,
+    ) -> None:
+        self._handler = handler
+        for command in build_commands(services):
+            self.lightbulb.register(command)
+
+    async def start(self) -> None:
+        try:
+            await self.bot.start(check_for_updates=False)
+        except hikari.UnauthorizedError:
+            raise ConfigError(
+                "Discord rejected DISCORD_TOKEN (401): reset the token on the Bot page of the "
+                "developer portal and put the new one in .env"
+            ) from None
+
+    def stop_accepting(self) -> None:
+        self._accepting = False
+
+    async def close(self) -> None:
+        await self.bot.close()
+        await self.delivery.aclose()
+
+    @property
+    def connected(self) -> bool:
+        return bool(self.bot.is_alive and self.bot.shards)
+
+    async def _on_message_create(self, event: hikari.MessageCreateEvent) -> None:
+        if event.is_bot or not event.message.author or event.author_id == self.bot_id:
+            return
+        source = addresses_bot(event, self.bot_id)
+        if source is None or self._handler is None:
+            return
+        incoming = to_incoming(event, self.bot_id, source)
+        if not self._accepting:
+            await self._refuse_while_stopping(incoming)
+            return
+        try:
+            async with self.bot.rest.trigger_typing(incoming.channel_id):
+                await self._handler(incoming)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("handling a message failed")
+
+    async def _refuse_while_stopping(self, incoming: IncomingMessage) -> None:
+        if not isinstance(incoming.target, MessageTarget):
+            return
+        try:
+            await self.delivery.deliver(incoming.target, Reply.text(RESTARTING_TEXT, "refused"))
+        except Exception:
+            log.warning("could not tell a user that the bot is restarting", exc_info=True)

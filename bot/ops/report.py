@@ -1,0 +1,69 @@
+"""The text of `/status` and `/health` in Discord, from one health snapshot."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from bot.ops.health import HealthSnapshot, take_snapshot
+
+if TYPE_CHECKING:
+    from bot.app import BotApp
+
+__all__ = ["StatusReport", "format_duration"]
+
+
+def format_duration(seconds: float) -> str:
+    seconds = int(seconds)
+    days, rest = divmod(seconds, 86_400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h {minutes}m"
+    if hours:
+        return f"{hours}h {minutes}m"
+    return f"{minutes}m {secs}s"
+
+
+def _mb(value: int) -> str:
+    return f"{value / 1_048_576:.1f} MB"
+
+
+class StatusReport:
+    """Implements the `StatusReporter` the slash commands use."""
+
+    def __init__(self, app: BotApp) -> None:
+        self._app = app
+
+    def snapshot(self) -> HealthSnapshot:
+        return take_snapshot(self._app)
+
+    def status_text(self) -> str:
+        s = self.snapshot()
+        return "\n".join(
+            [
+                "**Status**",
+                f"Model: `{self._app.settings.gemini_model}`",
+                f"Uptime: {format_duration(s.uptime_s)}",
+                f"Quota left: {s.quota_minute_remaining}/{s.quota_minute_limit} this minute, "
+                f"{s.quota_day_remaining}/{s.quota_day_limit} today",
+                f"Messages: {s.messages_total} handled, {s.messages_failed} failed "
+                f"({s.error_rate:.1%}), {s.in_flight} in progress",
+                f"Response time: p50 {s.response_p50_s:.2f} s, p95 {s.response_p95_s:.2f} s",
+                f"Cache: {s.cache_entries} entries, {_mb(s.cache_bytes)}, "
+                f"hit rate {s.cache_hit_rate:.0%}",
+                f"Memory: {_mb(s.rss_bytes)} RSS, {s.active_conversations} conversations "
+                f"({s.context_chars:,} characters)",
+                f"Gemini breaker: {s.breaker_state}",
+            ]
+        )
+
+    def health_text(self) -> str:
+        s = self.snapshot()
+        ok = s.gemini_up and s.discord_up
+        mark = "healthy" if ok else "degraded"
+        return (
+            f"**Health: {mark}**\n"
+            f"Gemini {'up' if s.gemini_up else 'DOWN'} · Discord {'up' if s.discord_up else 'DOWN'}"
+            f" · errors {s.error_rate:.1%} · p95 {s.response_p95_s:.2f} s"
+            f" · {_mb(s.rss_bytes)} RSS · quota {s.quota_minute_remaining}/min"
+        )

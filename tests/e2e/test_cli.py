@@ -1,0 +1,112 @@
+"""The command line as an operator meets it: config mistakes, `check`, and the demo."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot.emulator.discord import DiscordEmulator
+from bot.emulator.gemini import GeminiEmulator
+
+SETTING_PREFIXES = ("DISCORD_", "GEMINI_", "GOOGLE_", "OTEL_", "OPS_", "LOG_")
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(SETTING_PREFIXES)}
+    env.update(extra)
+    return env
+
+
+def _bot(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bot", *args],
+        cwd=cwd,
+        env=_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_run_without_tokens_says_what_to_set(tmp_path: Path) -> None:
+    result = _bot(["run"], tmp_path)
+
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "DISCORD_TOKEN" in lines[0] and "GEMINI_API_KEY" in lines[0]
+    assert "demo" in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_malformed_setting_is_one_readable_line(tmp_path: Path) -> None:
+    result = _bot(["run"], tmp_path, OPS_PORT="not-a-port", DISCORD_TOKEN="x.y.z")
+
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1
+    assert "OPS_PORT" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_secrets_never_appear_in_errors(tmp_path: Path) -> None:
+    result = _bot(["run"], tmp_path, DISCORD_TOKEN="not-a-token-SECRET", GEMINI_API_KEY="k-SECRET")
+
+    assert result.returncode == 2
+    assert "SECRET" not in result.stderr + result.stdout
+
+
+async def test_check_accepts_good_tokens_and_reports_bad_ones(
+    tmp_path: Path, discord: DiscordEmulator, gemini: GeminiEmulator
+) -> None:
+    env = {
+        "DISCORD_REST_URL": discord.rest_url,
+        "GEMINI_BASE_URL": gemini.base_url,
+        "DISCORD_TOKEN": discord.token,
+        "GEMINI_API_KEY": gemini.api_key,
+    }
+    good = await _async_bot(["check"], tmp_path, env)
+    bad = await _async_bot(["check"], tmp_path, {**env, "GEMINI_API_KEY": "wrong"})
+
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert bad.returncode == 3
+    assert "GEMINI_API_KEY" in bad.stdout and "rejected" in bad.stdout
+    assert "wrong" not in bad.stdout
+
+
+async def _async_bot(
+    args: list[str], cwd: Path, env: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
+    # The emulators run on this test's event loop, so the child must not block it.
+    import asyncio
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot",
+        *args,
+        cwd=cwd,
+        env=_env(**env),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+    assert proc.returncode is not None
+    return subprocess.CompletedProcess(args, proc.returncode, out.decode(), err.decode())
+
+
+@pytest.mark.timeout(90)
+def test_demo_holds_conversations_and_stops_cleanly(tmp_path: Path) -> None:
+    result = _bot(["demo", "--duration", "6", "--rate", "2", "--users", "3"], tmp_path)
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "connected to the Discord emulator" in result.stdout
+    turns = [line for line in result.stdout.splitlines() if line.strip().startswith("→ bot")]
+    assert len(turns) >= 3
+    assert "(no reply in time)" not in result.stdout
+    assert "stopped after" in result.stdout
+    assert "Traceback" not in result.stderr
