@@ -1,0 +1,1135 @@
+"""Generate the Grafana dashboards of discord-llm-bot as JSON (grafana-foundation-sdk, 11.6).
+
+    python deploy/grafana/generate.py              # rewrite deploy/grafana/dashboards/*.json
+    python deploy/grafana/generate.py --out DIR    # write elsewhere (tests compare the two)
+
+Every panel queries the `${datasource}` variable, filters on `$job` and `$instance`, has a
+title, a description and a unit, and uses `$__rate_interval` in rate(). Metric names come from
+the catalogue (METRICS.md) and the recording rules in deploy/prometheus/rules/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from grafana_foundation_sdk.builders import (
+    bargauge,
+    dashboard,
+    prometheus,
+    stat,
+    statetimeline,
+    table,
+    timeseries,
+)
+from grafana_foundation_sdk.builders import common as common_builders
+from grafana_foundation_sdk.cog.builder import Builder
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models import common
+from grafana_foundation_sdk.models import dashboard as model
+from grafana_foundation_sdk.models import prometheus as prometheus_model
+
+OUT_DIR: Final = Path(__file__).resolve().parent / "dashboards"
+TAG: Final = "discord-llm-bot"
+DS: Final = model.DataSourceRef(type_val="prometheus", uid="${datasource}")
+# Every query filters on the two template variables.
+SEL: Final = 'job=~"$job", instance=~"$instance"'
+# The legend name that marks a series as a threshold line (dashed red, see _threshold_style).
+THRESHOLD: Final = "threshold"
+
+# Gemini 2.5 Flash list prices in USD per million tokens when this was written; the
+# dashboard's text boxes let an operator change them without regenerating.
+PRICES: Final = {"price_input": "0.30", "price_output": "2.50", "price_cached": "0.075"}
+
+AnyPanel = Builder[model.Panel]
+
+
+def sel(extra: str = "") -> str:
+    """A label selector with the job/instance filter and optional extra matchers."""
+    return "{" + SEL + (", " + extra if extra else "") + "}"
+
+
+def v(metric: str, extra: str = "") -> str:
+    """A metric with the job/instance filter (and `extra` matchers)."""
+    return metric + sel(extra)
+
+
+def rate(metric: str, extra: str = "") -> str:
+    """rate() over Grafana's $__rate_interval (at least four scrape intervals)."""
+    return f"rate({v(metric, extra)}[$__rate_interval])"
+
+
+def increase(metric: str, extra: str = "") -> str:
+    """increase() over $__rate_interval: events per interval, for bar charts of rare events."""
+    return f"increase({v(metric, extra)}[$__rate_interval])"
+
+
+def quantile(q: str, histogram: str, by: str = "") -> str:
+    """A quantile of a histogram's buckets over $__rate_interval, optionally kept `by` labels."""
+    keep = f"{by}, le" if by else "le"
+    return f"histogram_quantile({q}, sum by ({keep}) ({rate(histogram + '_bucket')}))"
+
+
+def query(expr: str, legend: str = "", *, instant: bool = False, exemplar: bool = False) -> Any:
+    """A Prometheus query on the datasource variable."""
+    built = prometheus.Dataquery().expr(expr).legend_format(legend or "__auto").datasource(DS)
+    if instant:
+        # Tables and bar gauges want one row per series, not a time series.
+        built = built.instant().format(prometheus_model.PromQueryFormat.TABLE)
+    else:
+        built = built.range()
+    if exemplar:
+        built = built.exemplar(True)
+    return built
+
+
+def _with_targets(panel: Any, targets: Sequence[Any]) -> Any:
+    for index, target in enumerate(targets):
+        panel = panel.with_target(target.ref_id(chr(ord("A") + index)))
+    return panel
+
+
+def _threshold_style(panel: Any) -> Any:
+    return panel.override_by_name(
+        THRESHOLD,
+        [
+            model.DynamicConfigValue(
+                id_val="custom.lineStyle", value={"fill": "dash", "dash": [10, 10]}
+            ),
+            model.DynamicConfigValue(id_val="color", value={"mode": "fixed", "fixedColor": "red"}),
+            model.DynamicConfigValue(id_val="custom.fillOpacity", value=0),
+        ],
+    )
+
+
+def ts(
+    title: str,
+    description: str,
+    unit: str,
+    targets: Sequence[Any],
+    *,
+    bars: bool = False,
+    min_value: float | None = 0,
+    max_value: float | None = None,
+    span: int = 12,
+) -> AnyPanel:
+    """A time series panel; a target with legend "threshold" is drawn as a dashed red line."""
+    panel = (
+        timeseries.Panel()
+        .title(title)
+        .description(description)
+        .unit(unit)
+        .datasource(DS)
+        .height(8)
+        .span(span)
+        .fill_opacity(10)
+    )
+    if bars:
+        panel = panel.draw_style(common.GraphDrawStyle.BARS).fill_opacity(80)
+    if min_value is not None:
+        panel = panel.min(min_value)
+    if max_value is not None:
+        panel = panel.max(max_value)
+    panel = _with_targets(panel, targets)
+    if any(t.build().legend_format == THRESHOLD for t in targets):
+        panel = _threshold_style(panel)
+    result: AnyPanel = panel
+    return result
+
+
+def single(
+    title: str,
+    description: str,
+    unit: str,
+    target: Any,
+    *,
+    mappings: Sequence[model.ValueMapping] = (),
+    span: int = 4,
+) -> AnyPanel:
+    """A stat panel showing the last value."""
+    panel = (
+        stat.Panel()
+        .title(title)
+        .description(description)
+        .unit(unit)
+        .datasource(DS)
+        .height(4)
+        .span(span)
+        .graph_mode(common.BigValueGraphMode.AREA)
+        .color_mode(common.BigValueColorMode.VALUE)
+        .reduce_options(common_builders.ReduceDataOptions().calcs(["lastNotNull"]))
+    )
+    if mappings:
+        panel = panel.mappings(list(mappings))
+    result: AnyPanel = _with_targets(panel, [target])
+    return result
+
+
+def states(
+    title: str,
+    description: str,
+    target: Any,
+    mapping: model.ValueMap,
+    *,
+    span: int = 12,
+) -> AnyPanel:
+    """A state timeline whose numeric values are named by `mapping`."""
+    panel = (
+        statetimeline.Panel()
+        .title(title)
+        .description(description)
+        .unit("none")
+        .datasource(DS)
+        .height(6)
+        .span(span)
+        .mappings([mapping])
+    )
+    result: AnyPanel = _with_targets(panel, [target])
+    return result
+
+
+def gauge_bars(title: str, description: str, unit: str, target: Any, *, span: int = 8) -> AnyPanel:
+    """A bar gauge from 0 to 1."""
+    panel = (
+        bargauge.Panel()
+        .title(title)
+        .description(description)
+        .unit(unit)
+        .datasource(DS)
+        .height(8)
+        .span(span)
+        .min(0)
+        .max(1)
+        .reduce_options(common_builders.ReduceDataOptions().calcs(["lastNotNull"]))
+    )
+    result: AnyPanel = _with_targets(panel, [target])
+    return result
+
+
+def grid(title: str, description: str, unit: str, target: Any, *, span: int = 24) -> AnyPanel:
+    """A table of an instant query."""
+    panel = (
+        table.Panel()
+        .title(title)
+        .description(description)
+        .unit(unit)
+        .datasource(DS)
+        .height(6)
+        .span(span)
+    )
+    result: AnyPanel = _with_targets(panel, [target])
+    return result
+
+
+def value_map(names: dict[int, tuple[str, str]]) -> model.ValueMap:
+    """Map numbers to (text, color)."""
+    return model.ValueMap(
+        options={
+            str(value): model.ValueMappingResult(text=text, color=color, index=index)
+            for index, (value, (text, color)) in enumerate(sorted(names.items()))
+        }
+    )
+
+
+UP_DOWN: Final = {0: ("down", "red"), 1: ("up", "green")}
+
+
+# --- dashboards -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Section:
+    """A row title (None: no row) and its panels."""
+
+    title: str | None
+    panels: Sequence[AnyPanel]
+
+
+def _variables(extra: Sequence[Builder[model.VariableModel]] = ()) -> list[Any]:
+    datasource = (
+        dashboard.DatasourceVariable("datasource")
+        .label("Data source")
+        .type("prometheus")
+        .description("Prometheus that scrapes the bot")
+    )
+    job = (
+        dashboard.QueryVariable("job")
+        .label("Job")
+        .description("Prometheus job of the bot")
+        .datasource(DS)
+        .query("label_values(llmbot_build_info, job)")
+        .refresh(model.VariableRefresh.ON_TIME_RANGE_CHANGED)
+        .sort(model.VariableSort.ALPHABETICAL_ASC)
+        .include_all(True)
+        .all_value(".*")
+        .current(model.VariableOption(selected=True, text="All", value="$__all"))
+    )
+    instance = (
+        dashboard.QueryVariable("instance")
+        .label("Instance")
+        .description("Bot instance (its ops address)")
+        .datasource(DS)
+        .query('label_values(llmbot_build_info{job=~"$job"}, instance)')
+        .refresh(model.VariableRefresh.ON_TIME_RANGE_CHANGED)
+        .sort(model.VariableSort.ALPHABETICAL_ASC)
+        .include_all(True)
+        .all_value(".*")
+        .current(model.VariableOption(selected=True, text="All", value="$__all"))
+    )
+    return [datasource, job, instance, *extra]
+
+
+def build(
+    uid: str,
+    title: str,
+    description: str,
+    sections: Sequence[Section],
+    variables: Sequence[Builder[model.VariableModel]] = (),
+) -> model.Dashboard:
+    """Assemble a dashboard; panel ids are assigned in order so the JSON is stable."""
+    board = (
+        dashboard.Dashboard(title)
+        .uid(uid)
+        .description(description)
+        .tags([TAG])
+        .editable()
+        .refresh("30s")
+        .time("now-6h", "now")
+        .timezone("browser")
+        .tooltip(model.DashboardCursorSync.CROSSHAIR)
+        .link(
+            dashboard.DashboardLink("Discord LLM bot")
+            .type(model.DashboardLinkType.DASHBOARDS)
+            .tags([TAG])
+            .as_dropdown(True)
+            .include_vars(True)
+            .keep_time(True)
+        )
+    )
+    for variable in _variables(variables):
+        board = board.with_variable(variable)
+    next_id = 1
+    for section in sections:
+        if section.title is not None:
+            board = board.with_row(dashboard.Row(section.title).id(next_id))
+            next_id += 1
+        for panel in section.panels:
+            board = board.with_panel(panel.id(next_id))  # type: ignore[attr-defined]
+            next_id += 1
+    built: model.Dashboard = board.build()
+    return built
+
+
+def overview() -> model.Dashboard:
+    """Service level, queue, quota, SLO budgets, alerts and self-healing at a glance."""
+    answered = rate("llmbot_messages_total", 'outcome="answered"')
+    budget = (
+        "1 - max(llmbot:{slo}_sli_error:ratio_rate30d{s})"
+        ' / (1 - scalar(llmbot:slo_objective:ratio{{slo="{slo}"}}))'
+    )
+    burn = (
+        "llmbot:{slo}_sli_error:ratio_rate1h{s}"
+        ' / (1 - scalar(llmbot:slo_objective:ratio{{slo="{slo}"}}))'
+    )
+    degradation = value_map(
+        {0: ("none", "green"), 1: ("low", "yellow"), 2: ("medium", "orange"), 3: ("high", "red")}
+    )
+    return build(
+        "llmbot-overview",
+        "Discord LLM bot / Overview",
+        "Is the bot answering, how fast, and how much error budget is left.",
+        [
+            Section(
+                "Service level",
+                [
+                    single(
+                        "Answered per minute",
+                        "Messages answered by Gemini per minute (cached and fallback replies "
+                        "are counted separately).",
+                        "reqpm",
+                        query(f"sum({answered}) * 60", "answered"),
+                    ),
+                    single(
+                        "Error ratio (5m)",
+                        "Failed messages over all messages, from llmbot:error_ratio:rate5m; "
+                        "LLMBotHighErrorRatio compares it with the configured threshold.",
+                        "percentunit",
+                        query(f"max(llmbot:error_ratio:rate5m{sel()})", "error ratio"),
+                    ),
+                    single(
+                        "Degradation level",
+                        "0 none, 1 low, 2 medium, 3 high: how far the bot has fallen back to "
+                        "queueing, cached or canned answers.",
+                        "none",
+                        query(f"max(llmbot_degradation_level{sel()})", "level"),
+                        mappings=[degradation],
+                    ),
+                    single(
+                        "Gemini requests left today",
+                        "Remaining requests in the daily Gemini quota (after the safety margin).",
+                        "short",
+                        query(
+                            "min(" + v("llmbot_llm_quota_remaining", 'window="day"') + ")", "left"
+                        ),
+                    ),
+                    single(
+                        "Availability budget left (30 d)",
+                        "Share of the 30-day error budget of the 99 % availability SLO not yet "
+                        "spent (failed / answered+cached+fallback+queued+failed).",
+                        "percentunit",
+                        query(budget.format(slo="availability", s=sel()), "budget left"),
+                    ),
+                    single(
+                        "Latency budget left (30 d)",
+                        "Share of the 30-day error budget of the latency SLO (95 % of replies "
+                        "within 5 s) not yet spent.",
+                        "percentunit",
+                        query(budget.format(slo="latency", s=sel()), "budget left"),
+                    ),
+                    ts(
+                        "Messages by outcome",
+                        "Messages per minute by outcome: answered, cached, fallback, queued, "
+                        "rejected (access control, cooldown) and failed.",
+                        "reqpm",
+                        [
+                            query(
+                                "sum by (outcome) (" + rate("llmbot_messages_total") + ") * 60",
+                                "{{outcome}}",
+                            )
+                        ],
+                    ),
+                    ts(
+                        "Error ratio",
+                        "Failed over all messages in 5-minute windows, with the alert threshold "
+                        "exported by the bot (llmbot_alert_threshold_error_ratio).",
+                        "percentunit",
+                        [
+                            query(f"llmbot:error_ratio:rate5m{sel()}", "{{instance}}"),
+                            query(f"max(llmbot_alert_threshold_error_ratio{sel()})", THRESHOLD),
+                        ],
+                    ),
+                    ts(
+                        "Response time",
+                        "Message received to reply sent, p50/p95/p99 over 5 minutes "
+                        "(recording rules), with the threshold LLMBotSlowResponses uses.",
+                        "s",
+                        [
+                            query(f"max(llmbot:response_duration_seconds:p50_5m{sel()})", "p50"),
+                            query(f"max(llmbot:response_duration_seconds:p95_5m{sel()})", "p95"),
+                            query(f"max(llmbot:response_duration_seconds:p99_5m{sel()})", "p99"),
+                            query(
+                                f"max(llmbot_alert_threshold_response_seconds{sel()})", THRESHOLD
+                            ),
+                        ],
+                    ),
+                    ts(
+                        "Queue",
+                        "Messages waiting in the degradation queue and its capacity; "
+                        "LLMBotQueuePressure fires above 80 %.",
+                        "short",
+                        [
+                            query(f"max(llmbot_queue_messages{sel()})", "queued"),
+                            query(f"max(llmbot_queue_capacity{sel()})", "capacity"),
+                        ],
+                    ),
+                    ts(
+                        "SLO burn rate (1h)",
+                        "How fast each error budget burns over the last hour (1 = spent in "
+                        "exactly 30 days); the fast-burn page needs 14.4 here and over 5 minutes.",
+                        "short",
+                        [
+                            query(burn.format(slo="availability", s=sel()), "availability"),
+                            query(burn.format(slo="latency", s=sel()), "latency"),
+                        ],
+                    ),
+                    ts(
+                        "Queue wait",
+                        "Time messages spent in the degradation queue before being processed, "
+                        "p50 and p95.",
+                        "s",
+                        [
+                            query(
+                                quantile("0.5", "llmbot_queue_wait_seconds"),
+                                "p50",
+                            ),
+                            query(
+                                quantile("0.95", "llmbot_queue_wait_seconds"),
+                                "p95",
+                            ),
+                        ],
+                    ),
+                    grid(
+                        "Firing alerts",
+                        "LLMBot alerts Prometheus currently fires (the ALERTS series); "
+                        "silences and inhibitions are in Alertmanager.",
+                        "none",
+                        query(
+                            'ALERTS{alertstate="firing", alertname=~"LLMBot.*", '
+                            'job=~"$job", instance=~"$instance"}',
+                            "{{alertname}}",
+                            instant=True,
+                        ),
+                    ),
+                ],
+            ),
+            Section(
+                "Self-healing",
+                [
+                    ts(
+                        "Healing actions",
+                        "Actions run by the bot on Alertmanager's webhook, by action and "
+                        "outcome (ok, failed, cooldown, duplicate, reverted).",
+                        "short",
+                        [
+                            query(
+                                "sum by (action, outcome) ("
+                                + increase("llmbot_heal_actions_total")
+                                + ")",
+                                "{{action}} {{outcome}}",
+                            )
+                        ],
+                        bars=True,
+                    ),
+                    ts(
+                        "Alert webhook requests",
+                        "Requests to the bot's /alerts endpoint per minute by HTTP status "
+                        "(401/403: token mismatch, 4xx: bad payload).",
+                        "reqpm",
+                        [
+                            query(
+                                "sum by (code) ("
+                                + rate("llmbot_webhook_requests_total")
+                                + ") * 60",
+                                "{{code}}",
+                            )
+                        ],
+                    ),
+                    grid(
+                        "Last successful healing",
+                        "When each healing action last succeeded (actions that never ran are "
+                        "left out).",
+                        "dateTimeFromNow",
+                        query(
+                            "max by (action) "
+                            f"(llmbot_heal_last_success_timestamp_seconds{sel()} > 0) * 1000",
+                            "{{action}}",
+                            instant=True,
+                        ),
+                    ),
+                ],
+            ),
+        ],
+    )
+
+
+def cost_per_second(tokens: Callable[[str], str]) -> str:
+    """USD per second from per-second token series `tokens(matcher)` and the price boxes."""
+    priced = [
+        ('type="input"', "$price_input"),
+        ('type=~"output|thoughts"', "$price_output"),
+        ('type="cached"', "$price_cached"),
+    ]
+    # `or vector(0)`: a type with no series yet must not blank the whole sum.
+    parts = [f"(sum({tokens(matcher)}) or vector(0)) * {price}" for matcher, price in priced]
+    return "(" + " + ".join(parts) + ") / 1e6"
+
+
+def _token_rate(matcher: str) -> str:
+    return rate("llmbot_llm_tokens_total", matcher)
+
+
+def _token_rate_1h(matcher: str) -> str:
+    return v("llmbot:llm_tokens:rate1h", matcher)
+
+
+def llm() -> model.Dashboard:
+    """Gemini: calls, latency with exemplars, tokens and cost, quota, breaker, cache."""
+    half_open = v("llmbot_circuit_state", 'state="half_open"')
+    is_open = v("llmbot_circuit_state", 'state="open"')
+    breaker = f"sum by (dependency) ({half_open}) + 2 * sum by (dependency) ({is_open})"
+    price_boxes = [
+        dashboard.TextBoxVariable(name)
+        .label(label)
+        .description("Price used by the cost panels; change it here for your tier.")
+        .default_value(PRICES[name])
+        .current(model.VariableOption(selected=True, text=PRICES[name], value=PRICES[name]))
+        for name, label in (
+            ("price_input", "USD / 1M input tokens"),
+            ("price_output", "USD / 1M output+thinking tokens"),
+            ("price_cached", "USD / 1M cached tokens"),
+        )
+    ]
+    return build(
+        "llmbot-llm",
+        "Discord LLM bot / LLM",
+        "Gemini calls, latency (with trace exemplars), tokens and cost, quota, circuit breaker "
+        "and the response cache.",
+        [
+            Section(
+                "Gemini",
+                [
+                    ts(
+                        "Gemini calls by outcome",
+                        "Calls to the Gemini API per second by outcome (ok, error, timeout, "
+                        "rate_limited), retries included.",
+                        "reqps",
+                        [
+                            query(
+                                "sum by (outcome) ("
+                                + rate("llmbot_llm_request_duration_seconds_count")
+                                + ")",
+                                "{{outcome}}",
+                            )
+                        ],
+                    ),
+                    ts(
+                        "Gemini latency",
+                        "Duration of Gemini calls, p50/p95/p99. The dots are exemplars: click "
+                        "one to open the trace of that call in Tempo.",
+                        "s",
+                        [
+                            query(
+                                quantile("0.5", "llmbot_llm_request_duration_seconds"),
+                                "p50",
+                                exemplar=True,
+                            ),
+                            query(
+                                quantile("0.95", "llmbot_llm_request_duration_seconds"),
+                                "p95",
+                                exemplar=True,
+                            ),
+                            query(
+                                quantile("0.99", "llmbot_llm_request_duration_seconds"),
+                                "p99",
+                                exemplar=True,
+                            ),
+                        ],
+                    ),
+                    states(
+                        "Dependency health",
+                        "Gemini and Discord as the bot sees them (llmbot_dependency_up); "
+                        "LLMBotDependencyDown fires after 2 minutes down.",
+                        query(f"llmbot_dependency_up{sel()}", "{{dependency}}"),
+                        value_map(UP_DOWN),
+                    ),
+                    states(
+                        "Circuit breaker",
+                        "State of each circuit breaker: closed (calls pass), half-open (probing), "
+                        "open (calls refused, fallback answers).",
+                        query(breaker, "{{dependency}}"),
+                        value_map(
+                            {0: ("closed", "green"), 1: ("half-open", "yellow"), 2: ("open", "red")}
+                        ),
+                    ),
+                ],
+            ),
+            Section(
+                "Tokens and cost",
+                [
+                    ts(
+                        "Tokens by type",
+                        "Tokens per second by type: input (prompt), output, thoughts "
+                        "(thinking) and cached (served from Gemini's context cache).",
+                        "short",
+                        [
+                            query(
+                                "sum by (type) (" + rate("llmbot_llm_tokens_total") + ")",
+                                "{{type}}",
+                            )
+                        ],
+                    ),
+                    ts(
+                        "Estimated cost per hour",
+                        "Token rate times the prices in the dashboard's text boxes, in USD per "
+                        "hour; an estimate, the provider's bill is authoritative.",
+                        "currencyUSD",
+                        [query(cost_per_second(_token_rate) + " * 3600", "USD per hour")],
+                    ),
+                    single(
+                        "Estimated cost per day",
+                        "The last hour's token rate (llmbot:llm_tokens:rate1h) projected over a "
+                        "day at the dashboard's prices.",
+                        "currencyUSD",
+                        query(cost_per_second(_token_rate_1h) + " * 86400", "USD per day"),
+                        span=6,
+                    ),
+                    single(
+                        "Output tokens per reply",
+                        "Output plus thinking tokens per answered message, averaged over the "
+                        "rate interval.",
+                        "short",
+                        query(
+                            "sum("
+                            + rate("llmbot_llm_tokens_total", 'type=~"output|thoughts"')
+                            + ") / sum("
+                            + rate("llmbot_messages_total", 'outcome="answered"')
+                            + ")",
+                            "tokens",
+                        ),
+                        span=6,
+                    ),
+                ],
+            ),
+            Section(
+                "Quota",
+                [
+                    gauge_bars(
+                        "Quota used",
+                        "Share of each Gemini quota window used (limit after the safety "
+                        "margin); LLMBotDailyQuotaNearlyExhausted fires above 90 % of the day.",
+                        "percentunit",
+                        query(f"llmbot:llm_quota_used:ratio{sel()}", "{{window}}", instant=True),
+                    ),
+                    ts(
+                        "Quota used and limit",
+                        "Requests counted in the current minute and day windows against their "
+                        "limits.",
+                        "short",
+                        [
+                            query(
+                                f"max by (window) (llmbot_llm_quota_used{sel()})",
+                                "used ({{window}})",
+                            ),
+                            query(
+                                f"max by (window) (llmbot_llm_quota_limit{sel()})",
+                                "limit ({{window}})",
+                            ),
+                        ],
+                        span=8,
+                    ),
+                    ts(
+                        "Quota rejections",
+                        "Requests per minute the bot did not send because a quota window was full.",
+                        "reqpm",
+                        [
+                            query(
+                                "sum by (window) ("
+                                + rate("llmbot_llm_quota_rejections_total")
+                                + ")"
+                                " * 60",
+                                "{{window}}",
+                            )
+                        ],
+                        span=8,
+                    ),
+                ],
+            ),
+            Section(
+                "Cache and fallbacks",
+                [
+                    ts(
+                        "Cache hit ratio",
+                        "Share of response-cache lookups that hit, over 5 minutes "
+                        "(llmbot:cache_hit_ratio:rate5m).",
+                        "percentunit",
+                        [query(f"llmbot:cache_hit_ratio:rate5m{sel()}", "{{instance}}")],
+                        max_value=1,
+                        span=8,
+                    ),
+                    ts(
+                        "Cache entries",
+                        "Entries in the response cache.",
+                        "short",
+                        [query(f"max(llmbot_cache_entries{sel()})", "entries")],
+                        span=8,
+                    ),
+                    ts(
+                        "Cache memory",
+                        "Bytes held by the response cache.",
+                        "bytes",
+                        [query(f"max(llmbot_cache_bytes{sel()})", "bytes")],
+                        span=8,
+                    ),
+                    ts(
+                        "Cache evictions",
+                        "Entries evicted per minute by reason (lru, ttl, cleared).",
+                        "short",
+                        [
+                            query(
+                                "sum by (reason) ("
+                                + rate("llmbot_cache_evictions_total")
+                                + ") * 60",
+                                "{{reason}}",
+                            )
+                        ],
+                    ),
+                    ts(
+                        "Fallback answers",
+                        "Replies per minute that did not come from Gemini, by kind (cached, "
+                        "maintenance, generic).",
+                        "reqpm",
+                        [
+                            query(
+                                "sum by (kind) ("
+                                + rate("llmbot_fallback_responses_total")
+                                + ") * 60",
+                                "{{kind}}",
+                            )
+                        ],
+                    ),
+                ],
+            ),
+        ],
+        price_boxes,
+    )
+
+
+def discord() -> model.Dashboard:
+    """Discord: shards, heartbeat latency, guilds, gateway events, REST outcomes."""
+    return build(
+        "llmbot-discord",
+        "Discord LLM bot / Discord",
+        "The bot's Discord gateway shards and REST calls.",
+        [
+            Section(
+                None,
+                [
+                    single(
+                        "Guilds",
+                        "Servers the bot is in.",
+                        "short",
+                        query(f"max(llmbot_discord_guilds{sel()})", "guilds"),
+                        span=8,
+                    ),
+                    single(
+                        "Shards connected",
+                        "Gateway shards with an open connection.",
+                        "short",
+                        query(f"sum(llmbot_discord_shard_connected{sel()})", "connected"),
+                        span=8,
+                    ),
+                    single(
+                        "REST 429 per minute",
+                        "Discord REST requests answered 429 (rate limited) per minute.",
+                        "reqpm",
+                        query(
+                            "sum("
+                            + rate("llmbot_discord_rest_requests_total", 'status_class="429"')
+                            + ") * 60",
+                            "429",
+                        ),
+                        span=8,
+                    ),
+                    states(
+                        "Shard connection",
+                        "Connection state of each gateway shard over time.",
+                        query(f"llmbot_discord_shard_connected{sel()}", "shard {{shard}}"),
+                        value_map({0: ("disconnected", "red"), 1: ("connected", "green")}),
+                        span=24,
+                    ),
+                    ts(
+                        "Heartbeat latency",
+                        "Gateway heartbeat round trip per shard; LLMBotGatewayLatencyHigh fires "
+                        "above 1 s for 10 minutes.",
+                        "s",
+                        [
+                            query(
+                                f"llmbot_discord_heartbeat_latency_seconds{sel()}",
+                                "shard {{shard}}",
+                            )
+                        ],
+                    ),
+                    ts(
+                        "Gateway events by type",
+                        "Gateway dispatch events received per second by type.",
+                        "cps",
+                        [
+                            query(
+                                "sum by (type) ("
+                                + rate("llmbot_discord_gateway_events_total")
+                                + ")",
+                                "{{type}}",
+                            )
+                        ],
+                    ),
+                    ts(
+                        "REST requests by status",
+                        "Discord REST requests per second by status class (2xx, 4xx, 429, 5xx, "
+                        "error = no answer).",
+                        "reqps",
+                        [
+                            query(
+                                "sum by (status_class) ("
+                                + rate("llmbot_discord_rest_requests_total")
+                                + ")",
+                                "{{status_class}}",
+                            )
+                        ],
+                        span=24,
+                    ),
+                ],
+            ),
+        ],
+    )
+
+
+def runtime() -> model.Dashboard:
+    """Process, event loop, data stores, disk, health history, conversation memory."""
+    return build(
+        "llmbot-runtime",
+        "Discord LLM bot / Runtime",
+        "The bot's process: memory, CPU, event loop, data stores, disk and conversation memory.",
+        [
+            Section(
+                "Process",
+                [
+                    ts(
+                        "Resident memory",
+                        "Resident set size of the bot process, with the threshold "
+                        "LLMBotHighMemory uses (llmbot_alert_threshold_memory_bytes).",
+                        "bytes",
+                        [
+                            query(f"process_resident_memory_bytes{sel()}", "{{instance}}"),
+                            query(f"max(llmbot_alert_threshold_memory_bytes{sel()})", THRESHOLD),
+                        ],
+                    ),
+                    ts(
+                        "Python heap",
+                        "Estimate of the memory held by Python objects (allocator statistics).",
+                        "bytes",
+                        [query(f"llmbot_python_heap_bytes{sel()}", "{{instance}}")],
+                    ),
+                    ts(
+                        "CPU",
+                        "CPU time used per second of wall time (1 = one core busy).",
+                        "percentunit",
+                        [
+                            query(
+                                rate("process_cpu_seconds_total"),
+                                "{{instance}}",
+                            )
+                        ],
+                        span=8,
+                    ),
+                    ts(
+                        "Open file descriptors",
+                        "File descriptors in use and the process limit.",
+                        "short",
+                        [
+                            query(f"max(process_open_fds{sel()})", "open"),
+                            query(f"max(process_max_fds{sel()})", "limit"),
+                        ],
+                        span=8,
+                    ),
+                    single(
+                        "Uptime",
+                        "Time since the bot process started.",
+                        "s",
+                        query(f"time() - max(process_start_time_seconds{sel()})", "uptime"),
+                        span=8,
+                    ),
+                ],
+            ),
+            Section(
+                "Event loop",
+                [
+                    ts(
+                        "Event-loop lag",
+                        "How late the asyncio loop runs a scheduled callback, p50 and p99; "
+                        "LLMBotEventLoopLagHigh fires when the 5-minute p99 stays above 0.5 s.",
+                        "s",
+                        [
+                            query(quantile("0.5", "llmbot_event_loop_lag_seconds"), "p50"),
+                            query(quantile("0.99", "llmbot_event_loop_lag_seconds"), "p99"),
+                        ],
+                        span=8,
+                    ),
+                    ts(
+                        "asyncio tasks",
+                        "Tasks alive on the event loop.",
+                        "short",
+                        [query(f"llmbot_asyncio_tasks{sel()}", "{{instance}}")],
+                        span=8,
+                    ),
+                    ts(
+                        "Garbage collections",
+                        "Python garbage collections per second by generation.",
+                        "cps",
+                        [
+                            query(
+                                "sum by (generation) (" + rate("python_gc_collections_total") + ")",
+                                "gen {{generation}}",
+                            )
+                        ],
+                        span=8,
+                    ),
+                ],
+            ),
+            Section(
+                "Data stores",
+                [
+                    states(
+                        "Store health",
+                        "Health of each data store; LLMBotStoreUnhealthy fires after 2 minutes "
+                        "unhealthy.",
+                        query(f"llmbot_store_healthy{sel()}", "{{store}}"),
+                        value_map({0: ("unhealthy", "red"), 1: ("healthy", "green")}),
+                        span=24,
+                    ),
+                    ts(
+                        "Store operations",
+                        "Successful store operations per second by store and operation.",
+                        "ops",
+                        [
+                            query(
+                                "sum by (store, op) ("
+                                + rate("llmbot_store_operations_total", 'outcome="ok"')
+                                + ")",
+                                "{{store}} {{op}}",
+                            )
+                        ],
+                        span=8,
+                    ),
+                    ts(
+                        "Store errors",
+                        "Failed store operations per second by store and operation.",
+                        "ops",
+                        [
+                            query(
+                                "sum by (store, op) ("
+                                + rate("llmbot_store_operations_total", 'outcome="error"')
+                                + ")",
+                                "{{store}} {{op}}",
+                            )
+                        ],
+                        span=8,
+                    ),
+                    ts(
+                        "Store latency (p95)",
+                        "95th percentile duration of store operations by store and operation.",
+                        "s",
+                        [
+                            query(
+                                quantile(
+                                    "0.95",
+                                    "llmbot_store_operation_duration_seconds",
+                                    by="store, op",
+                                ),
+                                "{{store}} {{op}}",
+                            )
+                        ],
+                        span=8,
+                    ),
+                    ts(
+                        "Store throughput",
+                        "Bytes written to and read from the stores per second.",
+                        "Bps",
+                        [
+                            query(
+                                "sum by (store, direction) ("
+                                + rate("llmbot_store_bytes_total")
+                                + ")",
+                                "{{store}} {{direction}}",
+                            )
+                        ],
+                    ),
+                    ts(
+                        "Data disk used",
+                        "Share of the data volume in use, with the threshold "
+                        "LLMBotDataDiskAlmostFull uses (llmbot_alert_threshold_disk_ratio).",
+                        "percentunit",
+                        [
+                            query(
+                                f"1 - llmbot_data_disk_free_bytes{sel()}"
+                                f" / llmbot_data_disk_size_bytes{sel()}",
+                                "{{instance}}",
+                            ),
+                            query(f"max(llmbot_alert_threshold_disk_ratio{sel()})", THRESHOLD),
+                        ],
+                        max_value=1,
+                    ),
+                    ts(
+                        "Health history size",
+                        "Health snapshots kept in the bot's bounded history.",
+                        "short",
+                        [query(f"llmbot_health_snapshots{sel()}", "{{instance}}")],
+                        span=24,
+                    ),
+                ],
+            ),
+            Section(
+                "Conversation memory",
+                [
+                    ts(
+                        "Conversations",
+                        "Active conversations and servers with stored context.",
+                        "short",
+                        [
+                            query(f"max(llmbot_active_conversations{sel()})", "conversations"),
+                            query(f"max(llmbot_context_servers{sel()})", "servers"),
+                        ],
+                        span=8,
+                    ),
+                    ts(
+                        "Context memory",
+                        "Bytes of conversation context: total, average and largest server, and "
+                        "bytes saved by compression.",
+                        "bytes",
+                        [
+                            query(f"max(llmbot_context_bytes{sel()})", "total"),
+                            query(f"max(llmbot_context_average_server_bytes{sel()})", "average"),
+                            query(f"max(llmbot_context_largest_server_bytes{sel()})", "largest"),
+                            query(f"max(llmbot_context_saved_bytes{sel()})", "saved"),
+                        ],
+                        span=8,
+                    ),
+                    ts(
+                        "Context compression",
+                        "Average compression ratio of stored context (compressed / original).",
+                        "percentunit",
+                        [query(f"max(llmbot_context_compression_ratio{sel()})", "ratio")],
+                        span=8,
+                    ),
+                    grid(
+                        "Build",
+                        "Version of the bot and of its main libraries (llmbot_build_info).",
+                        "none",
+                        query(f"llmbot_build_info{sel()}", "{{version}}", instant=True),
+                    ),
+                ],
+            ),
+        ],
+    )
+
+
+DASHBOARDS: Final[dict[str, Callable[[], model.Dashboard]]] = {
+    "overview.json": overview,
+    "llm.json": llm,
+    "discord.json": discord,
+    "runtime.json": runtime,
+}
+
+
+def render(board: model.Dashboard) -> str:
+    """Stable JSON text of a dashboard (sorted keys, trailing newline)."""
+    return json.dumps(board, cls=JSONEncoder, indent=2, sort_keys=True) + "\n"
+
+
+def write_all(out_dir: Path) -> list[Path]:
+    """Write every dashboard into `out_dir`; returns the paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, make in DASHBOARDS.items():
+        path = out_dir / name
+        path.write_text(render(make()), encoding="utf-8")
+        written.append(path)
+    return written
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line entry point."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=OUT_DIR, help=f"default: {OUT_DIR}")
+    args = parser.parse_args(argv)
+    for path in write_all(args.out):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
