@@ -1,0 +1,487 @@
+"""DiscordEmulator: a local Discord (REST + gateway) that the real hikari client talks to."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import urllib.parse
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from types import TracebackType
+from typing import Any, Self
+
+from aiohttp import web
+
+from bot.emulator.discord import payloads
+from bot.emulator.discord.commands import CommandRegistry, interaction_payload
+from bot.emulator.discord.events import EventPublisher
+from bot.emulator.discord.faults import Fault, FaultInjector
+from bot.emulator.discord.gateway import GatewayServer
+from bot.emulator.discord.ids import SnowflakeFactory, make_bot_token
+from bot.emulator.discord.messages import mentioned_ids, message_object, reply_reference
+from bot.emulator.discord.payloads import ChannelType
+from bot.emulator.discord.ratelimit import RateLimiter
+from bot.emulator.discord.records import Activity, InteractionRecord, Notifier, SentMessage
+from bot.emulator.discord.rest import RestAPI, not_found
+from bot.emulator.discord.routes_app import AppRoutes
+from bot.emulator.discord.routes_channels import ChannelRoutes
+from bot.emulator.discord.routes_interactions import InteractionRoutes
+from bot.emulator.discord.state import DiscordState
+
+__all__ = ["DiscordEmulator"]
+
+JSON = dict[str, Any]
+_MAX_UPLOAD_BYTES = 64 * 1024 * 1024
+
+
+class DiscordEmulator:
+    """A protocol-level Discord on 127.0.0.1: REST under ``/api/v{N}`` and a gateway."""
+
+    def __init__(
+        self,
+        bot_user_id: int | None = None,
+        application_id: int | None = None,
+        shards: int = 1,
+        enforce_limits: bool = True,
+        validate: bool = True,
+        *,
+        bot_name: str = "emulator-bot",
+        history_limit: int = 10_000,
+        interaction_deadline: float | None = 3.0,
+    ) -> None:
+        if shards < 1:
+            msg = f"shards must be at least 1, not {shards}"
+            raise ValueError(msg)
+        self._ids = SnowflakeFactory()
+        self.bot_user_id = bot_user_id if bot_user_id is not None else self._ids.next()
+        self.application_id = application_id if application_id is not None else self.bot_user_id
+        self.shards = shards
+        self.token = make_bot_token(self.bot_user_id)
+        self.bot_user = payloads.user(self.bot_user_id, bot_name, bot=True)
+        self._base_url: str | None = None
+        self._runner: web.AppRunner | None = None
+
+        self._notifier = Notifier()
+        self._activity = Activity(self._notifier, history_limit)
+        self._state = DiscordState(self._ids, self.bot_user, history_limit=history_limit)
+        self._commands = CommandRegistry(self._ids, self.application_id)
+        self._faults = FaultInjector()
+        self._gateway = GatewayServer(
+            self._state,
+            self._notifier,
+            token=self.token,
+            application_id=self.application_id,
+            url=lambda: self.gateway_url,
+        )
+        self._events = EventPublisher(self._state, self._gateway)
+        base_url = lambda: self.base_url  # noqa: E731 - resolved once the port is known
+        routes = [
+            *AppRoutes(
+                self._state,
+                self._commands,
+                self._gateway,
+                application_id=self.application_id,
+                shards=shards,
+                gateway_url=lambda: self.gateway_url,
+            ).routes(),
+            *ChannelRoutes(self._state, self._activity, self._events, base_url).routes(),
+            *InteractionRoutes(
+                self._state,
+                self._activity,
+                base_url,
+                application_id=self.application_id,
+                deadline=interaction_deadline,
+            ).routes(),
+        ]
+        self._rest = RestAPI(
+            token=self.token,
+            routes=routes,
+            activity=self._activity,
+            faults=self._faults,
+            limiter=RateLimiter() if enforce_limits else None,
+            validate=validate,
+        )
+
+    # Lifecycle
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        """Start serving on ``host:port`` (port 0 picks a free one)."""
+        if self._runner is not None:
+            msg = "the emulator is already running"
+            raise RuntimeError(msg)
+        app = web.Application(client_max_size=_MAX_UPLOAD_BYTES)
+        app.router.add_get("/gateway", self._gateway.handle)
+        app.router.add_get("/attachments/{channel_id}/{attachment_id}/{filename}", self._attachment)
+        app.router.add_route("*", "/api/{tail:.*}", self._rest.handle)
+        app.router.add_route("*", "/{tail:.*}", not_found)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        bound_host, bound_port = runner.addresses[0][:2]
+        self._base_url = f"http://{bound_host}:{bound_port}"
+        self._runner = runner
+
+    async def stop(self) -> None:
+        """Close every gateway connection and stop the server."""
+        if self._runner is None:
+            return
+        await self._gateway.close_all()
+        await self._runner.cleanup()
+        self._runner = None
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    @property
+    def base_url(self) -> str:
+        """``http://127.0.0.1:PORT`` once started."""
+        if self._base_url is None:
+            msg = "the emulator is not running: await emu.start() first"
+            raise RuntimeError(msg)
+        return self._base_url
+
+    @property
+    def rest_url(self) -> str:
+        """The URL to pass as ``hikari.GatewayBot(rest_url=...)``."""
+        return f"{self.base_url}/api/v10"
+
+    @property
+    def gateway_url(self) -> str:
+        """The websocket URL that ``GET /gateway/bot`` hands out."""
+        return self.base_url.replace("http://", "ws://", 1) + "/gateway"
+
+    # The world
+
+    def create_guild(self, name: str = "Guild 1") -> int:
+        """Create a guild with a #general text channel; connected clients get GUILD_CREATE."""
+        guild = self._state.create_guild(name)
+        self._events.guild_create(guild.id)
+        return guild.id
+
+    def create_channel(
+        self, guild_id: int, name: str = "chat", type: int = 0, parent_id: int | None = None
+    ) -> int:
+        """Create a channel (``type=11`` is a public thread under text channel ``parent_id``)."""
+        channel = self._state.create_channel(guild_id, name, ChannelType(type), parent_id)
+        self._events.channel_create(channel)
+        return int(channel["id"])
+
+    def guild_text_channel(self, guild_id: int) -> int:
+        """Return the id of a guild's #general channel."""
+        return self._state.guild(guild_id).general_channel_id
+
+    def create_user(self, name: str, bot: bool = False) -> JSON:
+        """Create a user and return its Discord user object."""
+        return self._state.create_user(name, bot=bot)
+
+    def create_role(self, guild_id: int, name: str, permissions: int = 0) -> int:
+        """Create a role and return its id."""
+        return int(self._state.create_role(guild_id, name, permissions)["id"])
+
+    def add_member(
+        self, guild_id: int, user: JSON, roles: Iterable[int] = (), permissions: int = 0
+    ) -> None:
+        """Make a user a member of a guild with roles and extra permission bits."""
+        is_new = int(user["id"]) not in self._state.guild(guild_id).members
+        self._state.add_member(guild_id, user, list(roles), permissions)
+        if is_new:
+            self._events.member_add(guild_id, int(user["id"]))
+
+    def create_dm(self, user: JSON) -> int:
+        """Return the id of the DM channel between the bot and a user."""
+        return int(self._state.create_dm(user)["id"])
+
+    def add_attachment(
+        self, data: bytes, filename: str, content_type: str, channel_id: int | None = None
+    ) -> JSON:
+        """Register bytes served at an attachment URL; return the attachment object."""
+        attachment_id = self._ids.next()
+        path = f"/attachments/{channel_id or 0}/{attachment_id}/{urllib.parse.quote(filename)}"
+        url = self.base_url + path
+        attachment = payloads.attachment(
+            attachment_id, url=url, filename=filename, size=len(data), content_type=content_type
+        )
+        self._state.store_attachment(attachment, data)
+        return attachment
+
+    def message(self, message_id: int) -> JSON | None:
+        """Return a stored message (a user's or the bot's) by id."""
+        return self._state.messages.get(message_id)
+
+    # Users acting
+
+    async def wait_until_ready(
+        self,
+        timeout: float = 10.0,  # noqa: ASYNC109 - callers pass timeouts (the agreed test API)
+    ) -> None:
+        """Wait until every shard has identified and received READY and its GUILD_CREATEs."""
+        await self._notifier.wait_for(
+            lambda: self._gateway.is_ready(self.shards),
+            timeout,
+            f"READY on all {self.shards} shard(s)",
+        )
+
+    async def send_message(
+        self,
+        channel_id: int,
+        author: JSON,
+        content: str = "",
+        *,
+        mention_bot: bool = False,
+        reply_to: int | None = None,
+        attachments: Iterable[JSON] = (),
+        mention_replied_user: bool = True,
+    ) -> JSON:
+        """Post a message as ``author`` and dispatch MESSAGE_CREATE; return the message."""
+        if self._state.channel(channel_id) is None:
+            msg = f"unknown channel {channel_id}: create it with create_channel() or create_dm()"
+            raise KeyError(msg)
+        guild_id = self._state.guild_id_of(channel_id)
+        self._require_gateway()
+        self._state.users.setdefault(int(author["id"]), author)
+        if guild_id is not None:
+            self._state.member_payload(guild_id, int(author["id"]))  # joins the guild if needed
+        if mention_bot:
+            content = f"<@{self.bot_user_id}> {content}"
+        reference, referenced = self._reference(reply_to)
+        mention = mentioned_ids(content)
+        if referenced is not None and mention_replied_user:
+            mention.append(int(referenced["author"]["id"]))
+        users = self._state.users
+        message = message_object(
+            message_id=self._ids.next(),
+            channel_id=channel_id,
+            author=author,
+            content=content,
+            mentions=[
+                users[u] for u in dict.fromkeys(mention) if u in users and u != int(author["id"])
+            ],
+            attachments=attachments,
+            reference=reference,
+            referenced=referenced,
+        )
+        self._state.store_message(message)
+        await asyncio.gather(*self._events.message("MESSAGE_CREATE", message))
+        return message
+
+    def _reference(self, reply_to: int | None) -> tuple[JSON | None, JSON | None]:
+        if reply_to is None:
+            return None, None
+        referenced = self._state.messages.get(reply_to)
+        if referenced is None:
+            msg = f"cannot reply to unknown message {reply_to}"
+            raise KeyError(msg)
+        guild_id = self._state.guild_id_of(int(referenced["channel_id"]))
+        return reply_reference(referenced, guild_id), referenced
+
+    async def delete_message(self, channel_id: int, message_id: int) -> None:
+        """Delete a stored message and dispatch MESSAGE_DELETE."""
+        self._state.messages.pop(message_id, None)
+        await asyncio.gather(*self._events.message_delete(channel_id, message_id))
+
+    async def send_interaction(
+        self,
+        name: str,
+        user: JSON,
+        channel_id: int,
+        options: Mapping[str, Any] | None = None,
+        permissions: int = 0,
+    ) -> InteractionRecord:
+        """Invoke the registered slash command ``/name`` as ``user`` (INTERACTION_CREATE)."""
+        channel = self._state.channel(channel_id)
+        if channel is None:
+            msg = f"unknown channel {channel_id}"
+            raise KeyError(msg)
+        guild_id = self._state.guild_id_of(channel_id)
+        self._require_gateway()
+        command = self._commands.find(name, guild_id)
+        if command is None:
+            registered = sorted(c["name"] for c in self._commands.all())
+            msg = (
+                f"no slash command /{name} is registered (registered: {registered}); "
+                "start the lightbulb client and wait for its PUT .../commands"
+            )
+            raise LookupError(msg)
+        self._state.users.setdefault(int(user["id"]), user)
+        payload = interaction_payload(
+            self._state,
+            application_id=self.application_id,
+            command=command,
+            options=options or {},
+            user=user,
+            channel=channel,
+            extra_permissions=permissions,
+        )
+        record = InteractionRecord(
+            id=int(payload["id"]),
+            token=str(payload["token"]),
+            name=name,
+            channel_id=channel_id,
+            guild_id=guild_id,
+            user=user,
+            payload=payload,
+            notifier=self._notifier,
+            created_at=time.monotonic(),
+        )
+        self._activity.add_interaction(record)
+        await asyncio.gather(*self._events.interaction_create(payload))
+        return record
+
+    def _require_gateway(self) -> None:
+        if not self._gateway.has_identified():
+            msg = (
+                "no gateway client has identified yet: "
+                "start the bot and await emu.wait_until_ready() first"
+            )
+            raise RuntimeError(msg)
+
+    # What the bot did
+
+    async def wait_for(
+        self,
+        predicate: Callable[[], bool],
+        timeout: float = 10.0,  # noqa: ASYNC109 - callers pass timeouts (the agreed test API)
+        what: str = "condition",
+    ) -> None:
+        """Wait until ``predicate()`` holds; re-checked on every recorded event and every 20 ms."""
+        await self._notifier.wait_for(predicate, timeout, what)
+
+    async def wait_for_reply(
+        self,
+        message_id: int,
+        timeout: float = 10.0,  # noqa: ASYNC109 - callers pass timeouts (the agreed test API)
+    ) -> SentMessage:
+        """Wait for the first bot message whose message_reference points to ``message_id``."""
+        await self._notifier.wait_for(
+            lambda: self._activity.first_reply(message_id) is not None,
+            timeout,
+            f"a reply to message {message_id}",
+        )
+        reply = self._activity.first_reply(message_id)
+        assert reply is not None
+        return reply
+
+    def messages_in(self, channel_id: int) -> list[SentMessage]:
+        """Messages the bot created in a channel, oldest first."""
+        return self._activity.messages_in(channel_id)
+
+    def typing_count(self, channel_id: int) -> int:
+        """How many typing indicators the bot triggered in a channel."""
+        return self._activity.typing[channel_id]
+
+    @property
+    def sent_messages(self) -> list[SentMessage]:
+        """Every message the bot created with ``POST /channels/{id}/messages``, oldest first."""
+        return self._activity.sent_messages
+
+    @property
+    def spec_violations(self) -> list[str]:
+        """Requests Discord would have refused because the bot broke the API contract."""
+        return self._activity.spec_violations
+
+    @property
+    def requests(self) -> deque[tuple[str, str, int]]:
+        """The latest REST requests as (method, path, status)."""
+        return self._activity.requests
+
+    @property
+    def reactions(self) -> deque[tuple[int, int, str, bool]]:
+        """Reactions the bot added or removed: (channel, message, emoji, added)."""
+        return self._activity.reactions
+
+    @property
+    def interactions(self) -> list[InteractionRecord]:
+        """Interactions sent to the bot, oldest first."""
+        return list(self._activity.interactions.values())
+
+    @property
+    def rate_limited_count(self) -> int:
+        """How many 429 answers the emulator sent (rate limits and injected 429s)."""
+        return self._rest.rate_limited
+
+    @property
+    def registered_commands(self) -> list[JSON]:
+        """Global and guild commands as the bot registered them (guild ones carry guild_id)."""
+        return self._commands.all()
+
+    # Faults
+
+    def inject_rest_fault(
+        self,
+        status: int = 500,
+        count: int = 1,
+        route_contains: str | None = None,
+        retry_after: float = 0.05,
+    ) -> None:
+        """Make the next ``count`` REST requests (whose path contains ``route_contains``) fail."""
+        self._faults.add(Fault(status, count, route_contains, retry_after))
+
+    async def disconnect_gateway(self, shard: int = 0, code: int | None = 4000) -> None:
+        """Close a shard's connection (``code=None`` drops TCP); the client should RESUME."""
+        if not await self._gateway.disconnect(shard, code):
+            msg = f"no gateway connection on shard {shard}"
+            raise RuntimeError(msg)
+        self._notifier.notify()
+
+    def request_reconnect(self, shard: int = 0) -> None:
+        """Send RECONNECT (op 7) to a shard; the client should RESUME."""
+        if not self._gateway.request_reconnect(shard):
+            msg = f"no gateway connection on shard {shard}"
+            raise RuntimeError(msg)
+
+    @property
+    def identify_count(self) -> int:
+        """IDENTIFYs received, all shards together (see ``identifies`` per shard)."""
+        return sum(self._gateway.identifies.values())
+
+    @property
+    def resume_count(self) -> int:
+        """Successful RESUMEs, all shards together (see ``resumes`` per shard)."""
+        return sum(self._gateway.resumes.values())
+
+    @property
+    def identifies(self) -> Mapping[int, int]:
+        """IDENTIFYs received per shard id."""
+        return self._gateway.identifies
+
+    @property
+    def resumes(self) -> Mapping[int, int]:
+        """Successful RESUMEs per shard id."""
+        return self._gateway.resumes
+
+    @property
+    def gateway_compressions(self) -> list[str]:
+        """The ``compress`` mode of each gateway connection so far ("none" for plain JSON)."""
+        return list(self._gateway.compression_log)
+
+    @property
+    def invalid_session_count(self) -> int:
+        """RESUMEs refused with INVALID_SESSION."""
+        return self._gateway.invalid_sessions
+
+    def dispatch_count(self, event: str, shard: int | None = None) -> int:
+        """How many dispatches of an event type went to live sessions (optionally one shard)."""
+        return sum(
+            s.dispatched[event]
+            for s in self._gateway.sessions
+            if shard is None or s.shard_id == shard
+        )
+
+    # Attachments
+
+    async def _attachment(self, request: web.Request) -> web.Response:
+        raw_id = request.match_info["attachment_id"]
+        stored = self._state.attachments.get(int(raw_id)) if raw_id.isdigit() else None
+        if stored is None or stored.payload["filename"] != request.match_info["filename"]:
+            return web.json_response({"message": "404: Not Found", "code": 0}, status=404)
+        return web.Response(body=stored.data, content_type=str(stored.payload["content_type"]))
