@@ -9,37 +9,70 @@ import logging
 import signal
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from bot.chat.access import AccessPolicy, UserCooldown, VideoLimiter
 from bot.chat.context import ContextBuilder
 from bot.chat.files import FileLoader
 from bot.chat.memory import ConversationMemory
-from bot.chat.pipeline import ChatPipeline
+from bot.chat.pipeline import ChatPipeline, FallbackTexts
+from bot.chat.queue_worker import QueueWorker
 from bot.config import Settings
 from bot.discord.commands import CommandServices
 from bot.discord.gateway import DiscordGateway
 from bot.llm.cache import ResponseCache
 from bot.llm.gemini import GeminiClient
-from bot.llm.quota import QuotaLimiter
+from bot.llm.quota import QuotaLimiter, QuotaPersister
 from bot.llm.service import LLMService
 from bot.llm.types import GenerationSettings
 from bot.ops.report import StatusReport
+from bot.ops.signals import SignalProbe
 from bot.resilience.breaker import CircuitBreaker
+from bot.resilience.degradation import DegradationPolicy, DegradationState
+from bot.resilience.queue import MessageQueue
 from bot.resilience.retry import RetryPolicy
+from bot.store import Namespace, SqliteStore
 
 __all__ = ["BotApp"]
 
 log = logging.getLogger(__name__)
 
 SWEEP_INTERVAL_S = 60.0
+ASSESS_INTERVAL_S = 5.0
+STORE_HEALTH_INTERVAL_S = 30.0
+
+
+class _JsonState:
+    """The quota limiter's state as one JSON value in a store namespace."""
+
+    def __init__(self, namespace: Namespace, key: str) -> None:
+        self._ns = namespace
+        self._key = key
+
+    async def load(self) -> dict[str, Any] | None:
+        value = await self._ns.get_json(self._key)
+        return value if isinstance(value, dict) else None
+
+    async def save(self, state: dict[str, Any]) -> None:
+        await self._ns.set_json(self._key, state)
 
 
 class BotApp:
     """The whole bot, wired. `start()` then `stop()`; or `run()` until SIGINT/SIGTERM."""
 
-    def __init__(self, settings: Settings, *, discord_token: str, gemini_api_key: str) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        discord_token: str,
+        gemini_api_key: str,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.settings = s = settings
         self.started_at = time.time()
+        self.store = SqliteStore(
+            s.data_dir / "bot.db", cleanup_interval_s=s.store_cleanup_interval_seconds
+        )
         self.gemini = GeminiClient(
             api_key=gemini_api_key,
             base_url=s.gemini_base_url,
@@ -55,6 +88,7 @@ class BotApp:
                 s.gemini_rate_limit_daily,
                 s.gemini_rate_limit_safety_margin,
                 s.gemini_rate_limit_tpm,
+                clock=clock,
             ),
             breaker=CircuitBreaker(
                 "gemini",
@@ -70,6 +104,30 @@ class BotApp:
                 total_budget_s=s.retry_total_budget_seconds,
             ),
         )
+        self.quota_persister = QuotaPersister(
+            self.llm.quota,
+            _JsonState(self.store.namespace("quota"), "state"),
+            interval_s=s.quota_flush_interval_seconds,
+        )
+        self.queue = MessageQueue(
+            self.store.namespace("queue"),
+            max_size=s.queue_max_size,
+            max_age_s=s.queue_max_age_seconds,
+            max_attempts=s.queue_max_attempts,
+            retry_interval_s=s.queue_retry_interval_seconds,
+            batch_size=s.queue_batch_size,
+            clock=clock,
+        )
+        self.degradation = DegradationState(
+            DegradationPolicy(
+                memory_bytes=int(s.degradation_memory_threshold_mb * 1024 * 1024),
+                error_ratio=s.degradation_error_rate_threshold / 100,
+                p95_s=s.degradation_response_time_threshold_ms / 1000,
+            ),
+            maintenance_mode_enabled=s.degradation_enable_maintenance_mode,
+        )
+        if s.maintenance_mode:
+            self.degradation.enter_maintenance("MAINTENANCE_MODE is set")
         self.memory = ConversationMemory(
             max_messages=s.max_conversation_messages,
             max_chars=s.max_context_chars,
@@ -112,27 +170,55 @@ class BotApp:
                 top_k=s.gemini_top_k,
                 max_output_tokens=s.gemini_max_output_tokens,
             ),
+            degradation=self.degradation,
+            queue=self.queue,
+            fallback=FallbackTexts(s.fallback_maintenance_text, s.fallback_generic_text),
+        )
+        self.queue_worker = QueueWorker(self.queue, self.pipeline)
+        self.signals = SignalProbe(
+            self.pipeline.stats,
+            breaker_open=lambda: self.llm.breaker.state == "open",
+            queue_pressure=lambda: self.queue.stats.pressure,
         )
         self.report = StatusReport(self)
         self.gateway.attach(self.pipeline.handle, CommandServices(self.pipeline, self.report))
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopped = False
 
     async def start(self) -> None:
-        """Start background work, then connect to Discord (returns once the gateway is up)."""
-        self._every(SWEEP_INTERVAL_S, self._sweep, "sweep memory and cache")
+        """Open state, start background work, then connect to Discord (returns once up)."""
+        await self.store.open()
+        await self.quota_persister.load()
+        self.quota_persister.start()
+        expired = await self.queue.load()
         await self.gateway.start()
+        for dropped in expired:  # only now can their users be told
+            await self.pipeline.notify_dropped(dropped.item.payload, dropped.reason)
+        if self.queue.size:
+            log.info("%d queued questions restored; they will be answered", self.queue.size)
+        self._tasks.append(asyncio.create_task(self.queue_worker.run(), name="queue worker"))
+        self._every(SWEEP_INTERVAL_S, self._sweep, "sweep memory and cache")
+        self._every(ASSESS_INTERVAL_S, self._assess, "assess degradation")
+        self._every(STORE_HEALTH_INTERVAL_S, self.store.health_check, "store health check")
         log.info("bot started as user %s", self.gateway.bot_id)
 
     async def stop(self) -> None:
         """Stop taking messages, let in-flight replies finish (bounded), then close in reverse."""
+        if self._stopped:
+            return
+        self._stopped = True
         self.gateway.stop_accepting()
         await self._drain(self.settings.shutdown_grace_seconds)
-        await self.gateway.close()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self.gateway.close()
+        await self.quota_persister.stop()
+        for item in await self.queue.close():  # only those the store never held
+            log.warning("queued question %s could not be kept across the restart", item.id)
+        await self.store.close()
         await self.gemini.aclose()
         log.info("bot stopped")
 
@@ -152,6 +238,9 @@ class BotApp:
     async def _drain(self, timeout_s: float) -> None:
         if not await self.pipeline.wait_idle(timeout_s):
             log.warning("%d replies still in flight at shutdown", self.pipeline.stats.in_flight)
+
+    def _assess(self) -> None:
+        self.degradation.assess(self.signals.sample())
 
     def _sweep(self) -> None:
         expired = self.memory.sweep()

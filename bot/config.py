@@ -75,6 +75,30 @@ class Settings(BaseSettings):
     cache_max_bytes: int = Field(default=16 * 1024 * 1024, ge=0)
     cache_ttl_seconds: float = Field(default=3600.0, gt=0)
 
+    # --- graceful degradation, queue, fallbacks -------------------------------------------------
+    degradation_memory_threshold_mb: float = Field(default=400.0, gt=0)
+    degradation_error_rate_threshold: float = Field(default=10.0, gt=0, le=100)
+    degradation_response_time_threshold_ms: float = Field(default=10_000.0, gt=0)
+    degradation_enable_maintenance_mode: bool = True
+    maintenance_mode: bool = False
+    queue_max_size: int = Field(default=100, ge=1)
+    queue_max_age_seconds: float = Field(default=300.0, gt=0)
+    queue_retry_interval_seconds: float = Field(default=30.0, gt=0)
+    queue_batch_size: int = Field(default=5, ge=1)
+    queue_max_attempts: int = Field(default=3, ge=1)
+    fallback_maintenance_text: str = (
+        "I'm in maintenance right now and can't answer. Please try again later."
+    )
+    fallback_generic_text: str = (
+        "I can't reach the model right now ({reason}); {queue} questions are waiting. "
+        "Please try again in a few minutes."
+    )
+
+    # --- durable state -------------------------------------------------------------------------
+    quota_flush_interval_seconds: float = Field(default=10.0, gt=0)
+    store_cleanup_interval_seconds: float = Field(default=300.0, gt=0)
+    persist_conversations: bool = False
+
     # --- conversation memory -------------------------------------------------------------------
     conversation_timeout_minutes: float = Field(default=30.0, gt=0)
     max_conversation_messages: int = Field(default=100, ge=2)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
 
 __all__ = [
     "Attachment",
@@ -16,6 +16,8 @@ __all__ = [
     "ReplyKind",
     "ReplyTarget",
     "Source",
+    "message_from_payload",
+    "message_to_payload",
 ]
 
 
@@ -100,3 +102,41 @@ class Reply:
     @classmethod
     def text(cls, text: str, kind: ReplyKind, *, ephemeral: bool = False) -> Reply:
         return cls((text,), kind, ephemeral)
+
+
+def message_to_payload(msg: IncomingMessage) -> dict[str, Any]:
+    """A JSON-safe form of a message, so a queued question survives a restart."""
+    data = asdict(msg)
+    data.pop("received_at")  # monotonic: meaningless in another process
+    data["role_ids"] = sorted(msg.role_ids)
+    data["target"]["kind"] = (
+        "interaction" if isinstance(msg.target, InteractionTarget) else "message"
+    )
+    return data
+
+
+def message_from_payload(data: dict[str, Any]) -> IncomingMessage:
+    """The inverse of `message_to_payload`; raises KeyError/TypeError on a malformed payload."""
+    target_data = dict(data["target"])
+    kind = target_data.pop("kind")
+    target: ReplyTarget = (
+        InteractionTarget(**target_data) if kind == "interaction" else MessageTarget(**target_data)
+    )
+    quoted = data.get("quoted")
+    return IncomingMessage(
+        message_id=int(data["message_id"]),
+        channel_id=int(data["channel_id"]),
+        guild_id=data["guild_id"],
+        author_id=int(data["author_id"]),
+        author_name=str(data["author_name"]),
+        text=str(data["text"]),
+        target=target,
+        role_ids=frozenset(data["role_ids"]),
+        attachments=tuple(Attachment(**a) for a in data["attachments"]),
+        quoted=None
+        if quoted is None
+        else QuotedMessage(
+            **{**quoted, "attachments": tuple(Attachment(**a) for a in quoted["attachments"])}
+        ),
+        source=data["source"],
+    )

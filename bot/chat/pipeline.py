@@ -1,45 +1,74 @@
 """The story of one message, from a user's words to the bot's reply in Discord.
 
 Read `ChatPipeline.handle` top to bottom: who may ask, what they asked (text, images, the
-conversation so far), what the model said (or why it could not), and what goes back. The
-machinery lives behind the calls; this module imports no network library.
+conversation so far), what the model said (or why it could not), and what goes back. When the
+model cannot be used now, the question is queued with a notice and answered later by
+`bot.chat.queue_worker`, or gets a fallback reply. The machinery lives behind the calls; this
+module imports no network library.
+
+Outcome counting (`llmbot_messages_total{outcome}`): each reply the pipeline sends is counted
+once by its kind. A queued question therefore counts as `queued` when the notice goes out and
+once more (`answered` or `failed`) when its later answer or drop notice is sent.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
-from bot.chat.access import AccessPolicy, UserCooldown, cooldown_refusal
+from bot.chat.access import AccessPolicy, UserCooldown, cooldown_refusal, format_wait
 from bot.chat.context import ContextBuilder, speaker_text
 from bot.chat.files import FileLoader
 from bot.chat.memory import ConversationMemory, Turn
-from bot.chat.models import IncomingMessage, Reply
+from bot.chat.models import IncomingMessage, Reply, message_from_payload, message_to_payload
 from bot.chat.ports import DiscordPort
 from bot.chat.split import split_message
-from bot.llm.errors import CircuitOpen, LLMError, QuotaExhausted
-from bot.llm.service import Answer, LLMService
-from bot.llm.types import GenerationSettings, LLMRequest, Message
+from bot.llm.errors import CircuitOpen, Degraded, LLMBadRequest, LLMError, QuotaExhausted
+from bot.llm.service import LLMService
+from bot.llm.types import GenerationSettings, LLMReply, LLMRequest, Message
+from bot.resilience.degradation import DegradationLevel, DegradationState, route
+from bot.resilience.queue import MessageQueue
 
-__all__ = ["ChatPipeline", "ChatStats", "Outcome"]
+__all__ = ["ChatPipeline", "ChatStats", "DropReason", "FallbackTexts", "Outcome"]
 
 log = logging.getLogger(__name__)
 
 Outcome = Literal["answered", "cached", "fallback", "queued", "rejected", "failed"]
 OUTCOMES: tuple[Outcome, ...] = ("answered", "cached", "fallback", "queued", "rejected", "failed")
+DropReason = Literal["overflow", "expired", "shutdown", "failed"]
 
 EMPTY_PROMPT_HINT = (
     "Hi! Ask me something after the mention, for example: `@me what is a monad?` (or use `/chat`)."
 )
 INTERNAL_ERROR_TEXT = "Sorry, something went wrong on my side. Please try again."
+BAD_REQUEST_TEXT = "Sorry, the model could not process that request. Try rephrasing it."
 BLOCKED_TEXT = (
     "I can't answer that one: the model declined to respond ({reason}). "
     "Try rephrasing your question."
 )
+QUEUED_TEXT = (
+    "{why}, so your question is queued (position {position}). I'll answer here in about {wait}."
+)
+DROPPED_TEXT: dict[DropReason, str] = {
+    "overflow": "Sorry, too many questions are waiting right now; I had to drop yours. "
+    "Please ask again later.",
+    "expired": "Sorry, I couldn't get to your question in time. Please ask again.",
+    "shutdown": "Sorry, I restarted and couldn't keep your question. Please ask again.",
+    "failed": "Sorry, I couldn't get an answer from the model after several tries. "
+    "Please ask again later.",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class FallbackTexts:
+    maintenance: str
+    generic: str  # may use {reason} and {queue}
 
 
 @dataclass
@@ -55,8 +84,16 @@ class ChatStats:
     recent_seconds: deque[float] = field(default_factory=lambda: deque(maxlen=1000))
 
 
+@dataclass(frozen=True, slots=True)
+class _Thought:
+    """The reply to send, and the turns to remember once it is delivered."""
+
+    reply: Reply
+    remember: tuple[Turn, str] | None = None
+
+
 class ChatPipeline:
-    """Answers `IncomingMessage`s; every accepted message ends with exactly one reply."""
+    """Answers `IncomingMessage`s; every accepted message ends with a reply (now or later)."""
 
     def __init__(
         self,
@@ -69,6 +106,9 @@ class ChatPipeline:
         access: AccessPolicy,
         cooldown: UserCooldown,
         generation: GenerationSettings,
+        degradation: DegradationState,
+        queue: MessageQueue,
+        fallback: FallbackTexts,
     ) -> None:
         self.discord = discord
         self.llm = llm
@@ -78,9 +118,158 @@ class ChatPipeline:
         self.access = access
         self.cooldown = cooldown
         self.generation = generation
+        self.degradation = degradation
+        self.queue = queue
+        self.fallback_texts = fallback
         self.stats = ChatStats()
         self._idle = asyncio.Event()
         self._idle.set()
+
+    # -- the story of one message ----------------------------------------------------------
+
+    async def handle(self, msg: IncomingMessage) -> None:
+        """Answer one message: refuse, answer, queue, or explain why not, and send it."""
+        async with self._in_flight():
+            try:
+                thought = await self._think(msg)
+            except Exception:
+                # A bug of ours must still end in a reply, never in silence.
+                self.stats.errors["internal"] += 1
+                log.exception("answering a message failed")
+                thought = _Thought(Reply.text(INTERNAL_ERROR_TEXT, "failed"))
+            await self._send(msg, thought)
+            self.stats.recent_seconds.append(time.monotonic() - msg.received_at)
+
+    async def _think(self, msg: IncomingMessage) -> _Thought:
+        refusal = self.access.check(msg.author_id, msg.role_ids, msg.channel_id)
+        if refusal is not None:
+            return _Thought(Reply.text(refusal.message, "refused", ephemeral=True))
+        wait_s = self.cooldown.try_acquire(msg.author_id)
+        if wait_s > 0:
+            text = cooldown_refusal(wait_s).message
+            return _Thought(Reply.text(text, "refused", ephemeral=True))
+        if not msg.text.strip() and not msg.attachments:
+            return _Thought(Reply.text(EMPTY_PROMPT_HINT, "notice"))
+
+        request, refusal_text = await self._build_request(msg)
+        if request is None:
+            return _Thought(Reply.text(refusal_text, "refused"))
+        if self.degradation.maintenance:
+            return _Thought(self._fallback(request, "maintenance"))
+        if self.degradation.level >= DegradationLevel.HIGH:
+            # Badly degraded: serve from the cache, or let the queue worker pace the calls.
+            cached = self.llm.cached(request)
+            if cached is not None:
+                return self._answer(msg, request, cached, cached=True)
+            return _Thought(await self._later(msg, request, Degraded(self.degradation.reason)))
+        try:
+            answer = await self.llm.answer(request, tag=msg.conversation_key)
+        except LLMBadRequest as exc:
+            self.stats.errors["gemini"] += 1
+            log.warning("the model refused the request: %s", exc)
+            return _Thought(Reply.text(BAD_REQUEST_TEXT, "failed"))
+        except LLMError as exc:
+            return _Thought(await self._later(msg, request, exc))
+        return self._answer(msg, request, answer.reply, cached=answer.cached)
+
+    async def _build_request(self, msg: IncomingMessage) -> tuple[LLMRequest | None, str]:
+        """What goes to the model: the history and the prompt with its files (or a refusal)."""
+        files, refusal = await self.files.load(msg)
+        if refusal is not None:
+            return None, refusal.message
+        history = await self.context.history(msg)
+        prompt = Message(role="user", text=speaker_text(msg), files=files)
+        return LLMRequest(self.generation, (*history, prompt)), ""
+
+    def _answer(
+        self, msg: IncomingMessage, request: LLMRequest, reply: LLMReply, *, cached: bool
+    ) -> _Thought:
+        if reply.blocked_reason is not None:
+            text = BLOCKED_TEXT.format(reason=reply.blocked_reason.lower())
+            return _Thought(Reply.text(text, "notice"))
+        prompt = request.messages[-1]
+        user_turn = Turn(
+            "user",
+            prompt.text,
+            msg.author_id,
+            msg.message_id,
+            time.time(),
+            tuple(f.digest for f in prompt.files),
+        )
+        chunks = tuple(split_message(reply.text))
+        return _Thought(Reply(chunks, "cached" if cached else "answer"), (user_turn, reply.text))
+
+    # -- when the model cannot answer now --------------------------------------------------
+
+    async def _later(self, msg: IncomingMessage, request: LLMRequest, exc: LLMError) -> Reply:
+        """Queue the question with a notice, or send a fallback when it cannot be queued."""
+        if not isinstance(exc, QuotaExhausted | CircuitOpen | Degraded):
+            self.stats.errors["gemini"] += 1
+            log.warning("model call failed after retries: %s (%s)", exc.kind, exc)
+        priority = 1 if msg.source == "slash" else 0  # an interaction token expires in 15 min
+        decision = route(
+            self.degradation.level,
+            quota_exhausted=isinstance(exc, QuotaExhausted),
+            breaker_open=isinstance(exc, CircuitOpen),
+            maintenance=False,
+            call_failed=True,
+            can_queue=self.queue.would_accept(priority),
+        )
+        if decision == "queue":
+            pushed = await self.queue.push(
+                message_to_payload(msg),
+                priority=priority,
+                reason=exc.kind,
+                delay_s=exc.retry_after_s,
+            )
+            if pushed.evicted is not None:
+                await self.notify_dropped(pushed.evicted.payload, "overflow")
+            if pushed.accepted:
+                text = QUEUED_TEXT.format(
+                    why=_why(exc),
+                    position=pushed.position,
+                    wait=format_wait(max(1.0, pushed.estimated_wait_s)),
+                )
+                return Reply.text(text, "queued")
+        return self._fallback(request, exc.kind)
+
+    def _fallback(self, request: LLMRequest, reason: str) -> Reply:
+        cached = self.llm.cached(request)
+        kind = self.degradation.fallback_kind(cached_available=cached is not None)
+        if self.degradation.maintenance and cached is None:
+            kind = "maintenance"  # an operator's maintenance always says so
+        self.degradation.record_fallback(kind)
+        if kind == "cached" and cached is not None:
+            return Reply(tuple(split_message(cached.text)), "fallback")
+        if kind == "maintenance":
+            return Reply.text(self.fallback_texts.maintenance, "fallback")
+        text = self.fallback_texts.generic.format(
+            reason=reason.replace("_", " "), queue=self.queue.size
+        )
+        return Reply.text(text, "fallback")
+
+    # -- queued questions, answered later by the queue worker ------------------------------
+
+    async def answer_queued(self, msg: IncomingMessage) -> None:
+        """Answer a question taken from the queue; raises LLMError when it still can't."""
+        async with self._in_flight():
+            request, refusal_text = await self._build_request(msg)
+            if request is None:
+                await self._send(msg, _Thought(Reply.text(refusal_text, "refused")))
+                return
+            answer = await self.llm.answer(request, tag=msg.conversation_key)
+            await self._send(msg, self._answer(msg, request, answer.reply, cached=answer.cached))
+
+    async def notify_dropped(self, payload: dict[str, Any], reason: DropReason) -> None:
+        """Tell the user their queued question will not be answered, and why."""
+        try:
+            msg = message_from_payload(payload)
+        except (KeyError, TypeError, ValueError):
+            log.error("a dropped queue entry was unreadable; its user cannot be told")
+            return
+        await self._send(msg, _Thought(Reply.text(DROPPED_TEXT[reason], "failed")))
+
+    # -- plumbing --------------------------------------------------------------------------
 
     async def wait_idle(self, timeout_s: float) -> bool:
         """Wait until no message is being answered; False if some still are after the timeout."""
@@ -91,89 +280,41 @@ class ChatPipeline:
             return False
         return True
 
-    async def handle(self, msg: IncomingMessage) -> None:
-        """Answer one message: refuse, answer, or explain why not, and send it."""
+    @contextlib.asynccontextmanager
+    async def _in_flight(self) -> AsyncIterator[None]:
+        """Count a message as in flight, so shutdown can wait for its reply."""
         self.stats.in_flight += 1
         self._idle.clear()
         try:
-            try:
-                reply, remember = await self._think(msg)
-            except Exception:
-                # A bug of ours must still end in a reply, never in silence.
-                self.stats.errors["internal"] += 1
-                log.exception("answering a message failed")
-                reply, remember = self._count(Reply.text(INTERNAL_ERROR_TEXT, "failed")), None
-            sent_ids = await self._send(msg, reply)
-            if remember is not None and sent_ids:
-                user_turn, answer_text = remember
-                model_turn = Turn("model", answer_text, None, sent_ids[0], time.time())
-                self.memory.append(msg.conversation_key, user_turn, model_turn)
+            yield
         finally:
             self.stats.in_flight -= 1
             if self.stats.in_flight == 0:
                 self._idle.set()
-            self.stats.recent_seconds.append(time.monotonic() - msg.received_at)
 
-    async def _think(self, msg: IncomingMessage) -> tuple[Reply, tuple[Turn, str] | None]:
-        refusal = self.access.check(msg.author_id, msg.role_ids, msg.channel_id)
-        if refusal is not None:
-            return self._count(Reply.text(refusal.message, "refused", ephemeral=True)), None
-        wait_s = self.cooldown.try_acquire(msg.author_id)
-        if wait_s > 0:
-            text = cooldown_refusal(wait_s).message
-            return self._count(Reply.text(text, "refused", ephemeral=True)), None
-        if not msg.text.strip() and not msg.attachments:
-            return self._count(Reply.text(EMPTY_PROMPT_HINT, "notice")), None
-
-        files, refusal = await self.files.load(msg)
-        if refusal is not None:
-            return self._count(Reply.text(refusal.message, "refused")), None
-
-        history = await self.context.history(msg)
-        prompt = Message(role="user", text=speaker_text(msg), files=files)
-        request = LLMRequest(self.generation, (*history, prompt))
+    async def _send(self, msg: IncomingMessage, thought: _Thought) -> None:
+        reply = thought.reply
+        self.stats.outcomes[_OUTCOME_OF_KIND[reply.kind]] += 1
         try:
-            answer = await self.llm.answer(request, tag=msg.conversation_key)
-        except LLMError as exc:
-            return self._count(self._explain(exc)), None
-
-        if answer.reply.blocked_reason is not None:
-            text = BLOCKED_TEXT.format(reason=answer.reply.blocked_reason.lower())
-            return self._count(Reply.text(text, "notice")), None
-        user_turn = Turn(
-            "user",
-            prompt.text,
-            msg.author_id,
-            msg.message_id,
-            time.time(),
-            tuple(f.digest for f in files),
-        )
-        return self._count(_answer_reply(answer)), (user_turn, answer.reply.text)
-
-    def _explain(self, exc: LLMError) -> Reply:
-        """A clear notice for a model call that could not be made or did not succeed."""
-        wait = f" in about {max(1, round(exc.retry_after_s))} s" if exc.retry_after_s else " soon"
-        if isinstance(exc, QuotaExhausted):
-            text = f"I've hit my {exc.window} limit for the model. Please ask again{wait}."
-        elif isinstance(exc, CircuitOpen):
-            text = f"The model is having trouble right now, so I paused calls. Try again{wait}."
-        else:
-            self.stats.errors["gemini"] += 1
-            log.warning("model call failed: %s (%s)", exc.kind, exc)
-            text = "Sorry, I couldn't get an answer from the model just now. Please try again."
-        return Reply.text(text, "failed")
-
-    async def _send(self, msg: IncomingMessage, reply: Reply) -> list[int]:
-        try:
-            return await self.discord.deliver(msg.target, reply)
+            sent_ids = await self.discord.deliver(msg.target, reply)
         except Exception:
             self.stats.errors["discord"] += 1
             log.exception("could not deliver a reply to Discord")
-            return []
+            return
+        if thought.remember is not None and sent_ids:
+            user_turn, answer_text = thought.remember
+            model_turn = Turn("model", answer_text, None, sent_ids[0], time.time())
+            self.memory.append(msg.conversation_key, user_turn, model_turn)
 
-    def _count(self, reply: Reply) -> Reply:
-        self.stats.outcomes[_OUTCOME_OF_KIND[reply.kind]] += 1
-        return reply
+
+def _why(exc: LLMError) -> str:
+    if isinstance(exc, QuotaExhausted):
+        return f"I've reached my {exc.window} request limit for the model"
+    if isinstance(exc, CircuitOpen):
+        return "The model is having trouble right now"
+    if isinstance(exc, Degraded):
+        return "I'm running in a reduced mode right now"
+    return "The model didn't answer just now"
 
 
 _OUTCOME_OF_KIND: dict[str, Outcome] = {
@@ -185,8 +326,3 @@ _OUTCOME_OF_KIND: dict[str, Outcome] = {
     "refused": "rejected",
     "failed": "failed",
 }
-
-
-def _answer_reply(answer: Answer) -> Reply:
-    chunks = tuple(split_message(answer.reply.text))
-    return Reply(chunks, "cached" if answer.cached else "answer")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __all__ = [
     "CircuitOpen",
+    "Degraded",
     "LLMBadRequest",
     "LLMError",
     "LLMRateLimited",
@@ -66,3 +67,9 @@ class CircuitOpen(LLMError):
     """The breaker is open: the dependency is failing, so the call was not attempted."""
 
     kind = "circuit_open"
+
+
+class Degraded(LLMError):
+    """The bot is degraded enough that new questions wait in the queue instead of calling."""
+
+    kind = "degraded"

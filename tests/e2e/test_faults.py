@@ -1,4 +1,5 @@
-"""Gemini misbehaves; the user always gets a reply (an answer or a clear notice), never silence."""
+"""Gemini misbehaves; the user always gets a reply (an answer, or a notice and a later answer),
+never silence, and never both an answer and a failure notice."""
 
 from __future__ import annotations
 
@@ -7,16 +8,22 @@ from typing import Any
 
 import pytest
 
-from bot.emulator.discord import DiscordEmulator
+from bot.emulator.discord import DiscordEmulator, SentMessage
 from bot.emulator.gemini import Fault, GeminiEmulator
 
+FAST_QUEUE = {"queue_retry_interval_seconds": 0.2, "retry_max_attempts": 2}
 
-async def _ask(discord: DiscordEmulator, text: str = "question") -> str:
+
+async def _ask(discord: DiscordEmulator, text: str = "question") -> tuple[int, SentMessage]:
     user = discord.create_user("erin")
     dm = discord.create_dm(user)
     msg = await discord.send_message(dm, author=user, content=text)
     reply = await discord.wait_for_reply(int(msg["id"]), timeout=20)
-    return reply.content
+    return int(msg["id"]), reply
+
+
+def _replies_to(discord: DiscordEmulator, message_id: int) -> list[str]:
+    return [m.content for m in discord.sent_messages if m.reply_to == message_id]
 
 
 async def test_server_error_then_success_is_retried_and_answered(
@@ -27,44 +34,67 @@ async def test_server_error_then_success_is_retried_and_answered(
     gemini.queue_fault(Fault.http(503))
     gemini.queue_answer("third time lucky")
 
-    assert await _ask(discord) == "third time lucky"
+    _, reply = await _ask(discord)
+
+    assert reply.content == "third time lucky"
     assert len(gemini.requests) == 3
 
 
 @pytest.mark.parametrize(
-    ("fault", "expected"),
+    "fault",
     [
-        (lambda: Fault.http(500, count=10), "couldn't get an answer"),
-        (Fault.hang, "couldn't get an answer"),
-        (Fault.safety_block, "declined to respond"),
-        (Fault.finish_safety, "declined to respond"),
-        (Fault.empty, "declined to respond"),
-        (lambda: Fault.broken_stream(), "couldn't get an answer"),
+        lambda: Fault.http(500, count=2),
+        lambda: Fault.hang(count=2),
+        lambda: Fault.broken_stream(count=2),
     ],
+    ids=["5xx", "timeout", "broken-stream"],
 )
-async def test_failures_end_in_a_clear_reply(
+async def test_a_failing_model_queues_the_question_and_answers_it_later(
     start_bot: Callable[..., Any],
     discord: DiscordEmulator,
     gemini: GeminiEmulator,
     fault: Callable[[], Fault],
-    expected: str,
 ) -> None:
-    await start_bot(retry_max_attempts=2, gemini_timeout_seconds=0.5)
+    await start_bot(gemini_timeout_seconds=0.5, **FAST_QUEUE)
     gemini.queue_fault(fault())
-    gemini.queue_fault(fault())
 
-    assert expected in await _ask(discord)
+    message_id, notice = await _ask(discord, "worth the wait?")
+    assert "queued" in notice.content
+    await discord.wait_for(lambda: len(_replies_to(discord, message_id)) == 2, timeout=20)
+
+    # The default Gemini emulator answer echoes the question.
+    assert _replies_to(discord, message_id)[1].startswith("You said: worth the wait?")
 
 
-async def test_provider_rate_limit_stops_calls_and_tells_the_user(
+async def test_a_question_that_keeps_failing_ends_with_one_clear_notice(
     start_bot: Callable[..., Any], discord: DiscordEmulator, gemini: GeminiEmulator
 ) -> None:
-    app = await start_bot()
-    gemini.queue_fault(Fault.rate_limited(retry_delay_s=30))
+    app = await start_bot(queue_max_attempts=2, **FAST_QUEUE)
+    gemini.fail_all(500)
 
-    text = await _ask(discord)
+    message_id, notice = await _ask(discord)
+    await discord.wait_for(lambda: len(_replies_to(discord, message_id)) == 2, timeout=20)
 
-    # A provider that said stop is not asked again this window: the user hears when to retry.
-    assert "limit" in text and "again in about" in text
+    final = _replies_to(discord, message_id)[1]
+    assert "queued" in notice.content
+    assert "couldn't get an answer" in final and "several tries" in final
+    assert app.queue.size == 0
+    assert app.queue.stats.dropped_total["failed"] == 1
+
+
+@pytest.mark.parametrize(
+    "fault", [Fault.safety_block, Fault.finish_safety, Fault.empty], ids=["block", "stop", "empty"]
+)
+async def test_safety_blocks_and_empty_answers_get_a_friendly_reply(
+    start_bot: Callable[..., Any],
+    discord: DiscordEmulator,
+    gemini: GeminiEmulator,
+    fault: Callable[[], Fault],
+) -> None:
+    await start_bot()
+    gemini.queue_fault(fault())
+
+    _, reply = await _ask(discord)
+
+    assert "declined to respond" in reply.content
     assert len(gemini.requests) == 1
-    assert app.llm.quota.snapshot().blocked_until is not None
