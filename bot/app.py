@@ -134,7 +134,9 @@ class BotApp:
             session_timeout_s=s.conversation_timeout_minutes * 60,
             max_conversations=s.max_conversations,
         )
-        self.gateway = DiscordGateway(token=discord_token, rest_url=s.discord_rest_url)
+        self.gateway = DiscordGateway(
+            token=discord_token, rest_url=s.discord_rest_url, max_rps=s.discord_rest_max_rps
+        )
         delivery = self.gateway.delivery
         self.pipeline = ChatPipeline(
             discord=delivery,

@@ -43,6 +43,7 @@ class Settings(BaseSettings):
 
     # --- endpoints -----------------------------------------------------------------------------
     discord_rest_url: str = DEFAULT_DISCORD_REST_URL
+    discord_rest_max_rps: float = Field(default=45.0, gt=0)
     gemini_base_url: str = DEFAULT_GEMINI_BASE_URL
     gemini_api_version: str = "v1beta"
 

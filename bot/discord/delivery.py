@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import aiohttp
 import hikari
+from aiolimiter import AsyncLimiter
 
 from bot.chat.models import Attachment, InteractionTarget, QuotedMessage, Reply, ReplyTarget
 from bot.chat.ports import DownloadTooLarge
@@ -13,16 +15,23 @@ from bot.discord.convert import to_quoted
 
 __all__ = ["DiscordDelivery"]
 
+TYPING_REFRESH_S = 8.0
+
 log = logging.getLogger(__name__)
 
 
 class DiscordDelivery:
     """The `DiscordPort` the chat pipeline talks to."""
 
-    def __init__(self, rest: hikari.api.RESTClient, bot_id: int) -> None:
+    def __init__(self, rest: hikari.api.RESTClient, bot_id: int, max_rps: float) -> None:
         self._rest = rest
         self._bot_id = bot_id
         self._http: aiohttp.ClientSession | None = None
+        # Discord allows 50 requests/s per bot across all routes, and hikari only reacts to the
+        # 429s: pacing our own calls keeps a burst of answers (a queue draining, many DMs at
+        # once) under the limit instead of into a storm of retries.
+        # Capacity 1: evenly spaced calls, so no 1-second window ever sees more than max_rps.
+        self.pace = AsyncLimiter(1, 1.0 / max_rps)
 
     async def aclose(self) -> None:
         if self._http is not None:
@@ -34,6 +43,7 @@ class DiscordDelivery:
             return await self._deliver_interaction(target, reply)
         ids: list[int] = []
         for index, chunk in enumerate(reply.chunks):
+            await self.pace.acquire()
             message = await self._rest.create_message(
                 target.channel_id,
                 chunk,
@@ -53,6 +63,7 @@ class DiscordDelivery:
     async def _deliver_interaction(self, target: InteractionTarget, reply: Reply) -> list[int]:
         ids: list[int] = []
         first, *rest = reply.chunks
+        await self.pace.acquire()
         message = await self._rest.edit_interaction_response(
             target.application_id,
             target.token,
@@ -64,6 +75,7 @@ class DiscordDelivery:
         ids.append(int(message.id))
         flags = hikari.MessageFlag.EPHEMERAL if target.ephemeral else hikari.UNDEFINED
         for chunk in rest:
+            await self.pace.acquire()
             message = await self._rest.execute_webhook(
                 target.application_id,
                 target.token,
@@ -77,11 +89,23 @@ class DiscordDelivery:
         return ids
 
     async def fetch_quoted(self, channel_id: int, message_id: int) -> QuotedMessage | None:
+        await self.pace.acquire()
         try:
             message = await self._rest.fetch_message(channel_id, message_id)
         except (hikari.NotFoundError, hikari.ForbiddenError):
             return None
         return to_quoted(message, self._bot_id)
+
+    async def keep_typing(self, channel_id: int) -> None:
+        """Show "Bot is typing…" until cancelled (Discord shows it for 10 s per trigger)."""
+        while True:
+            await self.pace.acquire()
+            try:
+                await self._rest.trigger_typing(channel_id)
+            except hikari.HTTPError as exc:  # cosmetic: never let it fail the answer
+                log.debug("typing indicator failed: %s", exc)
+                return
+            await asyncio.sleep(TYPING_REFRESH_S)
 
     async def download(self, attachment: Attachment, max_bytes: int) -> bytes:
         if self._http is None:  # made on first use, so a bot that never starts owns no session

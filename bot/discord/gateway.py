@@ -46,14 +46,14 @@ def bot_id_from_token(token: str) -> int:
 class DiscordGateway:
     """Owns the GatewayBot; hands each message addressed to the bot to `on_message`."""
 
-    def __init__(self, *, token: str, rest_url: str) -> None:
+    def __init__(self, *, token: str, rest_url: str, max_rps: float) -> None:
         self.bot_id = bot_id_from_token(token)
         self.bot = hikari.GatewayBot(
             token, intents=INTENTS, rest_url=rest_url, banner=None, logs=None
         )
         self._accepting = True
         self._handler: Callable[[IncomingMessage], Awaitable[None]] | None = None
-        self.delivery = DiscordDelivery(self.bot.rest, self.bot_id)
+        self.delivery = DiscordDelivery(self.bot.rest, self.bot_id, max_rps)
         self.lightbulb = lightbulb.client_from_app(self.bot)
         self.bot.subscribe(hikari.StartedEvent, self.lightbulb.start)
         self.bot.subscribe(hikari.StoppingEvent, self.lightbulb.stop)
@@ -98,13 +98,13 @@ class DiscordGateway:
         if not self._accepting:
             await self._refuse_while_stopping(incoming)
             return
+        typing = asyncio.create_task(self.delivery.keep_typing(incoming.channel_id))
         try:
-            async with self.bot.rest.trigger_typing(incoming.channel_id):
-                await self._handler(incoming)
-        except asyncio.CancelledError:
-            raise
+            await self._handler(incoming)
         except Exception:
             log.exception("handling a message failed")
+        finally:
+            typing.cancel()
 
     async def _refuse_while_stopping(self, incoming: IncomingMessage) -> None:
         if not isinstance(incoming.target, MessageTarget):

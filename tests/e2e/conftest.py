@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -61,9 +62,12 @@ async def start_bot(
     """`await start_bot(**setting_overrides)` starts a BotApp wired to the emulators."""
     started: list[BotApp] = []
 
-    async def start(**overrides: Any) -> BotApp:
+    async def start(clock: Callable[[], float] = time.time, **overrides: Any) -> BotApp:
         app = BotApp(
-            make_settings(**overrides), discord_token=discord.token, gemini_api_key=gemini.api_key
+            make_settings(**overrides),
+            discord_token=discord.token,
+            gemini_api_key=gemini.api_key,
+            clock=clock,
         )
         await app.start()
         started.append(app)
