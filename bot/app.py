@@ -183,7 +183,9 @@ class BotApp:
             queue_pressure=lambda: self.queue.stats.pressure,
         )
         self.report = StatusReport(self)
-        self.gateway.attach(self.pipeline.handle, CommandServices(self.pipeline, self.report))
+        self.gateway.attach(
+            self.pipeline.handle, CommandServices(self.pipeline, self.report, s.admin_user_ids)
+        )
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped = False
 

@@ -107,6 +107,7 @@ class Settings(BaseSettings):
     reply_chain_max_depth: int = Field(default=10, ge=0)
 
     # --- who may talk to the bot ---------------------------------------------------------------
+    admin_user_ids: IdSet = frozenset()
     user_cooldown_seconds: float = Field(default=2.0, ge=0)
     allowed_user_ids: IdSet = frozenset()
     blocked_user_ids: IdSet = frozenset()
@@ -133,6 +134,7 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)
 
     @field_validator(
+        "admin_user_ids",
         "allowed_user_ids",
         "blocked_user_ids",
         "allowed_role_ids",

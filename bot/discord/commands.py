@@ -25,9 +25,24 @@ class StatusReporter(Protocol):
 class CommandServices:
     """What the commands need, gathered so the command classes stay declarations."""
 
-    def __init__(self, pipeline: ChatPipeline, reporter: StatusReporter) -> None:
+    def __init__(
+        self, pipeline: ChatPipeline, reporter: StatusReporter, admin_user_ids: frozenset[int]
+    ) -> None:
         self.pipeline = pipeline
         self.reporter = reporter
+        self.admin_user_ids = admin_user_ids
+
+    def is_admin(self, ctx: lightbulb.Context) -> bool:
+        """ADMIN_USER_IDS, or Manage Server in the guild the command came from."""
+        if int(ctx.user.id) in self.admin_user_ids:
+            return True
+        member = ctx.member
+        return member is not None and bool(member.permissions & ADMIN_PERMISSIONS)
+
+
+# Discord hides admin commands from members without these; the bot checks again on use.
+ADMIN_PERMISSIONS = hikari.Permissions.MANAGE_GUILD
+NOT_ADMIN_TEXT = "Only bot admins (ADMIN_USER_IDS) or members with Manage Server can do that."
 
 
 def _can_manage_messages(ctx: lightbulb.Context) -> bool:
@@ -105,5 +120,32 @@ def build_commands(services: CommandServices) -> list[type[lightbulb.SlashComman
         async def invoke(self, ctx: lightbulb.Context) -> None:
             await ctx.respond(services.reporter.health_text(), ephemeral=True)
 
-    commands: list[Any] = [Chat, Clear, Status, Health]
+    class Maintenance(
+        lightbulb.SlashCommand,
+        name="maintenance",
+        description="Turn maintenance mode on or off (admins only)",
+        default_member_permissions=ADMIN_PERMISSIONS,
+    ):
+        mode = lightbulb.string(
+            "mode",
+            "on: stop calling the model; off: back to normal",
+            choices=[lightbulb.Choice("on", "on"), lightbulb.Choice("off", "off")],
+        )
+
+        @lightbulb.invoke
+        async def invoke(self, ctx: lightbulb.Context) -> None:
+            if not services.is_admin(ctx):
+                await ctx.respond(NOT_ADMIN_TEXT, ephemeral=True)
+                return
+            degradation = services.pipeline.degradation
+            if self.mode == "on":
+                degradation.enter_maintenance(f"maintenance set by {ctx.user.username}")
+                text = "Maintenance mode is on: I answer with the maintenance text or the cache."
+            else:
+                was_on = degradation.exit_maintenance()
+                text = "Maintenance mode is off." if was_on else "Maintenance mode was not on."
+            log.warning("maintenance mode %s by an admin", self.mode)
+            await ctx.respond(text, ephemeral=True)
+
+    commands: list[Any] = [Chat, Clear, Status, Health, Maintenance]
     return commands

@@ -10,9 +10,9 @@ MANAGE_MESSAGES = 1 << 13
 
 
 async def test_commands_are_registered(bot: BotApp, discord: DiscordEmulator) -> None:
-    await discord.wait_for(lambda: len(discord.registered_commands) >= 4)
+    await discord.wait_for(lambda: len(discord.registered_commands) >= 5)
     names = {c["name"] for c in discord.registered_commands}
-    assert {"chat", "clear", "status", "health"} <= names
+    assert {"chat", "clear", "status", "health", "maintenance"} <= names
 
 
 async def test_chat_command_is_deferred_then_answered(
@@ -87,3 +87,46 @@ async def test_status_and_health_agree_with_the_bot(
     assert "1 handled, 0 failed" in text
     assert "1 conversations" in text
     assert "Health: healthy" in (health.final_content or "")
+
+
+MANAGE_GUILD = 1 << 5
+
+
+async def test_maintenance_command_is_for_admins_and_switches_the_mode(
+    bot: BotApp, discord: DiscordEmulator, gemini: GeminiEmulator
+) -> None:
+    guild = discord.create_guild("Guild")
+    channel = discord.guild_text_channel(guild)
+    alice = discord.create_user("alice")
+    discord.add_member(guild, alice)
+
+    denied = await discord.send_interaction(
+        "maintenance", user=alice, channel_id=channel, options={"mode": "on"}
+    )
+    await denied.wait_for_response()
+    assert "Only bot admins" in (denied.final_content or "")
+    assert not bot.degradation.maintenance
+
+    on = await discord.send_interaction(
+        "maintenance",
+        user=alice,
+        channel_id=channel,
+        options={"mode": "on"},
+        permissions=MANAGE_GUILD,
+    )
+    await on.wait_for_response()
+    assert bot.degradation.maintenance
+    msg = await discord.send_message(channel, author=alice, content="hello?", mention_bot=True)
+    reply = await discord.wait_for_reply(int(msg["id"]))
+    assert "maintenance" in reply.content
+    assert len(gemini.requests) == 0
+
+    off = await discord.send_interaction(
+        "maintenance",
+        user=alice,
+        channel_id=channel,
+        options={"mode": "off"},
+        permissions=MANAGE_GUILD,
+    )
+    await off.wait_for_response()
+    assert not bot.degradation.maintenance
