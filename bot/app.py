@@ -8,7 +8,7 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from bot.chat.access import AccessPolicy, UserCooldown, VideoLimiter
@@ -33,7 +33,7 @@ from bot.resilience.queue import MessageQueue
 from bot.resilience.retry import RetryPolicy
 from bot.store import Namespace, SqliteStore
 
-__all__ = ["BotApp"]
+__all__ = ["BotApp", "run_until_signal"]
 
 log = logging.getLogger(__name__)
 
@@ -228,13 +228,9 @@ class BotApp:
 
     async def run(self) -> None:
         """Run until SIGINT or SIGTERM."""
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
         await self.start()
         try:
-            await stop.wait()
+            await run_until_signal(asyncio.Event().wait())
         finally:
             log.info("stopping: finishing replies in flight")
             await self.stop()
@@ -265,3 +261,22 @@ class BotApp:
                     log.exception("periodic task %r failed", name)
 
         self._tasks.append(asyncio.create_task(loop(), name=name))
+
+
+async def run_until_signal(work: Coroutine[Any, Any, object]) -> None:
+    """Run `work` until it ends or SIGINT/SIGTERM arrives, whichever comes first."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    runner = asyncio.create_task(work)
+    stopper = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (runner, stopper):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)

@@ -3,14 +3,9 @@ simulated users talking to it. A line is printed for each conversation turn."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import random
-import signal
-from collections.abc import Coroutine
-from typing import Any
 
-from bot.app import BotApp
+from bot.app import BotApp, run_until_signal
 from bot.config import Settings
 from bot.emulator.discord import DiscordEmulator
 from bot.emulator.gemini import GeminiEmulator
@@ -78,28 +73,9 @@ async def run_demo(
                 f"demo: {users} simulated users, about {rate:g} messages/s; Ctrl-C stops",
                 flush=True,
             )
-            await _until_done_or_signal(traffic.run(duration))
+            await run_until_signal(traffic.run(duration))
         finally:
             await app.stop()
         answered = sum(1 for t in traffic.turns if t.answer is not None)
         print(f"demo: stopped after {len(traffic.turns)} turns ({answered} answered)", flush=True)
     return 0 if answered or not traffic.turns else 1
-
-
-async def _until_done_or_signal(work: Coroutine[Any, Any, None]) -> None:
-    """Run `work` until it ends or SIGINT/SIGTERM arrives, whichever comes first."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    runner = asyncio.create_task(work)
-    stopper = asyncio.create_task(stop.wait())
-    try:
-        await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in (runner, stopper):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
