@@ -19,7 +19,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from bot.chat.access import AccessPolicy, UserCooldown, cooldown_refusal, format_wait
@@ -35,7 +35,7 @@ from bot.llm.types import GenerationSettings, LLMReply, LLMRequest, Message
 from bot.resilience.degradation import DegradationLevel, DegradationState, route
 from bot.resilience.queue import MessageQueue
 
-__all__ = ["ChatPipeline", "ChatStats", "DropReason", "FallbackTexts", "Outcome"]
+__all__ = ["ChatPipeline", "ChatStats", "ChatTuning", "DropReason", "FallbackTexts", "Outcome"]
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,14 @@ DROPPED_TEXT: dict[DropReason, str] = {
 class FallbackTexts:
     maintenance: str
     generic: str  # may use {reason} and {queue}
+
+
+@dataclass
+class ChatTuning:
+    """Run-time reductions (self-healing's reduced mode); None means the settings' value."""
+
+    history_messages: int | None = None
+    max_output_tokens: int | None = None
 
 
 @dataclass
@@ -122,6 +130,7 @@ class ChatPipeline:
         self.queue = queue
         self.fallback_texts = fallback
         self.stats = ChatStats()
+        self.tuning = ChatTuning()
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -178,8 +187,16 @@ class ChatPipeline:
         if refusal is not None:
             return None, refusal.message
         history = await self.context.history(msg)
+        generation = self.generation
+        if (keep := self.tuning.history_messages) is not None:
+            history = history[-keep:] if keep else []
+            while history and history[0].role == "model":  # open with the user's turn
+                history = history[1:]
+        if (cap := self.tuning.max_output_tokens) is not None:
+            current = generation.max_output_tokens
+            generation = replace(generation, max_output_tokens=min(cap, current or cap))
         prompt = Message(role="user", text=speaker_text(msg), files=files)
-        return LLMRequest(self.generation, (*history, prompt)), ""
+        return LLMRequest(generation, (*history, prompt)), ""
 
     def _answer(
         self, msg: IncomingMessage, request: LLMRequest, reply: LLMReply, *, cached: bool

@@ -28,6 +28,9 @@ INTENTS = (
     | hikari.Intents.MESSAGE_CONTENT
 )
 
+# A close code from the 3000-3999 range that Discord treats as resumable (hikari uses it too).
+RESUMABLE_CLOSE_CODE = 3000
+
 RESTARTING_TEXT = "I'm restarting right now, so I can't take new questions. Ask again in a minute."
 
 
@@ -76,6 +79,18 @@ class DiscordGateway:
                 "Discord rejected DISCORD_TOKEN (401): reset the token on the Bot page of the "
                 "developer portal and put the new one in .env"
             ) from None
+
+    async def reconnect_shard(self, shard_id: int) -> None:
+        """Close one shard's websocket and open it again (self-healing for Discord)."""
+        shard = self.bot.shards.get(shard_id)
+        if shard is None:
+            raise ValueError(f"there is no shard {shard_id}")
+        # hikari has no public "reconnect": a closed shard cannot be started again, but when
+        # its websocket closes with a resumable code the shard reconnects and resumes itself.
+        transport = getattr(shard, "_ws", None)
+        if transport is None:
+            raise RuntimeError(f"shard {shard_id} has no open connection to reconnect")
+        await transport.send_close(code=RESUMABLE_CLOSE_CODE, message=b"reconnect requested")
 
     def stop_accepting(self) -> None:
         self._accepting = False

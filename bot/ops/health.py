@@ -14,10 +14,12 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
+from bot.ops.runtime import python_heap_bytes
+
 if TYPE_CHECKING:
     from bot.app import BotApp
 
-__all__ = ["HealthSnapshot", "percentile", "take_snapshot"]
+__all__ = ["HealthSnapshot", "dependency_health", "guild_count", "percentile", "take_snapshot"]
 
 _PROCESS = psutil.Process()
 
@@ -56,9 +58,26 @@ class HealthSnapshot:
     cache_entries: int
     cache_bytes: int
     in_flight: int
+    # Added for the health history; defaulted so code building snapshots by hand keeps working.
+    heap_bytes: int = 0
+    guilds: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def dependency_health(app: BotApp) -> dict[str, bool]:
+    """Is each dependency usable: Gemini unless its breaker is open, Discord while connected.
+
+    The one definition behind `/status`, the history and `llmbot_dependency_up`.
+    """
+    return {"gemini": app.llm.breaker.state != "open", "discord": app.gateway.connected}
+
+
+def guild_count(app: BotApp) -> int:
+    """Discord servers in the gateway's cache (0 before the first connection)."""
+    cache = getattr(getattr(app.gateway, "bot", None), "cache", None)
+    return len(cache.get_guilds_view()) if cache is not None else 0
 
 
 def take_snapshot(app: BotApp) -> HealthSnapshot:
@@ -72,6 +91,7 @@ def take_snapshot(app: BotApp) -> HealthSnapshot:
     recent = sorted(stats.recent_seconds)
     lookups = cache.hits + cache.misses
     breaker = app.llm.breaker.state
+    dependencies = dependency_health(app)
     return HealthSnapshot(
         timestamp=time.time(),
         uptime_s=time.time() - app.started_at,
@@ -88,8 +108,8 @@ def take_snapshot(app: BotApp) -> HealthSnapshot:
         response_p50_s=percentile(recent, 0.50),
         response_p95_s=percentile(recent, 0.95),
         response_p99_s=percentile(recent, 0.99),
-        gemini_up=breaker != "open",
-        discord_up=app.gateway.connected,
+        gemini_up=dependencies["gemini"],
+        discord_up=dependencies["discord"],
         breaker_state=breaker,
         cache_hits=cache.hits,
         cache_misses=cache.misses,
@@ -97,4 +117,6 @@ def take_snapshot(app: BotApp) -> HealthSnapshot:
         cache_entries=cache.entries,
         cache_bytes=cache.bytes,
         in_flight=stats.in_flight,
+        heap_bytes=python_heap_bytes(),
+        guilds=guild_count(app),
     )

@@ -83,7 +83,7 @@ def _mallinfo2() -> Callable[[], _MallInfo2] | None:
         return None  # not glibc, or glibc older than 2.33
     function.restype = _MallInfo2
     function.argtypes = []
-    return function  # type: ignore[no-any-return]
+    return function
 
 
 @functools.cache

@@ -1,0 +1,218 @@
+"""The ops HTTP server: `/metrics`, `/healthz`, `/readyz`, `/status`, `/status/history`, plus
+the routes others add (the Alertmanager webhook `POST /alerts`).
+
+It runs on the bot's event loop and needs nothing but the objects it is given, so it can start
+before the gateway connects: `/healthz` answers from the first second and `/readyz` says what
+is still missing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Final
+
+from aiohttp import web
+
+from bot.ops.health import HealthSnapshot
+from bot.ops.history import HealthHistory
+from bot.ops.metrics import Telemetry
+
+if TYPE_CHECKING:
+    from bot.app import BotApp
+
+__all__ = [
+    "Handler",
+    "OpsServer",
+    "Readiness",
+    "Route",
+    "readiness_from_app",
+    "wants_openmetrics",
+]
+
+logger = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Route = tuple[str, str, Handler]  # (method, path, handler)
+Readiness = Callable[[], tuple[bool, Mapping[str, Any]]]
+
+_OPENMETRICS: Final = "application/openmetrics-text"
+_CSV: Final = "text/csv; charset=utf-8"
+
+
+def wants_openmetrics(accept: str) -> bool:
+    """True when an Accept header lists OpenMetrics (as Prometheus does), with q above 0."""
+    for part in accept.split(","):
+        media, *params = (piece.strip() for piece in part.split(";"))
+        if media.lower() != _OPENMETRICS:
+            continue
+        quality = next((p[2:] for p in params if p.lower().startswith("q=")), "1")
+        try:
+            if float(quality) > 0:
+                return True
+        except ValueError:
+            return True  # a malformed q is the client's problem; it did name OpenMetrics
+    return False
+
+
+def _json(body: object, status: int = 200) -> web.Response:
+    return web.Response(
+        text=json.dumps(body, allow_nan=False, default=str),
+        status=status,
+        content_type="application/json",
+    )
+
+
+def _timestamp(value: str | None, name: str) -> float | None:
+    """A query bound: epoch seconds or ISO 8601 (naive means UTC); None when absent."""
+    if value is None or not value.strip():
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise ValueError(
+            f"{name} must be epoch seconds or an ISO 8601 time, got {value!r}"
+        ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.timestamp()
+
+
+class OpsServer:
+    """One aiohttp server for everything operators and Prometheus ask the bot."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        telemetry: Telemetry,
+        snapshot: Callable[[], HealthSnapshot],
+        readiness: Readiness,
+        history: HealthHistory | None = None,
+        extra_routes: Sequence[Route] = (),
+    ) -> None:
+        self.host = host
+        self._port = port
+        self._telemetry = telemetry
+        self._snapshot = snapshot
+        self._readiness = readiness
+        self._history = history
+        self._app = web.Application()
+        self._app.router.add_get("/metrics", self._metrics)
+        self._app.router.add_get("/healthz", self._healthz)
+        self._app.router.add_get("/readyz", self._readyz)
+        self._app.router.add_get("/status", self._status)
+        self._app.router.add_get("/status/history", self._status_history)
+        for method, path, handler in extra_routes:
+            self._app.router.add_route(method, path, handler)
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def port(self) -> int:
+        """The listening port (the real one once started, also when 0 was asked for)."""
+        return self._port
+
+    @property
+    def url(self) -> str:
+        """Base URL of the server, e.g. http://127.0.0.1:9464."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self._port}"
+
+    async def start(self) -> None:
+        """Listen; returns once the socket is bound."""
+        if self._runner is not None:
+            return
+        # No access log: Prometheus scrapes every few seconds and would drown real messages.
+        runner = web.AppRunner(self._app, access_log=None, shutdown_timeout=5.0)
+        await runner.setup()
+        site = web.TCPSite(runner, self.host, self._port)
+        try:
+            await site.start()
+        except OSError:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        address = runner.addresses[0]
+        self._port = int(address[1])
+        logger.info("ops server listening on %s", self.url)
+
+    async def stop(self) -> None:
+        """Stop listening and finish the requests in progress (bounded)."""
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    # -- handlers ------------------------------------------------------------------------------
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        openmetrics = wants_openmetrics(request.headers.get("Accept", ""))
+        body, content_type = self._telemetry.render(openmetrics)
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        # Liveness: answering at all shows the event loop is running; nothing else is checked,
+        # so a slow dependency never gets the process restarted.
+        return _json({"status": "ok"})
+
+    async def _readyz(self, request: web.Request) -> web.Response:
+        ready, checks = self._readiness()
+        body = {"status": "ready" if ready else "not ready", "checks": dict(checks)}
+        return _json(body, 200 if ready else 503)
+
+    async def _status(self, request: web.Request) -> web.Response:
+        return _json(self._snapshot().as_dict())
+
+    async def _status_history(self, request: web.Request) -> web.Response:
+        if self._history is None:
+            return _json({"error": "the health history is not enabled"}, 404)
+        query = request.query
+        fmt = query.get("format", "json").lower()
+        try:
+            from_ts = _timestamp(query.get("from"), "from")
+            to_ts = _timestamp(query.get("to"), "to")
+            text = self._history.export(from_ts, to_ts, fmt)
+        except ValueError as exc:
+            return _json({"error": str(exc)}, 400)
+        if fmt == "csv":
+            return web.Response(
+                text=text,
+                headers={
+                    "Content-Type": _CSV,
+                    "Content-Disposition": 'attachment; filename="health-history.csv"',
+                },
+            )
+        return web.Response(text=text, content_type="application/json")
+
+
+def readiness_from_app(app: BotApp) -> Readiness:
+    """Ready when the gateway is connected, the store is healthy and not in maintenance.
+
+    Parts the app does not have (no store, no degradation state) are not checked.
+    """
+
+    def check() -> tuple[bool, dict[str, Any]]:
+        checks: dict[str, dict[str, Any]] = {}
+        connected = bool(app.gateway.connected)
+        checks["gateway"] = {
+            "ok": connected,
+            "detail": "connected" if connected else "not connected",
+        }
+        store = getattr(app, "store", None)
+        if store is not None:
+            healthy = bool(store.stats.healthy)
+            checks["store"] = {"ok": healthy, "detail": "healthy" if healthy else "unhealthy"}
+        degradation = getattr(app, "degradation", None)
+        if degradation is not None:
+            maintenance = bool(degradation.maintenance)
+            detail = f"maintenance: {degradation.reason}" if maintenance else "serving"
+            checks["maintenance"] = {"ok": not maintenance, "detail": detail}
+        return all(c["ok"] for c in checks.values()), checks
+
+    return check
