@@ -1,13 +1,17 @@
-"""Command line: `python -m bot run | demo | check` (also installed as `discord-llm-bot`)."""
+"""Command line: `python -m bot run | demo | check | loadtest` (also `discord-llm-bot`)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
+from collections.abc import Iterator
 
 from bot.config import ConfigError, Settings, load_settings
 from bot.logs import setup_logging
+from bot.ops.runtime import detect_build_info
+from bot.ops.tracing import install_log_correlation, setup_tracing
 
 __all__ = ["main"]
 
@@ -36,6 +40,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--seed", type=int, default=1, help="random seed of the simulated users")
     sub.add_parser("check", help="validate the settings and, where reachable, the tokens")
+    from bot.loadtest import add_arguments as add_loadtest_arguments
+
+    add_loadtest_arguments(
+        sub.add_parser("loadtest", help="load the real bot (a child process) through the emulators")
+    )
     return parser
 
 
@@ -44,24 +53,30 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings()
         setup_logging(settings.log_level, settings.log_format)
+        install_log_correlation()
         if args.command == "run":
             return _run(settings)
         if args.command == "demo":
             from bot.demo import run_demo
 
-            return asyncio.run(
-                run_demo(
-                    settings,
-                    users=args.users,
-                    rate=args.rate,
-                    duration=args.duration,
-                    seed=args.seed,
+            with tracing():
+                return asyncio.run(
+                    run_demo(
+                        settings,
+                        users=args.users,
+                        rate=args.rate,
+                        duration=args.duration,
+                        seed=args.seed,
+                    )
                 )
-            )
         if args.command == "check":
             from bot.check import run_check
 
             return asyncio.run(run_check(settings))
+        if args.command == "loadtest":
+            from bot.loadtest import main as run_loadtest
+
+            return run_loadtest(settings, args)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -70,16 +85,26 @@ def main(argv: list[str] | None = None) -> int:
     return EXIT_OK
 
 
+@contextlib.contextmanager
+def tracing() -> Iterator[None]:
+    """OpenTelemetry for this process, from the OTEL_* variables; spans flushed at exit."""
+    handle = setup_tracing(detect_build_info().version)
+    try:
+        yield
+    finally:
+        handle.shutdown()
+
+
 def _run(settings: Settings) -> int:
     token, api_key = settings.require_credentials()
     from bot.app import BotApp
 
-    async def go() -> None:
+    async def go() -> int:
         app = BotApp(settings, discord_token=token, gemini_api_key=api_key)
-        await app.run()
+        return await app.run()
 
-    asyncio.run(go())
-    return EXIT_OK
+    with tracing():
+        return asyncio.run(go())
 
 
 if __name__ == "__main__":

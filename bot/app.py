@@ -17,15 +17,23 @@ from bot.chat.files import FileLoader
 from bot.chat.memory import ConversationMemory
 from bot.chat.pipeline import ChatPipeline, FallbackTexts
 from bot.chat.queue_worker import QueueWorker
-from bot.config import Settings
+from bot.config import ConfigError, Settings
 from bot.discord.commands import CommandServices
 from bot.discord.gateway import DiscordGateway
+from bot.healing.actions import ActionRegistry
+from bot.healing.http import alerts_handler, load_token
+from bot.healing.receiver import HealReceiver
+from bot.healing.remedies import build_remedies
 from bot.llm.cache import ResponseCache
 from bot.llm.gemini import GeminiClient
 from bot.llm.quota import QuotaLimiter, QuotaPersister
 from bot.llm.service import LLMService
 from bot.llm.types import GenerationSettings
+from bot.ops.health import take_snapshot
+from bot.ops.history import HealthHistory
+from bot.ops.metrics import Telemetry, sources_from_app
 from bot.ops.report import StatusReport
+from bot.ops.server import OpsServer, readiness_from_app
 from bot.ops.signals import SignalProbe
 from bot.resilience.breaker import CircuitBreaker
 from bot.resilience.degradation import DegradationPolicy, DegradationState
@@ -40,6 +48,19 @@ log = logging.getLogger(__name__)
 SWEEP_INTERVAL_S = 60.0
 ASSESS_INTERVAL_S = 5.0
 STORE_HEALTH_INTERVAL_S = 30.0
+EXIT_ESCALATED = 70  # EX_SOFTWARE: "restart me"
+
+
+def _webhook_token(settings: Settings) -> str | None:
+    try:
+        return load_token(
+            settings.alert_webhook_token.get_secret_value()
+            if settings.alert_webhook_token
+            else None,
+            settings.alert_webhook_token_file,
+        )
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 class _JsonState:
@@ -70,6 +91,7 @@ class BotApp:
     ) -> None:
         self.settings = s = settings
         self.started_at = time.time()
+        self.telemetry = Telemetry(models=[s.gemini_model])
         self.store = SqliteStore(
             s.data_dir / "bot.db", cleanup_interval_s=s.store_cleanup_interval_seconds
         )
@@ -103,6 +125,8 @@ class BotApp:
                 max_backoff_s=s.retry_max_backoff_seconds,
                 total_budget_s=s.retry_total_budget_seconds,
             ),
+            telemetry=self.telemetry,
+            include_message_text=s.trace_include_message_text,
         )
         self.quota_persister = QuotaPersister(
             self.llm.quota,
@@ -135,7 +159,10 @@ class BotApp:
             max_conversations=s.max_conversations,
         )
         self.gateway = DiscordGateway(
-            token=discord_token, rest_url=s.discord_rest_url, max_rps=s.discord_rest_max_rps
+            token=discord_token,
+            rest_url=s.discord_rest_url,
+            max_rps=s.discord_rest_max_rps,
+            telemetry=self.telemetry,
         )
         delivery = self.gateway.delivery
         self.pipeline = ChatPipeline(
@@ -175,6 +202,7 @@ class BotApp:
             degradation=self.degradation,
             queue=self.queue,
             fallback=FallbackTexts(s.fallback_maintenance_text, s.fallback_generic_text),
+            telemetry=self.telemetry,
         )
         self.queue_worker = QueueWorker(self.queue, self.pipeline)
         self.signals = SignalProbe(
@@ -186,15 +214,61 @@ class BotApp:
         self.gateway.attach(
             self.pipeline.handle, CommandServices(self.pipeline, self.report, s.admin_user_ids)
         )
+        self.history = HealthHistory(
+            lambda: take_snapshot(self),
+            store=self.store.namespace("history"),
+            interval_s=s.health_snapshot_interval_seconds,
+            retention_s=s.health_history_retention_days * 86_400,
+        )
+        self.healer = HealReceiver(
+            ActionRegistry(build_remedies(self)),
+            instance=s.heal_instance_label,
+            cooldown_s=s.heal_cooldown_seconds,
+            max_concurrency=s.heal_max_concurrency,
+            escalate_after=s.heal_escalate_after,
+            exit_on_escalation=s.heal_exit_on_escalation,
+            on_escalation_exit=self._exit_after_escalation,
+        )
+        self.exit_code = 0
+        self.telemetry.bind(sources_from_app(self, history=self.history))
+        self.ops = OpsServer(
+            s.ops_host,
+            s.ops_port,
+            telemetry=self.telemetry,
+            snapshot=lambda: take_snapshot(self),
+            readiness=readiness_from_app(self),
+            history=self.history,
+            extra_routes=[
+                (
+                    "POST",
+                    "/alerts",
+                    alerts_handler(
+                        self.healer,
+                        token=_webhook_token(s),
+                        allow_insecure_loopback=s.alert_webhook_allow_insecure_loopback,
+                        is_shutting_down=lambda: self._stopping,
+                    ),
+                )
+            ],
+        )
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
         self._stopped = False
+        self.stopped = asyncio.Event()
+        self._exit_requested = asyncio.Event()
 
     async def start(self) -> None:
-        """Open state, start background work, then connect to Discord (returns once up)."""
+        """Serve /metrics and /healthz first, open state, start background work, then connect
+        to Discord (returns once up)."""
+        await self.telemetry.start()
+        await self.ops.start()
+        log.info("ops server on %s (/metrics /healthz /readyz /status /alerts)", self.ops.url)
         await self.store.open()
         await self.quota_persister.load()
         self.quota_persister.start()
+        await self.history.load()
         expired = await self.queue.load()
+        self.healer.start()
         await self.gateway.start()
         for dropped in expired:  # only now can their users be told
             await self.pipeline.notify_dropped(dropped.item.payload, dropped.reason)
@@ -204,15 +278,18 @@ class BotApp:
         self._every(SWEEP_INTERVAL_S, self._sweep, "sweep memory and cache")
         self._every(ASSESS_INTERVAL_S, self._assess, "assess degradation")
         self._every(STORE_HEALTH_INTERVAL_S, self.store.health_check, "store health check")
+        self._tasks.append(asyncio.create_task(self.history.run(), name="health history"))
         log.info("bot started as user %s", self.gateway.bot_id)
 
     async def stop(self) -> None:
         """Stop taking messages, let in-flight replies finish (bounded), then close in reverse."""
         if self._stopped:
             return
-        self._stopped = True
+        self._stopped = self._stopping = True
         self.gateway.stop_accepting()
         await self._drain(self.settings.shutdown_grace_seconds)
+        await self.healer.stop(grace_s=self.settings.shutdown_grace_seconds)
+        await self.history.stop()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -224,16 +301,26 @@ class BotApp:
             log.warning("queued question %s could not be kept across the restart", item.id)
         await self.store.close()
         await self.gemini.aclose()
+        await self.ops.stop()
+        await self.telemetry.stop()
+        self.stopped.set()
         log.info("bot stopped")
 
-    async def run(self) -> None:
-        """Run until SIGINT or SIGTERM."""
+    async def run(self) -> int:
+        """Run until SIGINT or SIGTERM (or an escalation that asks for a restart)."""
         await self.start()
         try:
-            await run_until_signal(asyncio.Event().wait())
+            await run_until_signal(self._exit_requested.wait())
         finally:
             log.info("stopping: finishing replies in flight")
             await self.stop()
+        return self.exit_code
+
+    def _exit_after_escalation(self) -> None:
+        """HEAL_EXIT_ON_ESCALATION: drain and exit non-zero so an orchestrator restarts us."""
+        log.error("a heal action escalated; exiting for a restart after draining")
+        self.exit_code = EXIT_ESCALATED
+        self._exit_requested.set()
 
     async def _drain(self, timeout_s: float) -> None:
         if not await self.pipeline.wait_idle(timeout_s):

@@ -125,6 +125,25 @@ class Settings(BaseSettings):
     video_requests_per_day: int = Field(default=50, ge=0)
     video_user_cooldown_seconds: float = Field(default=60.0, ge=0)
 
+    # --- health thresholds (exported as llmbot_alert_threshold_*; the alert rules use them) ----
+    health_memory_threshold_mb: float = Field(default=500.0, gt=0)
+    health_error_rate_threshold: float = Field(default=5.0, gt=0, le=100)
+    health_response_time_threshold_ms: float = Field(default=5000.0, gt=0)
+    health_disk_space_threshold: float = Field(default=85.0, gt=0, le=100)
+    health_snapshot_interval_seconds: float = Field(default=30.0, gt=0)
+    health_history_retention_days: float = Field(default=7.0, gt=0)
+    trace_include_message_text: bool = False
+
+    # --- self-healing (Alertmanager calls POST /alerts) ----------------------------------------
+    alert_webhook_token: SecretStr | None = None
+    alert_webhook_token_file: Path | None = None
+    alert_webhook_allow_insecure_loopback: bool = False
+    heal_instance: str | None = None
+    heal_cooldown_seconds: float = Field(default=300.0, ge=0)
+    heal_escalate_after: int = Field(default=3, ge=1)
+    heal_exit_on_escalation: bool = False
+    heal_max_concurrency: int = Field(default=2, ge=1)
+
     # --- process -------------------------------------------------------------------------------
     data_dir: Path = Path("./data")
     ops_host: str = "127.0.0.1"
@@ -164,6 +183,11 @@ class Settings(BaseSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError("expected an http:// or https:// URL")
         return value.rstrip("/")
+
+    @property
+    def heal_instance_label(self) -> str:
+        """The `instance` label of alerts about this bot (what Prometheus scrapes)."""
+        return self.heal_instance or f"{self.ops_host}:{self.ops_port}"
 
     def require_credentials(self) -> tuple[str, str]:
         """The Discord token and Gemini key, or a ConfigError saying what to set."""

@@ -20,7 +20,10 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
+
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 
 from bot.chat.access import AccessPolicy, UserCooldown, cooldown_refusal, format_wait
 from bot.chat.context import ContextBuilder, speaker_text
@@ -38,6 +41,7 @@ from bot.resilience.queue import MessageQueue
 __all__ = ["ChatPipeline", "ChatStats", "ChatTuning", "DropReason", "FallbackTexts", "Outcome"]
 
 log = logging.getLogger(__name__)
+_tracer = trace.get_tracer(__name__)
 
 Outcome = Literal["answered", "cached", "fallback", "queued", "rejected", "failed"]
 OUTCOMES: tuple[Outcome, ...] = ("answered", "cached", "fallback", "queued", "rejected", "failed")
@@ -92,6 +96,17 @@ class ChatStats:
     recent_seconds: deque[float] = field(default_factory=lambda: deque(maxlen=1000))
 
 
+class ResponseObserver(Protocol):
+    """Where reply times are reported (ops.Telemetry: the response-time histogram)."""
+
+    def observe_response(self, seconds: float) -> None: ...
+
+
+class _NoObserver:
+    def observe_response(self, seconds: float) -> None:
+        return None
+
+
 @dataclass(frozen=True, slots=True)
 class _Thought:
     """The reply to send, and the turns to remember once it is delivered."""
@@ -117,7 +132,9 @@ class ChatPipeline:
         degradation: DegradationState,
         queue: MessageQueue,
         fallback: FallbackTexts,
+        telemetry: ResponseObserver | None = None,
     ) -> None:
+        self.telemetry: ResponseObserver = telemetry or _NoObserver()
         self.discord = discord
         self.llm = llm
         self.memory = memory
@@ -138,16 +155,23 @@ class ChatPipeline:
 
     async def handle(self, msg: IncomingMessage) -> None:
         """Answer one message: refuse, answer, queue, or explain why not, and send it."""
-        async with self._in_flight():
-            try:
-                thought = await self._think(msg)
-            except Exception:
-                # A bug of ours must still end in a reply, never in silence.
-                self.stats.errors["internal"] += 1
-                log.exception("answering a message failed")
-                thought = _Thought(Reply.text(INTERNAL_ERROR_TEXT, "failed"))
-            await self._send(msg, thought)
-            self.stats.recent_seconds.append(time.monotonic() - msg.received_at)
+        # One trace per message; no ids or text on it, only what kind of message it was.
+        with _tracer.start_as_current_span(
+            "message", kind=SpanKind.CONSUMER, attributes={"llmbot.source": msg.source}
+        ) as span:
+            async with self._in_flight():
+                try:
+                    thought = await self._think(msg)
+                except Exception:
+                    # A bug of ours must still end in a reply, never in silence.
+                    self.stats.errors["internal"] += 1
+                    log.exception("answering a message failed")
+                    thought = _Thought(Reply.text(INTERNAL_ERROR_TEXT, "failed"))
+                span.set_attribute("llmbot.reply.kind", thought.reply.kind)
+                await self._send(msg, thought)
+                elapsed = time.monotonic() - msg.received_at
+                self.stats.recent_seconds.append(elapsed)
+                self.telemetry.observe_response(elapsed)
 
     async def _think(self, msg: IncomingMessage) -> _Thought:
         refusal = self.access.check(msg.author_id, msg.role_ids, msg.channel_id)
@@ -186,7 +210,9 @@ class ChatPipeline:
         files, refusal = await self.files.load(msg)
         if refusal is not None:
             return None, refusal.message
-        history = await self.context.history(msg)
+        with _tracer.start_as_current_span("context build") as span:
+            history = await self.context.history(msg)
+            span.set_attribute("llmbot.context.turns", len(history))
         generation = self.generation
         if (keep := self.tuning.history_messages) is not None:
             history = history[-keep:] if keep else []
@@ -242,6 +268,9 @@ class ChatPipeline:
             if pushed.evicted is not None:
                 await self.notify_dropped(pushed.evicted.payload, "overflow")
             if pushed.accepted:
+                trace.get_current_span().add_event(
+                    "queued", {"position": pushed.position, "reason": exc.kind}
+                )
                 text = QUEUED_TEXT.format(
                     why=_why(exc),
                     position=pushed.position,
@@ -267,8 +296,16 @@ class ChatPipeline:
 
     # -- queued questions, answered later by the queue worker ------------------------------
 
-    async def answer_queued(self, msg: IncomingMessage) -> None:
+    async def answer_queued(self, msg: IncomingMessage, waited_s: float = 0.0) -> None:
         """Answer a question taken from the queue; raises LLMError when it still can't."""
+        with _tracer.start_as_current_span(
+            "queued message",
+            kind=SpanKind.CONSUMER,
+            attributes={"llmbot.source": msg.source, "llmbot.queue.wait_seconds": waited_s},
+        ):
+            await self._answer_queued(msg)
+
+    async def _answer_queued(self, msg: IncomingMessage) -> None:
         async with self._in_flight():
             request, refusal_text = await self._build_request(msg)
             if request is None:

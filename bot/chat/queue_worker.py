@@ -48,7 +48,7 @@ class QueueWorker:
             await self.queue.mark_failed(item)
             return
         try:
-            await self.pipeline.answer_queued(msg)
+            await self.pipeline.answer_queued(msg, item.age_s(self.queue.now()))
         except (QuotaExhausted, CircuitOpen) as exc:
             # No call was made: waiting costs no attempt.
             await self.queue.defer(item, max(MIN_DEFER_S, exc.retry_after_s or 0.0))

@@ -4,26 +4,47 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable
+from typing import Protocol, TypeVar
 
 import aiohttp
 import hikari
 from aiolimiter import AsyncLimiter
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 
 from bot.chat.models import Attachment, InteractionTarget, QuotedMessage, Reply, ReplyTarget
 from bot.chat.ports import DownloadTooLarge
 from bot.discord.convert import to_quoted
 
-__all__ = ["DiscordDelivery"]
+__all__ = ["DiscordDelivery", "DiscordObserver"]
 
 TYPING_REFRESH_S = 8.0
 
 log = logging.getLogger(__name__)
+_tracer = trace.get_tracer(__name__)
+T = TypeVar("T")
+
+
+class DiscordObserver(Protocol):
+    """Where gateway events and REST outcomes are counted (ops.Telemetry)."""
+
+    def gateway_event(self, event_type: str) -> None: ...
+
+    def discord_rest(self, status: int | None) -> None: ...
 
 
 class DiscordDelivery:
     """The `DiscordPort` the chat pipeline talks to."""
 
-    def __init__(self, rest: hikari.api.RESTClient, bot_id: int, max_rps: float) -> None:
+    def __init__(
+        self,
+        rest: hikari.api.RESTClient,
+        bot_id: int,
+        max_rps: float,
+        telemetry: DiscordObserver,
+    ) -> None:
+        self._telemetry = telemetry
         self._rest = rest
         self._bot_id = bot_id
         self._http: aiohttp.ClientSession | None = None
@@ -38,24 +59,42 @@ class DiscordDelivery:
             await self._http.close()
             self._http = None
 
+    async def _rest_call(self, name: str, call: Awaitable[T]) -> T:
+        """One paced REST call, in a span, counted by status class."""
+        await self.pace.acquire()
+        with _tracer.start_as_current_span(f"discord {name}", kind=SpanKind.CLIENT) as span:
+            try:
+                result = await call
+            except hikari.HTTPResponseError as exc:
+                self._telemetry.discord_rest(int(exc.status))
+                span.set_attribute("http.response.status_code", int(exc.status))
+                raise
+            except (hikari.HTTPError, aiohttp.ClientError, OSError):
+                self._telemetry.discord_rest(None)
+                raise
+            self._telemetry.discord_rest(200)
+            return result
+
     async def deliver(self, target: ReplyTarget, reply: Reply) -> list[int]:
         if isinstance(target, InteractionTarget):
             return await self._deliver_interaction(target, reply)
         ids: list[int] = []
         for index, chunk in enumerate(reply.chunks):
-            await self.pace.acquire()
-            message = await self._rest.create_message(
-                target.channel_id,
-                chunk,
-                # The first chunk answers the user's message; the rest follow it in order.
-                reply=target.message_id if index == 0 else hikari.UNDEFINED,
-                reply_must_exist=False,
-                # A model's output must never ping anyone: no @everyone/@here, role or user
-                # pings. The only one allowed is the reply's own notification to the author.
-                mentions_reply=index == 0,
-                mentions_everyone=False,
-                user_mentions=False,
-                role_mentions=False,
+            message = await self._rest_call(
+                "create_message",
+                self._rest.create_message(
+                    target.channel_id,
+                    chunk,
+                    # The first chunk answers the user's message; the rest follow it in order.
+                    reply=target.message_id if index == 0 else hikari.UNDEFINED,
+                    reply_must_exist=False,
+                    # A model's output must never ping anyone: no @everyone/@here, role or user
+                    # pings. The only one allowed is the reply's own notification to the author.
+                    mentions_reply=index == 0,
+                    mentions_everyone=False,
+                    user_mentions=False,
+                    role_mentions=False,
+                ),
             )
             ids.append(int(message.id))
         return ids
@@ -63,35 +102,40 @@ class DiscordDelivery:
     async def _deliver_interaction(self, target: InteractionTarget, reply: Reply) -> list[int]:
         ids: list[int] = []
         first, *rest = reply.chunks
-        await self.pace.acquire()
-        message = await self._rest.edit_interaction_response(
-            target.application_id,
-            target.token,
-            first,
-            mentions_everyone=False,
-            user_mentions=False,
-            role_mentions=False,
+        message = await self._rest_call(
+            "edit_interaction_response",
+            self._rest.edit_interaction_response(
+                target.application_id,
+                target.token,
+                first,
+                mentions_everyone=False,
+                user_mentions=False,
+                role_mentions=False,
+            ),
         )
         ids.append(int(message.id))
         flags = hikari.MessageFlag.EPHEMERAL if target.ephemeral else hikari.UNDEFINED
         for chunk in rest:
-            await self.pace.acquire()
-            message = await self._rest.execute_webhook(
-                target.application_id,
-                target.token,
-                chunk,
-                flags=flags,
-                mentions_everyone=False,
-                user_mentions=False,
-                role_mentions=False,
+            message = await self._rest_call(
+                "execute_webhook",
+                self._rest.execute_webhook(
+                    target.application_id,
+                    target.token,
+                    chunk,
+                    flags=flags,
+                    mentions_everyone=False,
+                    user_mentions=False,
+                    role_mentions=False,
+                ),
             )
             ids.append(int(message.id))
         return ids
 
     async def fetch_quoted(self, channel_id: int, message_id: int) -> QuotedMessage | None:
-        await self.pace.acquire()
         try:
-            message = await self._rest.fetch_message(channel_id, message_id)
+            message = await self._rest_call(
+                "fetch_message", self._rest.fetch_message(channel_id, message_id)
+            )
         except (hikari.NotFoundError, hikari.ForbiddenError):
             return None
         return to_quoted(message, self._bot_id)
@@ -99,9 +143,8 @@ class DiscordDelivery:
     async def keep_typing(self, channel_id: int) -> None:
         """Show "Bot is typing…" until cancelled (Discord shows it for 10 s per trigger)."""
         while True:
-            await self.pace.acquire()
             try:
-                await self._rest.trigger_typing(channel_id)
+                await self._rest_call("trigger_typing", self._rest.trigger_typing(channel_id))
             except hikari.HTTPError as exc:  # cosmetic: never let it fail the answer
                 log.debug("typing indicator failed: %s", exc)
                 return

@@ -14,7 +14,7 @@ from bot.chat.models import IncomingMessage, MessageTarget, Reply
 from bot.config import ConfigError
 from bot.discord.commands import CommandServices, build_commands
 from bot.discord.convert import addresses_bot, to_incoming
-from bot.discord.delivery import DiscordDelivery
+from bot.discord.delivery import DiscordDelivery, DiscordObserver
 
 __all__ = ["INTENTS", "DiscordGateway", "bot_id_from_token"]
 
@@ -49,18 +49,22 @@ def bot_id_from_token(token: str) -> int:
 class DiscordGateway:
     """Owns the GatewayBot; hands each message addressed to the bot to `on_message`."""
 
-    def __init__(self, *, token: str, rest_url: str, max_rps: float) -> None:
+    def __init__(
+        self, *, token: str, rest_url: str, max_rps: float, telemetry: DiscordObserver
+    ) -> None:
         self.bot_id = bot_id_from_token(token)
         self.bot = hikari.GatewayBot(
             token, intents=INTENTS, rest_url=rest_url, banner=None, logs=None
         )
         self._accepting = True
         self._handler: Callable[[IncomingMessage], Awaitable[None]] | None = None
-        self.delivery = DiscordDelivery(self.bot.rest, self.bot_id, max_rps)
+        self.delivery = DiscordDelivery(self.bot.rest, self.bot_id, max_rps, telemetry)
+        self._telemetry = telemetry
         self.lightbulb = lightbulb.client_from_app(self.bot)
         self.bot.subscribe(hikari.StartedEvent, self.lightbulb.start)
         self.bot.subscribe(hikari.StoppingEvent, self.lightbulb.stop)
         self.bot.subscribe(hikari.MessageCreateEvent, self._on_message_create)
+        self.bot.subscribe(hikari.ShardPayloadEvent, self._on_payload)
 
     def attach(
         self,
@@ -102,6 +106,9 @@ class DiscordGateway:
     @property
     def connected(self) -> bool:
         return bool(self.bot.is_alive and self.bot.shards)
+
+    async def _on_payload(self, event: hikari.ShardPayloadEvent) -> None:
+        self._telemetry.gateway_event(event.name)
 
     async def _on_message_create(self, event: hikari.MessageCreateEvent) -> None:
         if event.is_bot or not event.message.author or event.author_id == self.bot_id:

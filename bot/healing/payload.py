@@ -97,7 +97,12 @@ class WebhookPayload(_Model):
 def _location(loc: tuple[int | str, ...]) -> str:
     text = ""
     for part in loc:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+        if isinstance(part, int):
+            text += f"[{part}]"
+            continue
+        # A key comes from the sender: quote odd ones so a reason stays one printable line.
+        name = part if part.isidentifier() else repr(part)
+        text += f".{name}" if text else name
     return text
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import gc
 import logging
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -29,6 +28,7 @@ log = logging.getLogger(__name__)
 
 _PROCESS = psutil.Process()
 HEAL_OVERRIDE_SOURCE = "heal:error_rate"
+HISTORY_KEEP_S = 86_400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,8 +222,8 @@ class QueueRemedy(_Remedy):
 
 
 async def _trim_history(app: BotApp) -> int:
-    trim: Callable[[], Awaitable[int]] | None = getattr(getattr(app, "history", None), "trim", None)
-    return await trim() if trim is not None else 0
+    """Keep the last day of health history: enough for the incident at hand."""
+    return await app.history.trim(HISTORY_KEEP_S)
 
 
 def build_remedies(app: BotApp, mode: ReducedMode | None = None) -> list[_Remedy]:

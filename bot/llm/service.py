@@ -8,25 +8,46 @@ retries included, takes quota, because the provider counts them all.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import Protocol
+
+from opentelemetry import trace
 
 from bot.llm.cache import ResponseCache, make_cache_key
 from bot.llm.errors import CircuitOpen, LLMError, LLMRateLimited, QuotaExhausted
 from bot.llm.quota import QuotaLimiter
-from bot.llm.types import LLMReply, LLMRequest
+from bot.llm.types import LLMReply, LLMRequest, TokenUsage
+from bot.ops.metrics import llm_outcome
+from bot.ops.tracing import llm_span, record_llm_result
 from bot.resilience.breaker import CircuitBreaker
 from bot.resilience.retry import RetryPolicy, call_with_retry
 
 __all__ = ["Answer", "LLMClient", "LLMService"]
 
 log = logging.getLogger(__name__)
+_tracer = trace.get_tracer(__name__)
 
 
 class LLMClient(Protocol):
     async def generate(self, request: LLMRequest) -> LLMReply: ...
 
     async def reset(self) -> None: ...
+
+
+class LLMObserver(Protocol):
+    """Where each model call's duration, outcome and tokens are reported (ops.Telemetry)."""
+
+    def observe_llm_call(
+        self, model: str, outcome: str, seconds: float, usage: TokenUsage | None = None
+    ) -> None: ...
+
+
+class _NoObserver:
+    def observe_llm_call(
+        self, model: str, outcome: str, seconds: float, usage: TokenUsage | None = None
+    ) -> None:
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +68,11 @@ class LLMService:
         quota: QuotaLimiter,
         breaker: CircuitBreaker,
         retry_policy: RetryPolicy,
+        telemetry: LLMObserver | None = None,
+        include_message_text: bool = False,
     ) -> None:
+        self.telemetry: LLMObserver = telemetry or _NoObserver()
+        self.include_message_text = include_message_text
         self.client = client
         self.cache = cache
         self.quota = quota
@@ -62,7 +87,10 @@ class LLMService:
         self, request: LLMRequest, *, tag: object = None, use_cache: bool = True
     ) -> Answer:
         key = make_cache_key(request)
-        if use_cache and (hit := self.cache.get(key)) is not None:
+        with _tracer.start_as_current_span("cache lookup") as span:
+            hit = self.cache.get(key) if use_cache else None
+            span.set_attribute("llmbot.cache.hit", hit is not None)
+        if hit is not None:
             return Answer(hit, cached=True, attempts=0)
         if not self.breaker.allow():
             raise CircuitOpen(
@@ -72,7 +100,9 @@ class LLMService:
 
         async def attempt() -> LLMReply:
             nonlocal attempts
-            decision = self.quota.try_acquire()
+            with _tracer.start_as_current_span("quota") as span:
+                decision = self.quota.try_acquire()
+                span.set_attribute("llmbot.quota.allowed", decision.allowed)
             if not decision.allowed:
                 raise QuotaExhausted(
                     f"the {decision.window} quota is used up",
@@ -81,7 +111,7 @@ class LLMService:
                 )
             attempts += 1
             try:
-                reply = await self.client.generate(request)
+                reply = await self._call(request)
             except LLMRateLimited as exc:
                 # The provider said stop: the limiter now holds calls until its retry delay and
                 # the window end, so waiting here would only keep the user in silence.
@@ -93,7 +123,7 @@ class LLMService:
             return reply
 
         try:
-            reply = await call_with_retry(attempt, self.retry_policy)
+            reply = await call_with_retry(attempt, self.retry_policy, on_retry=_note_retry)
         except QuotaExhausted:
             if attempts:
                 # Retries ran into our own quota: the provider was still failing before that.
@@ -108,3 +138,35 @@ class LLMService:
         if use_cache and reply.blocked_reason is None:
             self.cache.put(key, reply, tag=tag)
         return Answer(reply, cached=False, attempts=attempts)
+
+    async def _call(self, request: LLMRequest) -> LLMReply:
+        """One model call in a GenAI span, observed for the metrics (exemplar: this span)."""
+        model = request.settings.model
+        started = time.monotonic()
+        messages = [(m.role, m.text) for m in request.messages]
+        with llm_span(
+            model, include_message_text=self.include_message_text, input_messages=messages
+        ) as span:
+            try:
+                reply = await self.client.generate(request)
+            except LLMError as exc:
+                record_llm_result(span, error=exc)
+                self.telemetry.observe_llm_call(model, llm_outcome(exc), time.monotonic() - started)
+                raise
+            record_llm_result(
+                span,
+                usage=reply.usage,
+                finish_reasons=[reply.finish_reason] if reply.finish_reason else (),
+                response_model=reply.model,
+                include_message_text=self.include_message_text,
+                output_text=reply.text,
+            )
+            self.telemetry.observe_llm_call(model, "ok", time.monotonic() - started, reply.usage)
+        return reply
+
+
+def _note_retry(attempt: int, error: LLMError, wait_s: float) -> None:
+    """Retries show on the message's trace as events, with the wait chosen."""
+    trace.get_current_span().add_event(
+        "retry", {"attempt": attempt, "error.type": error.kind, "wait_seconds": wait_s}
+    )

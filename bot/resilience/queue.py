@@ -432,6 +432,10 @@ class MessageQueue:
 
     # -- pacing ----------------------------------------------------------------------------
 
+    def now(self) -> float:
+        """The queue's clock (wall time unless a test injected another)."""
+        return self._clock()
+
     async def wait_until_due(self, timeout_s: float | None = None) -> bool:
         """Wait until `due()` or `expire()` has work; False on timeout or when closed.
 
