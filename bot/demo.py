@@ -3,13 +3,18 @@ simulated users talking to it. A line is printed for each conversation turn."""
 
 from __future__ import annotations
 
+import asyncio
 import random
+import secrets
+from pathlib import Path
 
 from bot.app import BotApp, run_until_signal
 from bot.config import Settings
 from bot.emulator.discord import DiscordEmulator
+from bot.emulator.fault_schedule import FaultPhase, run_schedule
 from bot.emulator.gemini import GeminiEmulator
 from bot.emulator.traffic import Traffic, TurnRecord
+from bot.store.atomic import atomic_write_bytes
 
 __all__ = ["demo_settings", "run_demo"]
 
@@ -23,10 +28,21 @@ def demo_settings(settings: Settings, discord: DiscordEmulator, gemini: GeminiEm
         "discord_rest_url": discord.rest_url,
         "gemini_base_url": gemini.base_url,
     }
+    if settings.alert_webhook_token is None and settings.alert_webhook_token_file is None:
+        update["alert_webhook_token_file"] = demo_webhook_token(settings.data_dir)
     for name, value in DEMO_QUOTA.items():
         if name not in settings.model_fields_set:
             update[name] = value
     return settings.model_copy(update=update)
+
+
+def demo_webhook_token(data_dir: Path) -> Path:
+    """The demo's /alerts bearer token, made once under DATA_DIR; Alertmanager reads the same
+    file (`python deploy/local_stack.py --token-file ...`)."""
+    path = data_dir / "webhook_token"
+    if not path.exists():
+        atomic_write_bytes(path, secrets.token_hex(32).encode() + b"\n")
+    return path
 
 
 def _short(text: str | None, width: int = 70) -> str:
@@ -51,6 +67,7 @@ async def run_demo(
     rate: float = 0.5,
     duration: float | None = None,
     seed: int = 1,
+    faults: list[FaultPhase] | None = None,
 ) -> int:
     """Run until Ctrl-C (or `duration` seconds); returns the process exit code."""
     rng = random.Random(seed)
@@ -65,16 +82,32 @@ async def run_demo(
         )
         traffic = Traffic(discord, users=users, rate=rate, seed=seed, on_turn=print_turn)
         await app.start()
+        schedule: asyncio.Task[None] | None = None
         try:
             await discord.wait_until_ready()
+            token_file = app.settings.alert_webhook_token_file
             print(
                 f"demo: the bot is connected to the Discord emulator at {discord.base_url}\n"
                 f"demo: Gemini emulator at {gemini.base_url}\n"
-                f"demo: {users} simulated users, about {rate:g} messages/s; Ctrl-C stops",
+                f"demo: ops endpoints at {app.ops.url}/metrics /healthz /readyz /status /alerts\n"
+                + (
+                    f"demo: webhook token in {token_file}; watch alerts heal the bot with:\n"
+                    f"      python deploy/local_stack.py --bot {app.ops.host_port} "
+                    f"--token-file {token_file} --fast\n"
+                    if token_file
+                    else ""
+                )
+                + f"demo: {users} simulated users, about {rate:g} messages/s; Ctrl-C stops",
                 flush=True,
             )
+            if faults:
+                schedule = asyncio.create_task(
+                    run_schedule(gemini, faults, lambda line: print(f"demo: {line}", flush=True))
+                )
             await run_until_signal(traffic.run(duration))
         finally:
+            if schedule is not None:
+                schedule.cancel()
             await app.stop()
         answered = sum(1 for t in traffic.turns if t.answer is not None)
         print(f"demo: stopped after {len(traffic.turns)} turns ({answered} answered)", flush=True)

@@ -120,10 +120,15 @@ class OpsServer:
         return self._port
 
     @property
+    def host_port(self) -> str:
+        """`host:port`, as Prometheus names the target (its `instance` label)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self._port}"
+
+    @property
     def url(self) -> str:
         """Base URL of the server, e.g. http://127.0.0.1:9464."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self._port}"
+        return f"http://{self.host_port}"
 
     async def start(self) -> None:
         """Listen; returns once the socket is bound."""
