@@ -15,6 +15,7 @@ from bot.chat.access import AccessPolicy, UserCooldown, VideoLimiter
 from bot.chat.context import ContextBuilder
 from bot.chat.files import FileLoader
 from bot.chat.memory import ConversationMemory
+from bot.chat.memory_store import MemoryPersistence
 from bot.chat.pipeline import ChatPipeline, FallbackTexts
 from bot.chat.queue_worker import QueueWorker
 from bot.config import ConfigError, Settings
@@ -158,6 +159,15 @@ class BotApp:
             session_timeout_s=s.conversation_timeout_minutes * 60,
             max_conversations=s.max_conversations,
         )
+        self.memory_persistence = (
+            MemoryPersistence(
+                self.memory,
+                self.store.namespace("conversations"),
+                ttl_s=s.conversation_timeout_minutes * 60,
+            )
+            if s.persist_conversations
+            else None
+        )
         self.gateway = DiscordGateway(
             token=discord_token,
             rest_url=s.discord_rest_url,
@@ -267,6 +277,9 @@ class BotApp:
         await self.quota_persister.load()
         self.quota_persister.start()
         await self.history.load()
+        if self.memory_persistence is not None:
+            restored = await self.memory_persistence.load()
+            log.info("%d conversations restored", restored)
         expired = await self.queue.load()
         self.healer.start()
         await self.gateway.start()
@@ -297,6 +310,8 @@ class BotApp:
                 await task
         await self.gateway.close()
         await self.quota_persister.stop()
+        if self.memory_persistence is not None:
+            await self.memory_persistence.save()
         for item in await self.queue.close():  # only those the store never held
             log.warning("queued question %s could not be kept across the restart", item.id)
         await self.store.close()
@@ -329,10 +344,12 @@ class BotApp:
     def _assess(self) -> None:
         self.degradation.assess(self.signals.sample())
 
-    def _sweep(self) -> None:
+    async def _sweep(self) -> None:
         expired = self.memory.sweep()
         evicted = self.llm.cache.sweep()
         log.debug("swept %d conversations and %d cache entries", expired, evicted)
+        if self.memory_persistence is not None:
+            await self.memory_persistence.save()
 
     def _every(
         self, interval_s: float, fn: Callable[[], object | Awaitable[object]], name: str

@@ -98,6 +98,7 @@ class Settings(BaseSettings):
     # --- durable state -------------------------------------------------------------------------
     quota_flush_interval_seconds: float = Field(default=10.0, gt=0)
     store_cleanup_interval_seconds: float = Field(default=300.0, gt=0)
+    persist_conversations: bool = False
 
     # --- conversation memory -------------------------------------------------------------------
     conversation_timeout_minutes: float = Field(default=30.0, gt=0)

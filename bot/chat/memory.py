@@ -115,6 +115,15 @@ class ConversationMemory:
             oldest = next(iter(self._conversations))
             self._drop(oldest)
 
+    def conversations(self) -> list[tuple[int, list[Turn]]]:
+        """Every live conversation with its turns, least recently active first."""
+        now = self._clock()
+        return [
+            (key, list(c.turns))
+            for key, c in self._conversations.items()
+            if not self._expired(c, now)
+        ]
+
     def clear(self, key: int) -> bool:
         """Forget conversation `key`; True if there was one."""
         if key not in self._conversations:

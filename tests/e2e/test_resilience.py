@@ -220,3 +220,24 @@ async def test_maintenance_mode_answers_without_calling_the_model(
         assert "maintenance" in reply.content
     assert len(gemini.requests) == calls
     assert app.degradation.stats.fallbacks_total["cached" if cached else "maintenance"] == 1
+
+
+async def test_conversations_survive_a_restart_when_persisted(
+    start_bot: Callable[..., Any], discord: DiscordEmulator, gemini: GeminiEmulator
+) -> None:
+    first: BotApp = await start_bot(persist_conversations=True)
+    user = discord.create_user("ivy")
+    dm = discord.create_dm(user)
+    msg = await discord.send_message(dm, author=user, content="my name is Ivy")
+    await discord.wait_for_reply(int(msg["id"]))
+    await discord.wait_for(lambda: bool(first.memory.history(dm)))
+    await first.stop()
+
+    second: BotApp = await start_bot(persist_conversations=True)
+    again = await discord.send_message(dm, author=user, content="what is my name?")
+    await discord.wait_for_reply(int(again["id"]))
+
+    texts = [c["parts"][-1]["text"] for c in gemini.requests[-1].contents]
+    assert texts[0] == "my name is Ivy"
+    assert texts[-1] == "what is my name?"
+    await discord.wait_for(lambda: len(second.memory.history(dm)) == 4)
