@@ -17,7 +17,7 @@ def test_parses_phases_in_time_order() -> None:
 
 @pytest.mark.parametrize("bad", ["slow", "slow:30", "boom:1+2", "slow:a+b"])
 def test_mistakes_say_what_is_expected(bad: str) -> None:
-    with pytest.raises(ValueError, match="slow:30\\+60|not one of"):
+    with pytest.raises(ValueError, match=r"slow:30\+60|not one of"):
         parse_schedule(bad)
 
 
