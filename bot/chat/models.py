@@ -80,6 +80,7 @@ class IncomingMessage:
     attachments: tuple[Attachment, ...] = ()
     quoted: QuotedMessage | None = None
     source: Source = "mention"
+    parent_channel_id: int | None = None  # the channel a thread belongs to
     received_at: float = field(default_factory=time.monotonic)
 
     @property
@@ -139,4 +140,5 @@ def message_from_payload(data: dict[str, Any]) -> IncomingMessage:
             **{**quoted, "attachments": tuple(Attachment(**a) for a in quoted["attachments"])}
         ),
         source=data["source"],
+        parent_channel_id=data.get("parent_channel_id"),
     )

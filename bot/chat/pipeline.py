@@ -174,7 +174,9 @@ class ChatPipeline:
                 self.telemetry.observe_response(elapsed)
 
     async def _think(self, msg: IncomingMessage) -> _Thought:
-        refusal = self.access.check(msg.author_id, msg.role_ids, msg.channel_id)
+        refusal = self.access.check(
+            msg.author_id, msg.role_ids, msg.channel_id, msg.parent_channel_id
+        )
         if refusal is not None:
             return _Thought(Reply.text(refusal.message, "refused", ephemeral=True))
         wait_s = self.cooldown.try_acquire(msg.author_id)

@@ -48,7 +48,10 @@ def addresses_bot(event: hikari.MessageCreateEvent, bot_id: int) -> Source | Non
     return None
 
 
-def to_incoming(event: hikari.MessageCreateEvent, bot_id: int, source: Source) -> IncomingMessage:
+def to_incoming(
+    event: hikari.MessageCreateEvent, bot_id: int, source: Source, thread_parent: int | None
+) -> IncomingMessage:
+    """The domain's message; `thread_parent` is the channel a thread belongs to, if any."""
     message = event.message
     roles: frozenset[int] = frozenset()
     author_name = message.author.username
@@ -68,4 +71,5 @@ def to_incoming(event: hikari.MessageCreateEvent, bot_id: int, source: Source) -
         attachments=_attachments(message),
         quoted=to_quoted(ref, bot_id) if ref else None,
         source=source,
+        parent_channel_id=thread_parent,
     )

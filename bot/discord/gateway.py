@@ -116,7 +116,9 @@ class DiscordGateway:
         source = addresses_bot(event, self.bot_id)
         if source is None or self._handler is None:
             return
-        incoming = to_incoming(event, self.bot_id, source)
+        thread = self.bot.cache.get_thread(event.message.channel_id)
+        parent = int(thread.parent_id) if thread is not None else None
+        incoming = to_incoming(event, self.bot_id, source, parent)
         if not self._accepting:
             await self._refuse_while_stopping(incoming)
             return

@@ -213,3 +213,23 @@ async def test_empty_mention_gets_a_hint(
 
     assert "Ask me something" in reply.content
     assert len(gemini.requests) == 0
+
+
+async def test_channel_allow_list_covers_the_threads_in_that_channel(
+    start_bot: object, discord: DiscordEmulator, gemini: GeminiEmulator
+) -> None:
+    guild = discord.create_guild("Guild")
+    allowed = discord.guild_text_channel(guild)
+    other = discord.create_channel(guild, name="other")
+    thread = discord.create_channel(guild, name="t", type=11, parent_id=allowed)
+    await start_bot(allowed_channel_ids=str(allowed))  # type: ignore[operator]
+    alice = discord.create_user("alice")
+    discord.add_member(guild, alice)
+
+    in_thread = await discord.send_message(thread, author=alice, content="hi", mention_bot=True)
+    elsewhere = await discord.send_message(other, author=alice, content="hi", mention_bot=True)
+
+    assert (await discord.wait_for_reply(int(in_thread["id"]))).content.startswith("You said")
+    refused = await discord.wait_for_reply(int(elsewhere["id"]))
+    assert not refused.content.startswith("You said")
+    assert len(gemini.requests) == 1
