@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo run check test test-unit test-e2e lint typecheck fmt system-deps clean
+.PHONY: demo run check stack bench test test-unit test-e2e lint typecheck fmt system-deps clean
 
 demo: $(STAMP)            ## the real bot against local Discord + Gemini emulators
 	$(PY) -m bot demo
@@ -15,6 +15,12 @@ run: $(STAMP)             ## the real bot against Discord + Gemini (needs .env)
 
 check: $(STAMP)           ## validate settings and tokens
 	$(PY) -m bot check
+
+stack: $(STAMP) system-deps   ## Prometheus + Alertmanager (Debian packages) for the local bot
+	$(PY) deploy/local_stack.py --bot 127.0.0.1:9464 --token-file data/webhook_token --fast
+
+bench: $(STAMP)           ## the performance harness; writes benchmarks/RESULTS.md
+	$(PY) -m benchmarks
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
