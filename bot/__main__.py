@@ -1,4 +1,4 @@
-"""Command line: `python -m bot run | demo | check | loadtest` (also `discord-llm-bot`)."""
+"""Command line: `python -m bot run | demo | check | loadtest | export` (also `discord-llm-bot`)."""
 
 from __future__ import annotations
 
@@ -45,6 +45,11 @@ def _parser() -> argparse.ArgumentParser:
     add_loadtest_arguments(
         sub.add_parser("loadtest", help="load the real bot (a child process) through the emulators")
     )
+    from bot.export import add_arguments as add_export_arguments
+
+    add_export_arguments(
+        sub.add_parser("export", help="write the health history under DATA_DIR as JSON or CSV")
+    )
     return parser
 
 
@@ -77,6 +82,10 @@ def main(argv: list[str] | None = None) -> int:
             from bot.loadtest import main as run_loadtest
 
             return run_loadtest(settings, args)
+        if args.command == "export":
+            from bot.export import main as run_export
+
+            return run_export(settings, args)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG

@@ -271,7 +271,15 @@ class BotApp:
         """Serve /metrics and /healthz first, open state, start background work, then connect
         to Discord (returns once up)."""
         await self.telemetry.start()
-        await self.ops.start()
+        try:
+            await self.ops.start()
+        except OSError as exc:
+            await self.telemetry.stop()
+            raise ConfigError(
+                f"cannot listen on OPS_HOST:OPS_PORT = {self.settings.ops_host}:"
+                f"{self.settings.ops_port} ({exc.strerror}): set OPS_PORT to a free port "
+                "(0 picks one)"
+            ) from None
         log.info("ops server on %s (/metrics /healthz /readyz /status /alerts)", self.ops.url)
         await self.store.open()
         await self.quota_persister.load()

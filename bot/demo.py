@@ -41,6 +41,7 @@ def demo_webhook_token(data_dir: Path) -> Path:
     file (`python deploy/local_stack.py --token-file ...`)."""
     path = data_dir / "webhook_token"
     if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(path, secrets.token_hex(32).encode() + b"\n")
     return path
 

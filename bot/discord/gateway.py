@@ -54,7 +54,14 @@ class DiscordGateway:
     ) -> None:
         self.bot_id = bot_id_from_token(token)
         self.bot = hikari.GatewayBot(
-            token, intents=INTENTS, rest_url=rest_url, banner=None, logs=None
+            token,
+            intents=INTENTS,
+            rest_url=rest_url,
+            banner=None,
+            logs=None,
+            # Keep REST connections alive: hikari's default opens (and TLS-handshakes) a new
+            # connection for every call.
+            http_settings=hikari.impl.HTTPSettings(force_close_transports=False),
         )
         self._accepting = True
         self._handler: Callable[[IncomingMessage], Awaitable[None]] | None = None

@@ -97,9 +97,10 @@ class LLMService:
                 "Gemini is failing; calls are paused", retry_after_s=self.breaker.retry_after_s()
             )
         attempts = 0
+        failed_calls = 0  # calls the provider failed (a 429 is the quota's business, not this)
 
         async def attempt() -> LLMReply:
-            nonlocal attempts
+            nonlocal attempts, failed_calls
             with _tracer.start_as_current_span("quota") as span:
                 decision = self.quota.try_acquire()
                 span.set_attribute("llmbot.quota.allowed", decision.allowed)
@@ -119,14 +120,17 @@ class LLMService:
                 raise QuotaExhausted(
                     "Gemini said the quota is used up", window="minute", retry_after_s=wait_s
                 ) from exc
+            except LLMError:
+                failed_calls += 1
+                raise
             self.quota.record_tokens(reply.usage.input, reply.usage.output)
             return reply
 
         try:
             reply = await call_with_retry(attempt, self.retry_policy, on_retry=_note_retry)
         except QuotaExhausted:
-            if attempts:
-                # Retries ran into our own quota: the provider was still failing before that.
+            if failed_calls:
+                # Retries ran into the quota: the provider was still failing before that.
                 self.breaker.record_failure()
             else:
                 self.breaker.release()

@@ -31,13 +31,20 @@ import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import astuple, dataclass, fields
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal
 
 from bot.ops.health import HealthSnapshot
 from bot.store.base import Namespace, StoreError
 
-__all__ = ["CSV_COLUMNS", "ExportFormat", "HealthHistory", "HistoryPoint", "HistoryStats"]
+__all__ = [
+    "CSV_COLUMNS",
+    "ExportFormat",
+    "HealthHistory",
+    "HistoryPoint",
+    "HistoryStats",
+    "parse_time",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +74,34 @@ CSV_COLUMNS: Final = (
 )
 
 
+def parse_time(value: str, *, end_of_day: bool = False) -> float:
+    """An export bound as epoch seconds: epoch seconds or ISO 8601 (naive means UTC).
+
+    A bare date means its midnight, or with `end_of_day` (an upper bound) the last instant of
+    that day, so `--to 2025-01-31` includes the 31st. ValueError says what is accepted.
+    """
+    text = value.strip()
+    try:
+        epoch = float(text)
+    except ValueError:
+        pass
+    else:
+        if not math.isfinite(epoch):
+            raise ValueError(f"expected a finite number of epoch seconds, got {value!r}")
+        return epoch
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(
+            f"expected epoch seconds or an ISO 8601 date/time, got {value!r}"
+        ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    if end_of_day and len(text) == 10:  # YYYY-MM-DD: no time given
+        parsed += timedelta(days=1, microseconds=-1)
+    return parsed.timestamp()
+
+
 @dataclass(frozen=True, slots=True)
 class HistoryPoint:
     """One snapshot, or the mean of an hour's snapshots (`samples` > 1)."""
@@ -86,19 +121,23 @@ class HistoryPoint:
 
     @classmethod
     def from_snapshot(cls, s: HealthSnapshot) -> HistoryPoint:
-        """The figures of a health snapshot that the history keeps."""
+        """The figures of a health snapshot that the history keeps.
+
+        As floats, like the points read back from the store, so a point exports the same text
+        (`3.0`, not `3`) from memory (`/status/history`) and from the store (`bot export`).
+        """
         return cls(
-            timestamp=s.timestamp,
-            rss_bytes=s.rss_bytes,
-            heap_bytes=s.heap_bytes,
-            active_conversations=s.active_conversations,
-            error_rate=s.error_rate,
-            response_p50_s=s.response_p50_s,
-            response_p95_s=s.response_p95_s,
-            cache_hit_rate=s.cache_hit_rate,
-            guilds=s.guilds,
-            quota_minute_remaining=s.quota_minute_remaining,
-            quota_day_remaining=s.quota_day_remaining,
+            timestamp=float(s.timestamp),
+            rss_bytes=float(s.rss_bytes),
+            heap_bytes=float(s.heap_bytes),
+            active_conversations=float(s.active_conversations),
+            error_rate=float(s.error_rate),
+            response_p50_s=float(s.response_p50_s),
+            response_p95_s=float(s.response_p95_s),
+            cache_hit_rate=float(s.cache_hit_rate),
+            guilds=float(s.guilds),
+            quota_minute_remaining=float(s.quota_minute_remaining),
+            quota_day_remaining=float(s.quota_day_remaining),
         )
 
     @property
@@ -141,7 +180,11 @@ class HistoryPoint:
         )
 
     def row(self) -> dict[str, float | int | str]:
-        """The export row (CSV_COLUMNS), in the units a person reads: MB, ms, ratios."""
+        """The export row (CSV_COLUMNS), in the units a person reads: MB, ms, ratios.
+
+        Counts read as integers unless they are an hour's fractional mean; measurements are
+        always floats. The same whether the point came from memory or back from the store.
+        """
         return {
             "timestamp": round(self.timestamp, 3),
             "time": datetime.fromtimestamp(self.timestamp, UTC)
@@ -149,16 +192,22 @@ class HistoryPoint:
             .replace("+00:00", "Z"),
             "rss_mb": round(self.rss_bytes / _MIB, 2),
             "heap_mb": round(self.heap_bytes / _MIB, 2),
-            "active_conversations": round(self.active_conversations, 2),
-            "error_rate": round(self.error_rate, 4),
-            "p50_ms": round(self.response_p50_s * 1000, 1),
-            "p95_ms": round(self.response_p95_s * 1000, 1),
-            "cache_hit_rate": round(self.cache_hit_rate, 4),
-            "servers": round(self.guilds, 2),
-            "quota_minute_remaining": round(self.quota_minute_remaining, 2),
-            "quota_day_remaining": round(self.quota_day_remaining, 2),
+            "active_conversations": _count(self.active_conversations),
+            "error_rate": round(float(self.error_rate), 4),
+            "p50_ms": round(self.response_p50_s * 1000.0, 1),
+            "p95_ms": round(self.response_p95_s * 1000.0, 1),
+            "cache_hit_rate": round(float(self.cache_hit_rate), 4),
+            "servers": _count(self.guilds),
+            "quota_minute_remaining": _count(self.quota_minute_remaining),
+            "quota_day_remaining": _count(self.quota_day_remaining),
             "samples": self.samples,
         }
+
+
+def _count(value: float) -> float | int:
+    """A count for the export: an integer, or the mean of an hour to two decimals."""
+    rounded = round(float(value), 2)
+    return int(rounded) if rounded.is_integer() else rounded
 
 
 _VALUE_FIELDS: Final = tuple(f.name for f in fields(HistoryPoint))[1:-1]

@@ -11,13 +11,12 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
 from aiohttp import web
 
 from bot.ops.health import HealthSnapshot
-from bot.ops.history import HealthHistory
+from bot.ops.history import HealthHistory, parse_time
 from bot.ops.metrics import Telemetry
 
 if TYPE_CHECKING:
@@ -65,23 +64,14 @@ def _json(body: object, status: int = 200) -> web.Response:
     )
 
 
-def _timestamp(value: str | None, name: str) -> float | None:
-    """A query bound: epoch seconds or ISO 8601 (naive means UTC); None when absent."""
+def _timestamp(value: str | None, name: str, *, end_of_day: bool = False) -> float | None:
+    """A query bound (see `parse_time`); None when absent."""
     if value is None or not value.strip():
         return None
     try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        parsed = datetime.fromisoformat(value.strip())
-    except ValueError:
-        raise ValueError(
-            f"{name} must be epoch seconds or an ISO 8601 time, got {value!r}"
-        ) from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.timestamp()
+        return parse_time(value, end_of_day=end_of_day)
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from None
 
 
 class OpsServer:
@@ -181,7 +171,7 @@ class OpsServer:
         fmt = query.get("format", "json").lower()
         try:
             from_ts = _timestamp(query.get("from"), "from")
-            to_ts = _timestamp(query.get("to"), "to")
+            to_ts = _timestamp(query.get("to"), "to", end_of_day=True)
             text = self._history.export(from_ts, to_ts, fmt)
         except ValueError as exc:
             return _json({"error": str(exc)}, 400)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -101,7 +102,9 @@ async def _async_bot(
 
 @pytest.mark.timeout(90)
 def test_demo_holds_conversations_and_stops_cleanly(tmp_path: Path) -> None:
-    result = _bot(["demo", "--duration", "6", "--rate", "2", "--users", "3"], tmp_path)
+    result = _bot(
+        ["demo", "--duration", "6", "--rate", "2", "--users", "3"], tmp_path, OPS_PORT="0"
+    )
 
     assert result.returncode == 0, result.stderr[-3000:]
     assert "connected to the Discord emulator" in result.stdout
@@ -109,4 +112,16 @@ def test_demo_holds_conversations_and_stops_cleanly(tmp_path: Path) -> None:
     assert len(turns) >= 3
     assert "(no reply in time)" not in result.stdout
     assert "stopped after" in result.stdout
+    assert "Traceback" not in result.stderr
+
+
+def test_ops_port_in_use_is_one_clear_line(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = _bot(["demo", "--duration", "1"], tmp_path, OPS_PORT=str(port))
+
+    assert result.returncode == 2
+    assert "OPS_PORT" in result.stderr
     assert "Traceback" not in result.stderr

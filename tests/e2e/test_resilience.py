@@ -80,12 +80,13 @@ async def test_provider_retry_delay_is_honoured_before_the_next_call(
     start_bot: Callable[..., Any], discord: DiscordEmulator, gemini: GeminiEmulator
 ) -> None:
     clock = FakeClock()
-    app: BotApp = await start_bot(clock=clock)
+    app: BotApp = await start_bot(clock=clock, breaker_failure_threshold=1)
     gemini.queue_fault(Fault.rate_limited(retry_delay_s=90))
 
     (message_id,) = await _dm_burst(discord, 1)
     await discord.wait_for(lambda: bool(_replies_to(discord, message_id)))
     assert "request limit" in _replies_to(discord, message_id)[0]
+    assert app.llm.breaker.state == "closed"  # a 429 is the quota's business, not a failure
 
     asked_at = clock.now
     # The question waits for the provider's delay, not just for the next minute.
