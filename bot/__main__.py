@@ -7,11 +7,15 @@ import asyncio
 import contextlib
 import sys
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from bot.config import ConfigError, Settings, load_settings
 from bot.logs import setup_logging
 from bot.ops.runtime import detect_build_info
 from bot.ops.tracing import install_log_correlation, setup_tracing
+
+if TYPE_CHECKING:
+    from bot.emulator.fault_schedule import FaultPhase
 
 __all__ = ["main"]
 
@@ -39,6 +43,14 @@ def _parser() -> argparse.ArgumentParser:
         help="stop after this many seconds (default: Ctrl-C)",
     )
     demo.add_argument("--seed", type=int, default=1, help="random seed of the simulated users")
+    demo.add_argument(
+        "--faults",
+        metavar="SCHEDULE",
+        type=_fault_schedule,
+        default=[],
+        help="Gemini faults, kind:start+duration in seconds, e.g. slow:30+90,errors:20+150 "
+        "(kinds: slow, errors, ratelimit)",
+    )
     sub.add_parser("check", help="validate the settings and, where reachable, the tokens")
     from bot.loadtest import add_arguments as add_loadtest_arguments
 
@@ -51,6 +63,16 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_parser("export", help="write the health history under DATA_DIR as JSON or CSV")
     )
     return parser
+
+
+def _fault_schedule(text: str) -> list[FaultPhase]:
+    # Imported on use: the emulators are only needed by the demo.
+    from bot.emulator.fault_schedule import parse_schedule
+
+    try:
+        return parse_schedule(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
                         rate=args.rate,
                         duration=args.duration,
                         seed=args.seed,
+                        faults=args.faults,
                     )
                 )
         if args.command == "check":

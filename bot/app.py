@@ -221,9 +221,6 @@ class BotApp:
             queue_pressure=lambda: self.queue.stats.pressure,
         )
         self.report = StatusReport(self)
-        self.gateway.attach(
-            self.pipeline.handle, CommandServices(self.pipeline, self.report, s.admin_user_ids)
-        )
         self.history = HealthHistory(
             lambda: take_snapshot(self),
             store=self.store.namespace("history"),
@@ -238,6 +235,10 @@ class BotApp:
             escalate_after=s.heal_escalate_after,
             exit_on_escalation=s.heal_exit_on_escalation,
             on_escalation_exit=self._exit_after_escalation,
+        )
+        self.gateway.attach(
+            self.pipeline.handle,
+            CommandServices(self.pipeline, self.report, s.admin_user_ids, healer=self.healer),
         )
         self.exit_code = 0
         self.telemetry.bind(sources_from_app(self, history=self.history))
@@ -280,6 +281,9 @@ class BotApp:
                 f"{self.settings.ops_port} ({exc.strerror}): set OPS_PORT to a free port "
                 "(0 picks one)"
             ) from None
+        if self.settings.heal_instance is None:
+            # With OPS_PORT=0 the real port is known only now; it is what Prometheus scrapes.
+            self.healer.instance = self.ops.host_port
         log.info("ops server on %s (/metrics /healthz /readyz /status /alerts)", self.ops.url)
         await self.store.open()
         await self.quota_persister.load()

@@ -7,6 +7,7 @@ Routes, receivers, rules and inhibitions stay as committed; only addresses and t
 
     python deploy/local_stack.py --bot 127.0.0.1:9464          # until Ctrl-C
     python deploy/local_stack.py --bot 127.0.0.1:9464 --fast   # 1 s scrapes, 5 s heal cooldown
+    python deploy/local_stack.py --bot 127.0.0.1:9464 --fast --alert-for 0s  # alerts fire at once
 
 Tests import this file by path (it is not part of the `bot` package).
 """
@@ -14,6 +15,7 @@ Tests import this file by path (it is not part of the `bot` package).
 from __future__ import annotations
 
 import argparse
+import re
 import secrets
 import shutil
 import signal
@@ -419,6 +421,24 @@ def _token_file(requested: Path | None, workdir: Path) -> Path:
     return generated
 
 
+_DURATION = re.compile(r"(?:\d+(?:ms|s|m|h|d|w|y))+")
+
+
+def prometheus_duration(text: str) -> str:
+    """An argparse type: a Prometheus duration such as 0s, 30s or 1m30s."""
+    if not _DURATION.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a Prometheus duration such as 0s or 1m")
+    return text
+
+
+def cli_intervals(fast: bool, alert_for: str | None) -> dict[str, str] | None:
+    """The render timings the command line asks for (None: the committed ones)."""
+    intervals = dict(FAST_INTERVALS) if fast else {}
+    if alert_for is not None:
+        intervals["alert_for"] = alert_for
+    return intervals or None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: run the stack until Ctrl-C."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -437,6 +457,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="where pager and chat notifications go (default: nowhere)",
     )
     parser.add_argument("--fast", action="store_true", help="1 s scrapes, 5 s heal cooldown")
+    parser.add_argument(
+        "--alert-for",
+        type=prometheus_duration,
+        metavar="DURATION",
+        help="replace every alert's `for:` (0s: an alert fires at its first evaluation; "
+        "default: the committed 2-15 minutes)",
+    )
     parser.add_argument("--workdir", type=Path, help="configs, data and logs (default: temporary)")
     args = parser.parse_args(argv)
 
@@ -450,7 +477,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.bot,
             webhook_url,
             token_file,
-            FAST_INTERVALS if args.fast else None,
+            cli_intervals(args.fast, args.alert_for),
             prometheus_port=args.prometheus_port,
             alertmanager_port=args.alertmanager_port,
             human_webhook_url=args.human_webhook_url,
@@ -458,6 +485,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"Prometheus   {prom.url}  (log {prom.log_path})")
             print(f"Alertmanager {am.url}  (log {am.log_path})")
             print(f"Scraping {args.bot}; heal webhook {webhook_url}; token file {token_file}")
+            if args.alert_for is not None:
+                print(f"Every alert fires after {args.alert_for} instead of its committed `for:`")
             print("Ctrl-C stops both.")
             signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
             while prom.process.poll() is None and am.process.poll() is None:

@@ -8,10 +8,12 @@ from bot.healing.payload import Alert, PayloadError, WebhookPayload, parse_paylo
 from bot.healing.receiver import (
     HEAL_OUTCOMES,
     IGNORE_REASONS,
+    ActiveHeal,
     AlertDecision,
     HealEvent,
     HealReceiver,
     HealStats,
+    ManualRunError,
     SubmitSummary,
 )
 
@@ -21,12 +23,14 @@ __all__ = [
     "IGNORE_REASONS",
     "ActionRegistry",
     "ActionResult",
+    "ActiveHeal",
     "Alert",
     "AlertDecision",
     "HealAction",
     "HealEvent",
     "HealReceiver",
     "HealStats",
+    "ManualRunError",
     "PayloadError",
     "SubmitSummary",
     "WebhookPayload",

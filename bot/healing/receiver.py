@@ -13,6 +13,10 @@ while each accepted job runs in its own task, one at a time per action and at mo
 - rejected: the job backlog is full; the webhook answers 503 so that Alertmanager retries, and
   nothing about the alert is remembered, so the retry is decided afresh;
 - apply / revert: queued.
+
+`run_by_hand()` runs an action once for an operator (the `/heal run` slash command) through
+the same locks, slots, timeout, counters and events. A lasting action applied by hand stays
+in force until `run_by_hand(..., undo=True)`; alerts resolving never undo it.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Final, Literal
 
 from opentelemetry import trace
@@ -32,18 +37,22 @@ from bot.healing.actions import HEAL_ACTIONS, ActionRegistry, ActionResult, Heal
 from bot.healing.payload import Alert, AlertStatus, WebhookPayload
 
 __all__ = [
+    "HAND_FINGERPRINT_PREFIX",
     "HEAL_LABEL",
     "HEAL_OUTCOMES",
     "IGNORE_REASONS",
     "INSTANCE_LABEL",
     "WEBHOOK_CODES",
+    "ActiveHeal",
     "AlertDecision",
     "Decision",
     "HealEvent",
     "HealReceiver",
     "HealStats",
+    "ManualRunError",
     "ReceiverClosedError",
     "SubmitSummary",
+    "is_lasting",
 ]
 
 logger = logging.getLogger(__name__)
@@ -76,11 +85,24 @@ IGNORE_REASONS: Final[tuple[str, ...]] = (
 # `llmbot_webhook_requests_total{code}`: every status the alerts handler answers with.
 WEBHOOK_CODES: Final[tuple[int, ...]] = (202, 400, 401, 403, 404, 413, 415, 500, 503)
 
+# Runs by hand carry this fingerprint prefix (then the action name) in events and logs.
+HAND_FINGERPRINT_PREFIX: Final = "manual:"
+
 _DedupKey = tuple[str, str, str, str]
+
+
+def is_lasting(action: HealAction) -> bool:
+    """Whether the action's change stays until reverted (reduced mode, an override) rather than
+    being a one-shot clean-up; actions without a `lasting` attribute count as lasting."""
+    return bool(getattr(action, "lasting", True))
 
 
 class ReceiverClosedError(RuntimeError):
     """`submit()` was called before `start()` or after `stop()`; the webhook answers 503."""
+
+
+class ManualRunError(ValueError):
+    """A run by hand was refused before anything ran; the message says why, for the operator."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +148,18 @@ class SubmitSummary:
 
 
 @dataclass(frozen=True, slots=True)
+class ActiveHeal:
+    """A heal in force: an alert's apply not yet reverted, or a lasting action run by hand."""
+
+    action: str
+    fingerprint: str
+    since: float  # wall-clock time of the first apply of this streak
+    applications: int
+    escalated: bool = False
+    by_hand: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class HealEvent:
     """A recent decision or job outcome, for `/heal status`; `outcome` is a decision or result."""
 
@@ -166,6 +200,7 @@ class _AlertState:
     applications: int = 0
     active: bool = False
     escalated: bool = False
+    since: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +209,7 @@ class _Job:
     action: HealAction
     alert: Alert
     key: _DedupKey
+    by: str | None = None  # who ran it by hand; None for an alert's job
 
 
 class HealReceiver:
@@ -222,9 +258,10 @@ class HealReceiver:
         self._seen: OrderedDict[_DedupKey, None] = OrderedDict()
         self._alerts: OrderedDict[str, _AlertState] = OrderedDict()
         self._last_applied: dict[str, float] = {}
+        self._by_hand: dict[str, float] = {}  # lasting action applied by hand -> when
         self._slots = asyncio.Semaphore(max_concurrency)
         self._locks = {name: asyncio.Lock() for name in HEAL_ACTIONS}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[HealEvent]] = set()
         self._running = 0
         self._accepting = False
         self._exit_requested = False
@@ -263,10 +300,42 @@ class HealReceiver:
     @property
     def stats(self) -> HealStats:
         """Counters by label, with the gauges brought up to date."""
-        self._stats.active_heals = sum(state.active for state in self._alerts.values())
+        self._stats.active_heals = sum(state.active for state in self._alerts.values()) + len(
+            self._by_hand
+        )
         self._stats.queued_jobs = len(self._tasks) - self._running
         self._stats.running_jobs = self._running
         return self._stats
+
+    def active(self) -> list[ActiveHeal]:
+        """The heals in force, oldest first: applied alerts, then lasting runs by hand."""
+        found = [
+            ActiveHeal(state.action, fingerprint, state.since, state.applications, state.escalated)
+            for fingerprint, state in self._alerts.items()
+            if state.active
+        ]
+        found.sort(key=lambda heal: heal.since)
+        found.extend(
+            ActiveHeal(name, HAND_FINGERPRINT_PREFIX + name, since, 1, by_hand=True)
+            for name, since in sorted(self._by_hand.items(), key=lambda item: item[1])
+        )
+        return found
+
+    def cooldowns(self) -> dict[str, float]:
+        """Seconds left before an alert may apply each action again (only those still waiting)."""
+        now = self._clock()
+        left = {name: at + self.cooldown_s - now for name, at in self._last_applied.items()}
+        return {name: seconds for name, seconds in left.items() if seconds > 0}
+
+    @property
+    def action_names(self) -> tuple[str, ...]:
+        """The registered actions, in registration order."""
+        return self._registry.names()
+
+    def lasting(self, name: str) -> bool:
+        """Whether the registered action `name` stays in force until reverted."""
+        action = self._registry.get(name)
+        return action is not None and is_lasting(action)
 
     def record_request(self, code: int) -> None:
         """Count one webhook answer by HTTP status."""
@@ -330,6 +399,8 @@ class HealReceiver:
             return self._refuse(alert, name, "rejected", "job backlog is full")
         if state is None:
             state = self._track(alert.fingerprint, name)
+        if not state.active:
+            state.since = now
         state.applications += 1
         # Active from now on, even if the apply fails: it may have half-applied, and a revert
         # is harmless when nothing was applied.
@@ -364,6 +435,64 @@ class HealReceiver:
         except Exception:
             logger.exception("heal: the escalation exit callback failed")
 
+    # -- by hand -----------------------------------------------------------------------------
+
+    async def run_by_hand(self, name: str, *, undo: bool = False, by: str = "") -> HealEvent:
+        """Apply (or with `undo`, revert) action `name` once now, for an operator.
+
+        The run shares the alert jobs' action lock, concurrency slots, timeout, counters
+        (`llmbot_heal_actions_total` ok / failed / reverted) and events, and is logged with
+        `by`. It ignores the alert cooldown and does not start one. A lasting action stays in
+        force until undone by hand; only a run by hand can be undone by hand (an alert's heal
+        is undone when the alert resolves), and undoing leaves alone whatever firing alerts
+        still hold. Returns the outcome event; raises `ManualRunError` when nothing ran.
+        """
+        if not self._accepting:
+            raise ReceiverClosedError("the heal receiver is not accepting runs")
+        action = self._registry.get(name)
+        if action is None:
+            known = ", ".join(self._registry.names()) or "none"
+            raise ManualRunError(f"there is no heal action {name!r} (known: {known})")
+        lasting = is_lasting(action)
+        if undo and not lasting:
+            raise ManualRunError(f"{name} is a one-shot clean-up: there is nothing to undo")
+        if undo and name not in self._by_hand:
+            raise ManualRunError(
+                f"{name} was not applied by hand; a heal an alert started is undone when the "
+                "alert resolves"
+            )
+        if len(self._tasks) >= self.max_pending:
+            raise ManualRunError("the heal job backlog is full; try again in a moment")
+        now = self._clock()
+        status: AlertStatus = "resolved" if undo else "firing"
+        fingerprint = HAND_FINGERPRINT_PREFIX + name
+        alert = Alert.model_validate(
+            {
+                "status": status,
+                "labels": {
+                    "alertname": "ManualHeal",
+                    HEAL_LABEL: name,
+                    INSTANCE_LABEL: self.instance,
+                },
+                "annotations": {"summary": f"{name} run by hand by {by or 'an operator'}"},
+                "startsAt": datetime.fromtimestamp(now, UTC),
+                "fingerprint": fingerprint,
+            }
+        )
+        key: _DedupKey = (fingerprint, alert.starts_at.isoformat(), name, status)
+        if undo:
+            del self._by_hand[name]
+        elif lasting:
+            # In force from now on, even if the apply fails: it may have half-applied.
+            self._by_hand.setdefault(name, now)
+        job = _Job("revert" if undo else "apply", action, alert, key, by or "an operator")
+        logger.warning("heal %s %s by hand by %s", name, job.kind, job.by)
+        task = asyncio.create_task(self._run(job), name=f"heal-hand-{job.kind}-{name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        # Shielded: an operator's run, once started, finishes even if the command is cancelled.
+        return await asyncio.shield(task)
+
     # -- state -------------------------------------------------------------------------------
 
     def _remember(self, key: _DedupKey) -> None:
@@ -386,12 +515,14 @@ class HealReceiver:
 
     # -- records -----------------------------------------------------------------------------
 
-    def _event(self, action: str | None, outcome: str, fingerprint: str, detail: str) -> None:
-        self.events.append(HealEvent(self._clock(), action, outcome, fingerprint, detail))
+    def _event(self, action: str | None, outcome: str, fingerprint: str, detail: str) -> HealEvent:
+        event = HealEvent(self._clock(), action, outcome, fingerprint, detail)
+        self.events.append(event)
         trace.get_current_span().add_event(
             "heal.decision",
             {"heal.action": action or "", "heal.outcome": outcome, "heal.detail": detail},
         )
+        return event
 
     def _ignore(self, alert: Alert, name: str | None, reason: str, detail: str) -> AlertDecision:
         self._stats.alerts_ignored_total[reason] += 1
@@ -423,21 +554,22 @@ class HealReceiver:
 
     # -- jobs --------------------------------------------------------------------------------
 
-    async def _run(self, job: _Job) -> None:
+    async def _run(self, job: _Job) -> HealEvent:
         # The action lock first: a job waiting for its action must not hold a global slot.
         async with self._locks[job.action.name], self._slots:
             self._running += 1
             try:
-                await self._execute(job)
+                return await self._execute(job)
             finally:
                 self._running -= 1
 
-    async def _execute(self, job: _Job) -> None:
+    async def _execute(self, job: _Job) -> HealEvent:
         name = job.action.name
-        attributes = {
+        attributes: dict[str, str | bool] = {
             "heal.action": name,
             "heal.kind": job.kind,
             "heal.fingerprint": job.alert.fingerprint,
+            "heal.by_hand": job.by is not None,
         }
         with _tracer.start_as_current_span(
             f"heal {job.kind} {name}", attributes=attributes
@@ -457,14 +589,15 @@ class HealReceiver:
             except Exception as exc:
                 logger.debug("heal %s %s raised", name, job.kind, exc_info=True)
                 result = ActionResult.failure(f"{type(exc).__name__}: {exc}")
-            outcome = self._finish(job, result, started)
-            span.set_attribute("heal.outcome", outcome)
+            event = self._finish(job, result, started)
+            span.set_attribute("heal.outcome", event.outcome)
             for figure, value in result.figures.items():
                 span.set_attribute(f"heal.{figure}", value)
             if not result.ok:
                 span.set_status(StatusCode.ERROR, result.detail)
+            return event
 
-    def _finish(self, job: _Job, result: ActionResult, started: float) -> str:
+    def _finish(self, job: _Job, result: ActionResult, started: float) -> HealEvent:
         name = job.action.name
         elapsed = time.perf_counter() - started
         if result.ok:
@@ -479,15 +612,16 @@ class HealReceiver:
         self._stats.actions_total[(name, outcome)] += 1
         figures = ", ".join(f"{key}={value:g}" for key, value in result.figures.items())
         detail = "; ".join(part for part in (result.detail, figures) if part)
-        self._event(name, outcome, job.alert.fingerprint, f"{job.kind}: {detail}".rstrip(": "))
+        kind = job.kind if job.by is None else f"{job.kind} by hand ({job.by})"
+        event = self._event(name, outcome, job.alert.fingerprint, f"{kind}: {detail}".rstrip(": "))
         logger.log(
             logging.INFO if result.ok else logging.WARNING,
             "heal %s %s %s in %.2fs%s (fingerprint %s)",
             name,
-            job.kind,
+            kind,
             outcome,
             elapsed,
             f": {detail}" if detail else "",
             job.alert.fingerprint,
         )
-        return outcome
+        return event

@@ -41,22 +41,29 @@ class ReducedMode:
 
 
 class _Remedy:
-    """Tracks which firing alerts hold the action, so the undo waits for the last of them."""
+    """Tracks which firing alerts hold a lasting action, so the undo waits for the last of them.
+
+    `lasting` is False for one-shot clean-ups: nothing stays applied, so nothing is held and
+    the undo has nothing to do.
+    """
 
     name = ""
+    lasting = True
 
     def __init__(self) -> None:
         self._holders: set[str] = set()
 
     async def apply(self, alert: Alert) -> ActionResult:
         first = not self._holders
-        self._holders.add(alert.fingerprint)
+        if self.lasting:
+            self._holders.add(alert.fingerprint)
         return await self._on(alert, first)
 
     async def revert(self, alert: Alert) -> ActionResult:
         self._holders.discard(alert.fingerprint)
         if self._holders:
-            return ActionResult.success(f"still held by {len(self._holders)} firing alert(s)")
+            held = len(self._holders)
+            return ActionResult.success(f"still held by {held} firing alert(s) or a run by hand")
         return await self._off(alert)
 
     async def _on(self, alert: Alert, first: bool) -> ActionResult:
@@ -70,6 +77,7 @@ class MemoryRemedy(_Remedy):
     """Clear the response cache, forget idle conversations, trim history, collect garbage."""
 
     name = "memory"
+    lasting = False
 
     def __init__(self, app: BotApp) -> None:
         super().__init__()
@@ -148,6 +156,7 @@ class ApiHealthRemedy(_Remedy):
     """Recreate the failing client; for Gemini also let the breaker probe right away."""
 
     name = "api_health"
+    lasting = False
 
     def __init__(self, app: BotApp) -> None:
         super().__init__()
@@ -172,6 +181,7 @@ class DiskRemedy(_Remedy):
     """Drop expired store entries, compact the database, trim the health history."""
 
     name = "disk"
+    lasting = False
 
     def __init__(self, app: BotApp) -> None:
         super().__init__()
