@@ -1,4 +1,4 @@
-"""The metric catalogue (shared/design/METRICS.md): every `llmbot_` metric is defined here, once.
+"""The metric catalogue (docs/metrics.md): every `llmbot_` metric is defined here, once.
 
 One owner per fact, so each metric has exactly one way in:
 

@@ -5,7 +5,7 @@
 
 Every panel queries the `${datasource}` variable, filters on `$job` and `$instance`, has a
 title, a description and a unit, and uses `$__rate_interval` in rate(). Metric names come from
-the catalogue (METRICS.md) and the recording rules in deploy/prometheus/rules/.
+the catalogue (docs/metrics.md) and the recording rules in deploy/prometheus/rules/.
 """
 
 from __future__ import annotations

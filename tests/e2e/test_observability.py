@@ -1,6 +1,6 @@
 """Observability of the whole bot, checked against what the emulators saw happen.
 
-* every metric of the catalogue (shared/design/METRICS.md) is on `/metrics`, and the counts
+* every metric of the catalogue (docs/metrics.md) is on `/metrics`, and the counts
   equal the traffic the emulators recorded (answers, a cache hit, a provider 429, failures
   after retries, a breaker opening, queued questions, tokens);
 * `promtool check metrics` accepts the live exposition;

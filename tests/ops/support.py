@@ -26,7 +26,7 @@ ALERTMANAGER_CONFIG: Final = DEPLOY / "alertmanager" / "alertmanager.yml"
 DASHBOARDS_DIR: Final = DEPLOY / "grafana" / "dashboards"
 RUNBOOKS: Final = ROOT / "docs" / "runbooks.md"
 # The design documents live in shared/ beside the repository (also in CI).
-METRICS_MD: Final = ROOT.parent / "shared" / "design" / "METRICS.md"
+METRICS_MD: Final = ROOT / "docs" / "metrics.md"
 
 # Where alert annotations link to (the single definition the rule files are checked against).
 RUNBOOK_BASE: Final = "https://github.com/example/discord-llm-bot/blob/main/docs/runbooks.md"
@@ -205,7 +205,7 @@ def metric_names(expr: str) -> set[str]:
 def catalogue() -> set[str]:
     """Metric names METRICS.md lists, histograms expanded to their series."""
     if not METRICS_MD.is_file():
-        missing(str(METRICS_MD), "the shared design documents belong beside the repository")
+        missing(str(METRICS_MD), "the metric catalogue docs/metrics.md is part of the repository")
     names: set[str] = set()
     for line in METRICS_MD.read_text(encoding="utf-8").splitlines():
         cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
@@ -224,7 +224,7 @@ def catalogue() -> set[str]:
 def catalogue_recording_rules() -> set[str]:
     """Recording-rule names METRICS.md spells out."""
     if not METRICS_MD.is_file():
-        missing(str(METRICS_MD), "the shared design documents belong beside the repository")
+        missing(str(METRICS_MD), "the metric catalogue docs/metrics.md is part of the repository")
     return set(re.findall(r"`(llmbot:[a-z0-9_:]+)`", METRICS_MD.read_text(encoding="utf-8")))
 
 

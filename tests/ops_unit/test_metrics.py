@@ -44,7 +44,7 @@ from bot.resilience.degradation import DegradationLevel
 from tests.ops.support import need_binary
 from tests.ops_unit.fakes import BUILD, MODEL, START, World, scrape, value
 
-METRICS_MD = Path(__file__).resolve().parents[2].parent / "shared" / "design" / "METRICS.md"
+METRICS_MD = Path(__file__).resolve().parents[2] / "docs" / "metrics.md"
 
 
 # --- the catalogue, read from METRICS.md ---------------------------------------------------------
