@@ -1,0 +1,104 @@
+"""`python -m benchmarks [--quick] [--only NAME ...] [--instrumentation] [--profile]`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.harness import Mode, Result
+from benchmarks.report import existing_analysis, load_results, machine_facts, render, save_results
+from benchmarks.scenarios import SCENARIOS, Options
+
+HERE = Path(__file__).absolute().parent
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument(
+        "--quick", action="store_true", help="smaller and shorter (about 5 min instead of 25)"
+    )
+    parser.add_argument(
+        "--only", nargs="+", choices=list(SCENARIOS), default=None, help="run only these"
+    )
+    parser.add_argument(
+        "--instrumentation",
+        action="store_true",
+        help="also measure the answer path with metrics + OTLP tracing on vs off",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="attach py-spy to the bot during measured phases; writes benchmarks/profiles/ "
+        "(figures are printed, not written to RESULTS.md)",
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help="where to write the report (default: benchmarks/RESULTS.md for a full run)",
+    )
+    parser.add_argument("--keep-scratch", action="store_true", help="keep child logs and data")
+    return parser
+
+
+async def run(options: Options, names: list[str]) -> list[Result]:
+    """Run the named scenarios one after the other."""
+    results = []
+    for name in names:
+        started = time.monotonic()
+        print(f"benchmarks: {name} ...", file=sys.stderr, flush=True)
+        result = await SCENARIOS[name](options)
+        print(
+            f"benchmarks: {name} done in {time.monotonic() - started:.0f} s",
+            file=sys.stderr,
+            flush=True,
+        )
+        results.append(result)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the harness and write the report."""
+    args = _parser().parse_args(argv)
+    mode: Mode = "quick" if args.quick else "full"
+    names = args.only or list(SCENARIOS)
+    scratch = Path(tempfile.mkdtemp(prefix="bot-bench-"))
+    options = Options(
+        mode=mode,
+        scratch=scratch,
+        instrumentation=args.instrumentation,
+        profile_dir=HERE / "profiles" if args.profile else None,
+    )
+    started = time.monotonic()
+    try:
+        results = asyncio.run(run(options, names))
+    finally:
+        if args.keep_scratch:
+            print(f"benchmarks: logs and data kept in {scratch}", file=sys.stderr)
+        else:
+            shutil.rmtree(scratch, ignore_errors=True)
+    facts = machine_facts(mode, (time.monotonic() - started) / 60)
+    output: Path | None = args.output
+    if output is None and mode == "full" and not args.profile:
+        output = HERE / "RESULTS.md"
+    if output is not None:
+        raw_path = output.with_name(output.stem.lower() + ".json")
+        if args.only:  # refresh these scenarios, keep the others of the last run
+            fresh = {r.name: r for r in results}
+            kept = [r for r in load_results(raw_path) if r.name not in fresh]
+            results = sorted([*kept, *fresh.values()], key=lambda r: list(SCENARIOS).index(r.name))
+            facts["refreshed"] = ", ".join(names)
+        output.write_text(render(results, facts, existing_analysis(output)))
+        save_results(raw_path, results, facts)
+        print(f"benchmarks: wrote {output} and {raw_path.name}", file=sys.stderr)
+    print(render(results, facts, ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,802 @@
+"""The six scenarios. Each runs the bot in its own process, with a baseline in the same run."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import re
+import statistics
+import time
+import tracemalloc
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Self
+
+from benchmarks.bare_bot import SENTINEL
+from benchmarks.harness import (
+    JSON,
+    Lab,
+    Mode,
+    Result,
+    Row,
+    User,
+    bare_bot_command,
+    gather_limited,
+    lab,
+    per_answer_us,
+    quantiles_ms,
+    scrape_metrics,
+)
+from benchmarks.otlp import SpanCounter
+from benchmarks.profiling import Profiler
+from bot.chat.memory import ConversationMemory, Turn
+from bot.emulator.discord import SentMessage
+from bot.emulator.gemini import GeminiRequest
+from bot.loadtest import BotProcess, message_time
+
+__all__ = ["SCENARIOS", "Options", "Scale", "scale_for"]
+
+
+@dataclass(frozen=True, slots=True)
+class Scale:
+    """How much of each scenario a mode runs."""
+
+    ingest_events: int
+    ingest_rounds: int
+    answer_rounds: int
+    answer_conversations: int
+    answer_exchanges: int
+    latency_seconds: float
+    latency_rate: float
+    scrape_world: tuple[int, int]  # guilds, users per guild
+    scrapes: int
+    memory_conversations: int
+    memory_turns: int
+    quota_rpm: int
+    quota_windows: int  # full minute windows measured; 0 = a few seconds of one window
+    quota_seconds: float  # used when quota_windows == 0
+
+
+SCALES: dict[Mode, Scale] = {
+    "full": Scale(20_000, 3, 2, 300, 10, 30.0, 50.0, (200, 50), 200, 10_000, 20, 60, 3, 0.0),
+    "quick": Scale(5_000, 2, 1, 100, 10, 10.0, 50.0, (20, 10), 200, 1_000, 20, 60, 1, 0.0),
+    "smoke": Scale(200, 1, 1, 3, 3, 1.0, 20.0, (2, 2), 5, 6, 4, 5, 0, 3.0),
+}
+
+
+def scale_for(mode: Mode) -> Scale:
+    """The scale of a mode."""
+    return SCALES[mode]
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """What one harness run does beyond the figures."""
+
+    mode: Mode
+    scratch: Path
+    instrumentation: bool = False  # measure metrics + tracing on vs off (needs the ops wiring)
+    profile_dir: Path | None = None  # attach py-spy to the bot during measured phases
+
+    @property
+    def scale(self) -> Scale:
+        return SCALES[self.mode]
+
+
+def _ratio(value: float, baseline: float) -> float:
+    """value / baseline; nan when the baseline measured no CPU at all (clock-tick resolution)."""
+    return value / baseline if baseline > 0 else math.nan
+
+
+def _verdict(ok: bool) -> Any:
+    return "met" if ok else "missed"
+
+
+@contextlib.asynccontextmanager
+async def _profiled(
+    options: Options, proc: BotProcess, name: str
+) -> AsyncIterator[Profiler | None]:
+    if options.profile_dir is None:
+        yield None
+        return
+    async with Profiler(proc.pid, options.profile_dir / f"{name}.txt") as profiler:
+        yield profiler
+
+
+# -- 1. ingest ----------------------------------------------------------------------------------
+
+
+async def ingest(options: Options) -> Result:
+    """Guild messages that do not address the bot: CPU per event, bot vs a bare hikari bot."""
+    scale = options.scale
+    result = Result("ingest", "1. Ingest: guild messages that do not address the bot")
+    per_event: dict[str, list[float]] = {"bot": [], "bare hikari": []}
+    rates: dict[str, list[float]] = {"bot": [], "bare hikari": []}
+    async with lab(options.scratch / "ingest") as lb:
+        guild = lb.discord.create_guild("Ingest")
+        channel = lb.discord.guild_text_channel(guild)
+        users = _members(lb, guild, 20, "chatter")
+        contenders: list[tuple[str, list[str] | None, str, bool]] = [
+            ("bot", None, "sentinel: are you there?", True),
+            ("bare hikari", bare_bot_command("noop"), SENTINEL, False),
+        ]
+        # Alternating rounds, so a drift of the machine's speed hits both alike.
+        for _ in range(scale.ingest_rounds):
+            for name, argv, sentinel_text, mention in contenders:
+                async with lb.child(lb.settings(), argv, name) as proc:
+
+                    async def sentinel(text: str = sentinel_text, mention: bool = mention) -> None:
+                        await lb.ask(channel, users[0], text, mention=mention)
+
+                    await _push(lb, channel, users, min(500, scale.ingest_events))
+                    await sentinel()
+                    # What the closing sentinel itself costs, to take it off the total.
+                    calibrate = 10
+                    before = proc.usage()
+                    for _ in range(calibrate):
+                        await sentinel()
+                    sentinel_cpu_s = (proc.usage().cpu_s - before.cpu_s) / calibrate
+                    async with _profiled(options, proc, f"ingest-{name.replace(' ', '-')}"):
+                        before = proc.usage()
+                        started = time.perf_counter()
+                        await _push(lb, channel, users, scale.ingest_events)
+                        await sentinel()
+                        wall = time.perf_counter() - started
+                        after = proc.usage()
+                    cpu_s = after.cpu_s - before.cpu_s - sentinel_cpu_s
+                    per_event[name].append(cpu_s * 1e6 / scale.ingest_events)
+                    rates[name].append(scale.ingest_events / wall)
+    bot, bare = (statistics.median(per_event[name]) for name in ("bot", "bare hikari"))
+    bot_rate, bare_rate = (statistics.median(rates[name]) for name in ("bot", "bare hikari"))
+    ratio = _ratio(bot, bare)
+    result.data = {
+        "events": scale.ingest_events,
+        "rounds": scale.ingest_rounds,
+        "us_per_event": per_event,
+        "events_per_s": rates,
+        "ratio": ratio,
+    }
+    result.rows = [
+        Row("bot CPU per event", f"{bot:.1f} µs"),
+        Row("bare hikari GatewayBot CPU per event", f"{bare:.1f} µs"),
+        Row("ratio bot / bare hikari", f"{ratio:.2f}×", "≤ 1.2×", _verdict(ratio <= 1.2)),
+        Row(
+            "events taken per second (bot / bare)",
+            f"{bot_rate:.0f} / {bare_rate:.0f}",
+        ),
+    ]
+    result.notes.append(
+        f"Medians of {scale.ingest_rounds} alternating rounds, each a fresh process taking "
+        f"{scale.ingest_events:,} MESSAGE_CREATE events from 20 members in one channel, pushed by "
+        "8 concurrent senders that wait for each write (backpressure from the bot's socket). "
+        "After the last event a sentinel message is answered; the sentinel's own cost "
+        "(measured over 10 sentinels before) is taken off."
+    )
+    return result
+
+
+def _members(lb: Lab, guild: int, count: int, prefix: str) -> list[User]:
+    users = []
+    for index in range(count):
+        user = lb.discord.create_user(f"{prefix}-{index + 1}")
+        lb.discord.add_member(guild, user)
+        users.append(user)
+    return users
+
+
+async def _push(lb: Lab, channel: int, users: list[User], count: int) -> None:
+    async def one(index: int) -> None:
+        await lb.discord.send_message(
+            channel,
+            author=users[index % len(users)],
+            content=f"just chatting among ourselves, message {index}",
+        )
+
+    await gather_limited((one(i) for i in range(count)), 8)
+
+
+# -- 2. answer path ------------------------------------------------------------------------------
+
+
+async def answer_path(options: Options) -> Result:
+    """Mentions answered at zero Gemini latency: CPU per answer, vs a bare replying hikari bot."""
+    scale = options.scale
+    result = Result("answer", "2. Answer path: mentions, Gemini at zero latency, limits relaxed")
+    receiver = SpanCounter() if options.instrumentation else None
+    scrape_every_s = 0.5 if options.mode == "smoke" else 5.0
+    scraper_served = False
+    async with lab(options.scratch / "answer") as lb:
+        guild = lb.discord.create_guild("Answers")
+        channels = [
+            lb.discord.create_channel(guild, name=f"talk-{i}")
+            for i in range(scale.answer_conversations)
+        ]
+        users = _members(lb, guild, scale.answer_conversations, "asker")
+        warm_channel = lb.discord.create_channel(guild, name="warm-up")
+        jobs = [
+            (channels[i], users[i], f"question {k} in conversation {i}: what is a monad?")
+            for k in range(scale.answer_exchanges)
+            for i in range(scale.answer_conversations)
+        ]
+
+        async def measure(name: str, argv: list[str] | None, settings: dict[str, object]) -> float:
+            nonlocal scraper_served
+            scraper = None
+            if name == "instrumentation on":
+                scraper = _Scraper(
+                    f"http://127.0.0.1:{settings['ops_port']}/metrics", scrape_every_s
+                )
+            async with lb.child(settings, argv, name) as proc:
+                for k in range(10):
+                    await lb.ask(warm_channel, users[0], f"warm-up {name} {k}")
+                async with _profiled(options, proc, f"answer-{name.replace(' ', '-')}"):
+                    before = proc.usage()
+                    async with scraper or contextlib.nullcontext():
+                        answered = await lb.closed_loop(jobs, concurrency=32)
+                    after = proc.usage()
+            scraper_served |= scraper is not None and scraper.served
+            return per_answer_us(before, after, answered)
+
+        contenders: list[tuple[str, list[str] | None, dict[str, object]]] = [
+            ("bot", None, {}),
+            ("bare hikari", bare_bot_command("reply"), {}),
+        ]
+        if receiver is not None:
+            receiver.start()
+            contenders += [
+                ("instrumentation off", None, {"otel_sdk_disabled": "true"}),
+                (
+                    "instrumentation on",
+                    None,
+                    {
+                        "otel_exporter_otlp_endpoint": receiver.endpoint,
+                        "otel_bsp_schedule_delay": "1000",
+                    },
+                ),
+            ]
+        runs: dict[str, list[float]] = {name: [] for name, _, _ in contenders}
+        try:
+            # Alternating rounds, so a drift of the machine's speed hits every contender alike.
+            for _ in range(scale.answer_rounds):
+                for name, argv, extra in contenders:
+                    runs[name].append(await measure(name, argv, lb.settings(**extra)))
+        finally:
+            if receiver is not None:
+                await asyncio.sleep(1.5)  # the last batch of spans
+                receiver.stop()
+    medians = {name: statistics.median(values) for name, values in runs.items()}
+    bot_us, bare_us = medians["bot"], medians["bare hikari"]
+    ratio = _ratio(bot_us, bare_us)
+    result.rows = [
+        Row("bot CPU per answered message", f"{bot_us:.0f} µs"),
+        Row("bare hikari bot replying a fixed string", f"{bare_us:.0f} µs"),
+        Row("ratio bot / bare hikari", f"{ratio:.1f}×"),
+    ]
+    result.data = {
+        "answers": len(jobs),
+        "rounds": scale.answer_rounds,
+        "us_per_answer": runs,
+        "bot_us": bot_us,
+        "bare_us": bare_us,
+        "ratio": ratio,
+    }
+    if receiver is None:
+        result.rows.append(
+            Row(
+                "instrumentation on / off (metrics + OTLP tracing)",
+                "TODO: not measured in this run (`python -m benchmarks --instrumentation`)",
+                "≤ 1.10×",
+                "TODO",
+            )
+        )
+    else:
+        off_us, on_us = medians["instrumentation off"], medians["instrumentation on"]
+        instr = _ratio(on_us, off_us)
+        result.data |= {
+            "instr_off_us": off_us,
+            "instr_on_us": on_us,
+            "instr_ratio": instr,
+            "spans_received": receiver.spans,
+            "metrics_served": scraper_served,
+        }
+        wired = receiver.spans > 0 and scraper_served
+        result.rows.append(
+            Row(
+                f"instrumentation on / off (OTLP tracing + /metrics every {scrape_every_s:g} s)",
+                f"{instr:.3f}× ({on_us:.0f} / {off_us:.0f} µs)"
+                if wired
+                else f"TODO: pending the ops wiring ({receiver.spans} spans received, /metrics "
+                f"{'served' if scraper_served else 'not served'})",
+                "≤ 1.10×",
+                _verdict(instr <= 1.10) if wired else "TODO",
+            )
+        )
+        result.notes.append(
+            "Instrumentation on: spans exported in batches (1 s) to an OTLP/gRPC receiver in the "
+            f"harness ({receiver.spans:,} spans received) and /metrics scraped every "
+            f"{scrape_every_s:g} s. Off: OTEL_SDK_DISABLED=true (no spans at all) and no scrapes. "
+            "Metric recording itself has no switch, so it is in both."
+        )
+    result.notes.insert(
+        0,
+        f"Medians of {scale.answer_rounds} alternating round(s). {scale.answer_conversations} "
+        f"channels × {scale.answer_exchanges} exchanges, 32 in flight; each channel is one "
+        "conversation, so the history sent to Gemini grows from 0 to "
+        f"{2 * (scale.answer_exchanges - 1)} turns. The bot also sends a typing indicator per "
+        "answer and streams the Gemini answer (SSE); the bare bot makes one REST call.",
+    )
+    return result
+
+
+class _Scraper:
+    """Scrapes a /metrics URL every `interval_s` while active, as Prometheus would."""
+
+    def __init__(self, url: str, interval_s: float) -> None:
+        self.url = url
+        self.interval_s = interval_s
+        self.served = False
+        self._task: asyncio.Task[None] | None = None
+
+    async def _loop(self) -> None:
+        while True:
+            self.served |= not isinstance(await scrape_metrics(self.url, 1), str)
+            await asyncio.sleep(self.interval_s)
+
+    async def __aenter__(self) -> Self:
+        self._task = asyncio.create_task(self._loop())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+# -- 3. added latency ----------------------------------------------------------------------------
+
+_TAG = re.compile(r"\[q(\d+)\]")
+
+
+async def added_latency(options: Options) -> Result:
+    """At a fixed rate with 200 ms Gemini latency: what the bot adds on top of Gemini."""
+    scale = options.scale
+    gemini_s = 0.2
+    result = Result("latency", "3. Added latency at a fixed rate, Gemini latency 200 ms")
+    total = int(scale.latency_rate * scale.latency_seconds)
+    timings: dict[int, tuple[float, float]] = {}
+    async with lab(options.scratch / "latency", latency=gemini_s) as lb:
+        guild = lb.discord.create_guild("Latency")
+        lanes = max(1, math.ceil(total / 10))
+        channels = [lb.discord.create_channel(guild, name=f"lane-{i}") for i in range(lanes)]
+        users = _members(lb, guild, lanes, "asker")
+        async with lb.child(lb.settings()) as proc:
+            for k in range(20):
+                await lb.ask(channels[0], users[0], f"warm-up {k}")
+            warm_requests = len(lb.gemini.requests)
+
+            async def one(index: int) -> None:
+                lane = index % lanes
+                sent, reply = await lb.ask(
+                    channels[lane], users[lane], f"[q{index}] what is the capital of Australia?"
+                )
+                timings[index] = (message_time(sent), message_time(reply.message))
+
+            async with _profiled(options, proc, "latency"):
+                before = proc.usage()
+                started = time.perf_counter()
+                tasks = []
+                for index in range(total):
+                    delay = started + index / scale.latency_rate - time.perf_counter()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    tasks.append(asyncio.create_task(one(index)))
+                await asyncio.gather(*tasks)
+                wall = time.perf_counter() - started
+                after = proc.usage()
+        received = _gemini_received(lb.gemini.requests[warm_requests:])
+    added = [reply - sent - gemini_s for sent, reply in timings.values()]
+    before_gemini = [received[i] - timings[i][0] for i in timings if i in received]
+    after_gemini = [timings[i][1] - received[i] - gemini_s for i in timings if i in received]
+    q_added = quantiles_ms(added)
+    result.data = {
+        "messages": total,
+        "rate": total / wall,
+        "added_ms": q_added,
+        "before_gemini_ms": quantiles_ms(before_gemini),
+        "after_gemini_ms": quantiles_ms(after_gemini),
+        "cpu_us_per_answer": per_answer_us(before, after, total),
+    }
+    cpu_share = (after.cpu_s - before.cpu_s) / wall
+    result.rows = [
+        Row("answered messages per second (achieved)", f"{total / wall:.1f}"),
+        Row("added latency p50", f"{q_added['p50']:.1f} ms"),
+        Row(
+            "added latency p99",
+            f"{q_added['p99']:.1f} ms",
+            "≤ 10 ms",
+            _verdict(q_added["p99"] <= 10.0),
+        ),
+        Row(
+            "of which before the Gemini request (p50 / p99)",
+            "{p50:.1f} / {p99:.1f} ms".format(**result.data["before_gemini_ms"]),
+        ),
+        Row(
+            "of which after the Gemini answer (p50 / p99)",
+            "{p50:.1f} / {p99:.1f} ms".format(**result.data["after_gemini_ms"]),
+        ),
+        Row("bot CPU busy during the run", f"{cpu_share:.0%} of one core"),
+    ]
+    result.notes.append(
+        f"{total} mentions at {scale.latency_rate:g}/s (open loop, evenly spaced) over {lanes} "
+        "channels; added latency = reply created at the Discord emulator − user message "
+        "created − 200 ms, timestamps from the emulators' records. The split uses the time the "
+        "Gemini emulator received each request (before: message → Gemini request; after: "
+        "Gemini request + 200 ms → reply). The emulator streams the 200 ms over three SSE "
+        "chunks, so timer slack of the emulator itself lands in 'after'."
+    )
+    return result
+
+
+def _gemini_received(requests: list[GeminiRequest]) -> dict[int, float]:
+    received: dict[int, float] = {}
+    for request in requests:
+        found = _TAG.search(request.last_user_text)
+        if found is not None:
+            received.setdefault(int(found.group(1)), request.received_at)
+    return received
+
+
+# -- 4. scrape cost ------------------------------------------------------------------------------
+
+
+async def scrape_cost(options: Options) -> Result:
+    """`/metrics` render time and size after small and large traffic (same series count)."""
+    scale = options.scale
+    result = Result("scrape", "4. Scrape cost: GET /metrics")
+    big_guilds, big_users = scale.scrape_world
+    worlds = [
+        ("1 guild × 1 user", 1, 1),
+        (f"{big_guilds} guilds × {big_users} users", *scale.scrape_world),
+    ]
+    measured: dict[str, dict[str, float]] = {}
+    pending: str | None = None
+    for label, guilds, users_per_guild in worlds:
+        async with lab(options.scratch / f"scrape-{guilds}x{users_per_guild}") as lb:
+            jobs: list[tuple[int, User, str]] = []
+            for g in range(guilds):
+                guild = lb.discord.create_guild(f"Scrape guild {g + 1}")
+                channel = lb.discord.guild_text_channel(guild)
+                for u, user in enumerate(_members(lb, guild, users_per_guild, f"g{g}-user")):
+                    jobs.append((channel, user, f"hello from user {u} of guild {g}"))
+            settings = lb.settings(max_conversation_messages=2)
+            url = f"http://127.0.0.1:{settings['ops_port']}/metrics"
+            async with lb.child(settings) as proc:
+                await lb.closed_loop(jobs, concurrency=32)
+                first = await scrape_metrics(url, 1)
+                if isinstance(first, str):
+                    pending = first
+                    continue
+                async with _profiled(options, proc, f"scrape-{guilds}x{users_per_guild}"):
+                    before = proc.usage()
+                    scrapes = await scrape_metrics(url, scale.scrapes)
+                    after = proc.usage()
+                if isinstance(scrapes, str):
+                    pending = scrapes
+                    continue
+                measured[label] = {
+                    "messages": len(jobs),
+                    "median_ms": statistics.median(s.seconds for s in scrapes) * 1000,
+                    "cpu_ms_per_scrape": (after.cpu_s - before.cpu_s) * 1000 / len(scrapes),
+                    "body_bytes": scrapes[-1].body_bytes,
+                    "series": scrapes[-1].series,
+                }
+    result.data = {"worlds": measured, "pending": pending}
+    if pending is not None or len(measured) < 2:
+        result.rows = [
+            Row(
+                "/metrics render time (median of scrapes)",
+                f"pending the ops server: {pending}",
+                "≤ 5 ms",
+                "pending",
+            ),
+            Row(
+                "series count independent of guilds/users",
+                "pending the ops server",
+                "equal",
+                "pending",
+            ),
+        ]
+        result.notes.append(
+            "The code path scrapes GET http://OPS_HOST:OPS_PORT/metrics of the bot child; the "
+            "bot did not serve it when this ran."
+        )
+        return result
+    small, big = (measured[label] for label, _, _ in worlds)
+    for label, figures in measured.items():
+        result.rows.append(
+            Row(
+                f"render time, median of {scale.scrapes} ({label})",
+                f"{figures['median_ms']:.2f} ms (CPU {figures['cpu_ms_per_scrape']:.2f} ms)",
+                "≤ 5 ms",
+                _verdict(figures["median_ms"] <= 5.0),
+            )
+        )
+        result.rows.append(
+            Row(f"body size / series ({label})", f"{figures['body_bytes']} B / {figures['series']}")
+        )
+    result.rows.append(
+        Row(
+            "series count independent of guilds/users",
+            f"{small['series']} vs {big['series']}",
+            "equal",
+            _verdict(small["series"] == big["series"]),
+        )
+    )
+    result.notes.append(
+        "Render time is the client-side time of one GET (HTTP on loopback included); CPU is the "
+        "bot process's CPU time per scrape. Each world's users mention the bot once in their "
+        "guild's #general (MAX_CONVERSATION_MESSAGES=2 to keep the traffic cheap)."
+    )
+    return result
+
+
+# -- 5. memory -----------------------------------------------------------------------------------
+
+
+def _short_answer(request: GeminiRequest) -> str:
+    return f"noted, turn {len(request.contents)}"
+
+
+async def memory(options: Options) -> Result:
+    """RSS at idle and with many live conversations, driven through the Discord emulator."""
+    scale = options.scale
+    result = Result("memory", "5. Memory: live conversations")
+    conversations, turns = scale.memory_conversations, scale.memory_turns
+    text_chars = 0
+    async with lab(options.scratch / "memory", responder=_short_answer) as lb:
+        users = [lb.discord.create_user(f"dm-user-{i}") for i in range(conversations)]
+        dms = [lb.discord.create_dm(user) for user in users]
+        jobs = [
+            (dms[i], users[i], f"turn {t} of conversation {i}: please remember the number {t * i}")
+            for t in range(turns // 2)
+            for i in range(conversations)
+        ]
+
+        def count_text(sent: JSON, reply: SentMessage) -> None:
+            nonlocal text_chars
+            text_chars += len(str(sent["content"])) + len(reply.content)
+
+        async with lb.child(lb.settings(max_conversations=conversations * 2)) as proc:
+            settle_s = 0.5 if options.mode == "smoke" else 3.0
+            await asyncio.sleep(settle_s)
+            idle = proc.usage()
+            started = time.perf_counter()
+            async with _profiled(options, proc, "memory"):
+                answered = await lb.closed_loop(jobs, concurrency=64, on_reply=count_text)
+            wall = time.perf_counter() - started
+            await asyncio.sleep(settle_s)
+            loaded = proc.usage()
+    grown = loaded.rss_bytes - idle.rss_bytes
+    per_conversation = grown / conversations
+    text_per_conversation = text_chars / conversations
+    overhead = per_conversation - text_per_conversation
+    in_process = _memory_in_process(conversations, turns)
+    result.data = {
+        "conversations": conversations,
+        "turns": turns,
+        "answered": answered,
+        "seconds": wall,
+        "idle_rss": idle.rss_bytes,
+        "loaded_rss": loaded.rss_bytes,
+        "peak_rss": loaded.peak_rss_bytes,
+        "text_chars_per_conversation": text_per_conversation,
+        "rss_bytes_per_conversation": per_conversation,
+        "in_process": in_process,
+    }
+    mib = 2**20
+    result.rows = [
+        Row("RSS at idle after start-up", f"{idle.rss_bytes / mib:.1f} MiB"),
+        Row(
+            f"RSS with {conversations:,} live conversations of {turns} turns",
+            f"{loaded.rss_bytes / mib:.1f} MiB (peak {loaded.peak_rss_bytes / mib:.1f} MiB)",
+            "≤ 500 MB" if conversations >= 10_000 else "≤ 500 MB at 10,000",
+            _verdict(loaded.peak_rss_bytes <= 500e6),
+        ),
+        Row(
+            "RSS growth per conversation, beyond its text",
+            f"{overhead:,.0f} B (growth {per_conversation:,.0f} B − text "
+            f"{text_per_conversation:,.0f} B)",
+        ),
+        Row(
+            "ConversationMemory alone, per conversation beyond its text (tracemalloc)",
+            f"{in_process['overhead_bytes_per_conversation']:,.0f} B",
+        ),
+    ]
+    result.notes.append(
+        f"Driven through the Discord emulator: {conversations:,} DM conversations × "
+        f"{turns // 2} exchanges ({answered:,} answers in {wall:.0f} s, 64 in flight), short "
+        "answers from the Gemini emulator. RSS growth includes everything the bot keeps per "
+        "conversation (hikari's user and DM-channel cache, the response cache up to its "
+        "1,000-entry cap, allocator slack); the tracemalloc line is the memory structure alone."
+    )
+    return result
+
+
+def _memory_in_process(conversations: int, turns: int) -> dict[str, float]:
+    """Bytes ConversationMemory holds per conversation beyond the characters of its turns."""
+    texts = [
+        (
+            f"turn {t} of conversation {i}: please remember the number {t * i}",
+            f"noted, turn {2 * t + 1}",
+        )
+        for i in range(conversations)
+        for t in range(turns // 2)
+    ]
+    tracemalloc.start()
+    try:
+        baseline = tracemalloc.get_traced_memory()[0]
+        store = ConversationMemory(max_conversations=conversations * 2)
+        chars = 0
+        now = time.time()
+        for index, (asked, answered) in enumerate(texts):
+            key = index % conversations
+            # Fresh strings, as the bot's would be (decoded from the wire each time).
+            asked, answered = "".join(asked), "".join(answered)
+            chars += len(asked) + len(answered)
+            store.append(
+                key,
+                Turn("user", asked, 1000 + key, 10_000 + index, now),
+                Turn("model", answered, None, 20_000 + index, now, reply_to=10_000 + index),
+            )
+        held = tracemalloc.get_traced_memory()[0] - baseline
+    finally:
+        tracemalloc.stop()
+    del texts
+    return {
+        "bytes_per_conversation": held / conversations,
+        "text_chars_per_conversation": chars / conversations,
+        "overhead_bytes_per_conversation": (held - chars) / conversations,
+        "stats_estimate_bytes_per_conversation": store.stats().approx_bytes / conversations,
+    }
+
+
+# -- 6. quota use --------------------------------------------------------------------------------
+
+
+async def quota_use(options: Options) -> Result:
+    """A sustained backlog against an exact RPM quota: share used and 429s, margin 1.0 and 0.9."""
+    scale = options.scale
+    result = Result(
+        "quota", f"6. Quota use: Gemini emulator enforcing exactly {scale.quota_rpm} RPM"
+    )
+    runs = await asyncio.gather(_quota_run(options, 1.0), _quota_run(options, 0.9))
+    for margin, figures in zip((1.0, 0.9), runs, strict=True):
+        used_share = figures["used_share"]
+        if margin == 1.0:
+            result.rows.append(
+                Row(
+                    "quota used, margin 1.0",
+                    f"{used_share:.1%} ({figures['used']}/{figures['capacity']})",
+                    "≥ 98 %",
+                    _verdict(used_share >= 0.98) if scale.quota_windows else "info",
+                )
+            )
+        else:
+            result.rows.append(
+                Row(
+                    "quota used, default margin 0.9",
+                    f"{used_share:.1%} ({figures['used']}/{figures['capacity']})",
+                )
+            )
+        result.rows.append(
+            Row(
+                f"429s received, margin {margin:.1f}",
+                str(figures["rate_limited"]),
+                "0",
+                _verdict(figures["rate_limited"] == 0),
+            )
+        )
+    result.data = {"margin_1.0": runs[0], "margin_0.9": runs[1]}
+    windows = scale.quota_windows
+    result.notes.append(
+        (
+            f"{windows} full minute window(s) measured"
+            if windows
+            else f"{scale.quota_seconds:g} s of one window (smoke: no full window)"
+        )
+        + f"; the backlog is a burst of {2 * scale.quota_rpm} mentions, then "
+        f"{2 * scale.quota_rpm} per minute, from 20 users in 20 channels. Used = requests the "
+        "emulator accepted in the measured windows; 429s are counted over the whole run "
+        "(including the partial window before). Both margins run at the same time against "
+        "separate emulators."
+    )
+    return result
+
+
+async def _quota_run(options: Options, margin: float) -> dict[str, Any]:
+    scale = options.scale
+    rpm = scale.quota_rpm
+    scratch = options.scratch / f"quota-{margin:g}"
+    async with lab(scratch, rpm_limit=rpm) as lb:
+        guild = lb.discord.create_guild("Quota")
+        channels = [lb.discord.create_channel(guild, name=f"q-{i}") for i in range(20)]
+        users = _members(lb, guild, 20, "asker")
+        settings = lb.settings(
+            gemini_rate_limit_rpm=rpm,
+            gemini_rate_limit_daily=1_000_000,
+            gemini_rate_limit_safety_margin=margin,
+            queue_max_age_seconds=3600,
+            queue_max_size=10_000,
+        )
+        kinds: Counter[str] = Counter()
+        async with lb.child(settings, name=f"bot-margin-{margin:g}"):
+            sent = 0
+
+            async def ask() -> None:
+                nonlocal sent
+                index = sent
+                sent += 1
+                lane = index % len(channels)
+                with contextlib.suppress(TimeoutError):
+                    _, reply = await lb.ask(
+                        channels[lane], users[lane], f"[q{index}] backlog question", timeout_s=600
+                    )
+                    kinds["queued" if "queued" in reply.content else "first reply"] += 1
+
+            tasks: set[asyncio.Task[None]] = set()
+
+            def spawn() -> None:
+                task = asyncio.create_task(ask())
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+
+            run_started = time.time()
+            for _ in range(2 * rpm):
+                spawn()
+            first, end = run_started, run_started + scale.quota_seconds
+            if scale.quota_windows:
+                first = math.floor(run_started / 60) * 60 + 60.0
+                if first - run_started < 5:  # too close: the backlog would not be there yet
+                    first += 60
+                end = first + 60 * scale.quota_windows
+            interval = 60 / (2 * rpm)
+            while time.time() < end:
+                await asyncio.sleep(interval)
+                spawn()
+            requests = list(lb.gemini.requests)
+            rate_limited = lb.gemini.rate_limited_count
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+    per_window: Counter[int] = Counter(
+        math.floor(r.received_at / 60) for r in requests if first <= r.received_at < end
+    )
+    windows = sorted(per_window)
+    used = sum(min(per_window[w], rpm) for w in windows)
+    capacity = rpm * (scale.quota_windows or 1)
+    if not scale.quota_windows:
+        capacity = rpm * max(1, len(windows))
+    return {
+        "margin": margin,
+        "windows": {str(w * 60): per_window[w] for w in windows},
+        "used": used,
+        "capacity": capacity,
+        "used_share": used / capacity,
+        "rate_limited": rate_limited,
+        "requests_total": len(requests),
+        "replies": dict(kinds),
+    }
+
+
+SCENARIOS: dict[str, Callable[[Options], Awaitable[Result]]] = {
+    "ingest": ingest,
+    "answer": answer_path,
+    "latency": added_latency,
+    "scrape": scrape_cost,
+    "memory": memory,
+    "quota": quota_use,
+}
