@@ -83,3 +83,12 @@ async def start_bot(
 async def bot(start_bot: Callable[..., Any]) -> BotApp:
     app: BotApp = await start_bot()
     return app
+
+
+def new_guild_with(discord: DiscordEmulator, name: str) -> tuple[int, int, dict[str, Any]]:
+    """A fresh guild with its text channel and one member: (guild id, channel id, user)."""
+    guild = discord.create_guild("Guild")
+    channel = discord.guild_text_channel(guild)
+    user = discord.create_user(name)
+    discord.add_member(guild, user)
+    return guild, channel, user

@@ -8,6 +8,7 @@ from bot.app import BotApp
 from bot.chat.split import DISCORD_MESSAGE_LIMIT
 from bot.emulator.discord import DiscordEmulator
 from bot.emulator.gemini import GeminiEmulator
+from tests.e2e.conftest import new_guild_with
 
 FENCE = re.compile(r"^(```|~~~)", re.MULTILINE)
 
@@ -15,10 +16,7 @@ FENCE = re.compile(r"^(```|~~~)", re.MULTILINE)
 async def test_guild_mention_gets_gemini_answer_as_reply(
     bot: BotApp, discord: DiscordEmulator, gemini: GeminiEmulator
 ) -> None:
-    guild = discord.create_guild("Guild")
-    channel = discord.guild_text_channel(guild)
-    alice = discord.create_user("alice")
-    discord.add_member(guild, alice)
+    _guild, channel, alice = new_guild_with(discord, "alice")
     gemini.queue_answer("Paris is the capital of France.")
 
     msg = await discord.send_message(
@@ -183,10 +181,7 @@ async def test_long_answer_with_code_fences_is_split_in_order(
 async def test_model_output_cannot_ping_anyone(
     bot: BotApp, discord: DiscordEmulator, gemini: GeminiEmulator
 ) -> None:
-    guild = discord.create_guild("Guild")
-    channel = discord.guild_text_channel(guild)
-    alice = discord.create_user("alice")
-    discord.add_member(guild, alice)
+    _guild, channel, alice = new_guild_with(discord, "alice")
     gemini.queue_answer("@everyone @here <@&123> <@456> look at this")
 
     msg = await discord.send_message(channel, author=alice, content="ping", mention_bot=True)
@@ -203,10 +198,7 @@ async def test_model_output_cannot_ping_anyone(
 async def test_empty_mention_gets_a_hint(
     bot: BotApp, discord: DiscordEmulator, gemini: GeminiEmulator
 ) -> None:
-    guild = discord.create_guild("Guild")
-    channel = discord.guild_text_channel(guild)
-    alice = discord.create_user("alice")
-    discord.add_member(guild, alice)
+    _guild, channel, alice = new_guild_with(discord, "alice")
 
     msg = await discord.send_message(channel, author=alice, content="", mention_bot=True)
     reply = await discord.wait_for_reply(int(msg["id"]))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from bot.app import BotApp
 from bot.emulator.discord import DiscordEmulator
 from bot.emulator.gemini import GeminiEmulator
+from tests.e2e.conftest import new_guild_with
 
 MANAGE_MESSAGES = 1 << 13
 
@@ -18,10 +19,7 @@ async def test_commands_are_registered(bot: BotApp, discord: DiscordEmulator) ->
 async def test_chat_command_is_deferred_then_answered(
     bot: BotApp, discord: DiscordEmulator, gemini: GeminiEmulator
 ) -> None:
-    guild = discord.create_guild("Guild")
-    channel = discord.guild_text_channel(guild)
-    alice = discord.create_user("alice")
-    discord.add_member(guild, alice)
+    _guild, channel, alice = new_guild_with(discord, "alice")
     gemini.queue_answer("Slash answer.")
 
     ix = await discord.send_interaction(
@@ -37,10 +35,7 @@ async def test_chat_command_is_deferred_then_answered(
 async def test_clear_forgets_the_users_turns_and_guards_the_channel_scope(
     bot: BotApp, discord: DiscordEmulator, gemini: GeminiEmulator
 ) -> None:
-    guild = discord.create_guild("Guild")
-    channel = discord.guild_text_channel(guild)
-    alice = discord.create_user("alice")
-    discord.add_member(guild, alice)
+    _guild, channel, alice = new_guild_with(discord, "alice")
     msg = await discord.send_message(channel, author=alice, content="remember me", mention_bot=True)
     await discord.wait_for_reply(int(msg["id"]))
     await discord.wait_for(lambda: bool(bot.memory.history(channel)))
@@ -95,10 +90,7 @@ MANAGE_GUILD = 1 << 5
 async def test_maintenance_command_is_for_admins_and_switches_the_mode(
     bot: BotApp, discord: DiscordEmulator, gemini: GeminiEmulator
 ) -> None:
-    guild = discord.create_guild("Guild")
-    channel = discord.guild_text_channel(guild)
-    alice = discord.create_user("alice")
-    discord.add_member(guild, alice)
+    _guild, channel, alice = new_guild_with(discord, "alice")
 
     denied = await discord.send_interaction(
         "maintenance", user=alice, channel_id=channel, options={"mode": "on"}
