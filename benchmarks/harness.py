@@ -7,7 +7,7 @@ import contextlib
 import re
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -241,17 +241,6 @@ async def scrape_metrics(url: str, count: int) -> list[Scrape] | str:
             series = sum(1 for line in text.splitlines() if _SAMPLE.match(line))
             scrapes.append(Scrape(elapsed, len(body), series))
     return scrapes
-
-
-async def gather_limited(coros: Iterable[Awaitable[None]], limit: int) -> None:
-    """Await coroutines with at most `limit` running at once."""
-    gate = asyncio.Semaphore(limit)
-
-    async def one(coro: Awaitable[None]) -> None:
-        async with gate:
-            await coro
-
-    await asyncio.gather(*(one(c) for c in coros))
 
 
 def quantiles_ms(values: list[float]) -> dict[str, float]:

@@ -24,7 +24,6 @@ from benchmarks.harness import (
     Row,
     User,
     bare_bot_command,
-    gather_limited,
     lab,
     per_answer_us,
     quantiles_ms,
@@ -45,8 +44,7 @@ class Scale:
     """How much of each scenario a mode runs."""
 
     ingest_events: int
-    ingest_rounds: int
-    answer_rounds: int
+    ingest_rounds: int  # phases per contender
     answer_conversations: int
     answer_exchanges: int
     latency_seconds: float
@@ -61,9 +59,9 @@ class Scale:
 
 
 SCALES: dict[Mode, Scale] = {
-    "full": Scale(20_000, 3, 2, 300, 10, 30.0, 50.0, (200, 50), 200, 10_000, 20, 60, 3, 0.0),
-    "quick": Scale(5_000, 2, 1, 100, 10, 10.0, 50.0, (20, 10), 200, 1_000, 20, 60, 1, 0.0),
-    "smoke": Scale(200, 1, 1, 3, 3, 1.0, 20.0, (2, 2), 5, 6, 4, 5, 0, 3.0),
+    "full": Scale(40_000, 20, 300, 10, 30.0, 50.0, (200, 50), 200, 10_000, 20, 60, 3, 0.0),
+    "quick": Scale(10_000, 5, 100, 10, 10.0, 50.0, (20, 10), 200, 1_000, 20, 60, 1, 0.0),
+    "smoke": Scale(200, 1, 3, 3, 1.0, 20.0, (2, 2), 5, 6, 4, 5, 0, 3.0),
 }
 
 
@@ -91,6 +89,10 @@ def _ratio(value: float, baseline: float) -> float:
     return value / baseline if baseline > 0 else math.nan
 
 
+def _spread(ratios: list[float]) -> str:
+    return f"phases {min(ratios):.2f}–{max(ratios):.2f}" if len(ratios) > 1 else "1 phase"
+
+
 def _verdict(ok: bool) -> Any:
     return "met" if ok else "missed"
 
@@ -109,71 +111,143 @@ async def _profiled(
 # -- 1. ingest ----------------------------------------------------------------------------------
 
 
+@dataclass
+class _Contender:
+    """One process under comparison: its lab, and how to run phase k (returns items done)."""
+
+    name: str
+    lab: Lab
+    proc: BotProcess
+    phase: Callable[[int], Awaitable[int]]
+    overhead_cpu_s: float = 0.0  # taken off every phase (the closing sentinel)
+
+
+@dataclass(frozen=True, slots=True)
+class _Phases:
+    """CPU seconds and items of each phase of each contender."""
+
+    cpu_s: dict[str, list[float]]
+    items: dict[str, list[int]]
+
+    def per_item_us(self, name: str) -> float:
+        return sum(self.cpu_s[name]) * 1e6 / max(1, sum(self.items[name]))
+
+    def ratios(self, name: str, baseline: str) -> list[float]:
+        """Phase-by-phase ratios of CPU per item (each phase next to the baseline's)."""
+        return [
+            _ratio(c / max(1, n), b / max(1, m))
+            for c, n, b, m in zip(
+                self.cpu_s[name],
+                self.items[name],
+                self.cpu_s[baseline],
+                self.items[baseline],
+                strict=True,
+            )
+        ]
+
+
+async def _interleave(contenders: list[_Contender], phases: int, settle_s: float) -> _Phases:
+    """Run phase k of every contender in turn, k = 0..phases-1, reading each one's CPU around it.
+
+    All contenders stay up, idle between their phases, so a drift of the machine's speed
+    (a shared VM) hits them alike instead of whichever ran last.
+    """
+    cpu: dict[str, list[float]] = {c.name: [] for c in contenders}
+    items: dict[str, list[int]] = {c.name: [] for c in contenders}
+    for k in range(phases):
+        for contender in contenders:
+            before = contender.proc.usage()
+            done = await contender.phase(k)
+            # Work that trails the phase (span export batches) is still the phase's.
+            await asyncio.sleep(settle_s)
+            after = contender.proc.usage()
+            cpu[contender.name].append(after.cpu_s - before.cpu_s - contender.overhead_cpu_s)
+            items[contender.name].append(done)
+    return _Phases(cpu, items)
+
+
 async def ingest(options: Options) -> Result:
     """Guild messages that do not address the bot: CPU per event, bot vs a bare hikari bot."""
     scale = options.scale
     result = Result("ingest", "1. Ingest: guild messages that do not address the bot")
-    per_event: dict[str, list[float]] = {"bot": [], "bare hikari": []}
-    rates: dict[str, list[float]] = {"bot": [], "bare hikari": []}
-    async with lab(options.scratch / "ingest") as lb:
-        guild = lb.discord.create_guild("Ingest")
-        channel = lb.discord.guild_text_channel(guild)
-        users = _members(lb, guild, 20, "chatter")
-        contenders: list[tuple[str, list[str] | None, str, bool]] = [
-            ("bot", None, "sentinel: are you there?", True),
-            ("bare hikari", bare_bot_command("noop"), SENTINEL, False),
-        ]
-        # Alternating rounds, so a drift of the machine's speed hits both alike.
-        for _ in range(scale.ingest_rounds):
-            for name, argv, sentinel_text, mention in contenders:
-                async with lb.child(lb.settings(), argv, name) as proc:
+    per_phase = scale.ingest_events // scale.ingest_rounds
+    specs: list[tuple[str, list[str] | None, str, bool]] = [
+        ("bot", None, "sentinel: are you there?", True),
+        ("bare hikari", bare_bot_command("noop"), SENTINEL, False),
+    ]
+    async with contextlib.AsyncExitStack() as stack:
+        contenders = []
+        for name, argv, sentinel_text, mention in specs:
+            slug = name.replace(" ", "-")
+            lb = await stack.enter_async_context(lab(options.scratch / f"ingest-{slug}"))
+            guild = lb.discord.create_guild("Ingest")
+            channel = lb.discord.guild_text_channel(guild)
+            users = _members(lb, guild, 20, "chatter")
+            proc = await stack.enter_async_context(lb.child(lb.settings(), argv, name))
 
-                    async def sentinel(text: str = sentinel_text, mention: bool = mention) -> None:
-                        await lb.ask(channel, users[0], text, mention=mention)
+            async def phase(
+                k: int,
+                lb: Lab = lb,
+                proc: BotProcess = proc,
+                channel: int = channel,
+                users: list[User] = users,
+                text: str = sentinel_text,
+                mention: bool = mention,
+            ) -> int:
+                # The whole phase is queued while the process is stopped, then it drains the
+                # backlog as fast as it can: saturated, whatever the harness's own speed.
+                proc.pause()
+                try:
+                    sends = _queue_events(lb, channel, users, per_phase)
+                    await asyncio.sleep(0)  # every send has now queued its dispatch
+                finally:
+                    proc.resume()
+                await asyncio.gather(*sends)
+                # Answered only once every earlier event was handled.
+                await lb.ask(channel, users[0], text, mention=mention)
+                return per_phase
 
-                    await _push(lb, channel, users, min(500, scale.ingest_events))
-                    await sentinel()
-                    # What the closing sentinel itself costs, to take it off the total.
-                    calibrate = 10
-                    before = proc.usage()
-                    for _ in range(calibrate):
-                        await sentinel()
-                    sentinel_cpu_s = (proc.usage().cpu_s - before.cpu_s) / calibrate
-                    async with _profiled(options, proc, f"ingest-{name.replace(' ', '-')}"):
-                        before = proc.usage()
-                        started = time.perf_counter()
-                        await _push(lb, channel, users, scale.ingest_events)
-                        await sentinel()
-                        wall = time.perf_counter() - started
-                        after = proc.usage()
-                    cpu_s = after.cpu_s - before.cpu_s - sentinel_cpu_s
-                    per_event[name].append(cpu_s * 1e6 / scale.ingest_events)
-                    rates[name].append(scale.ingest_events / wall)
-    bot, bare = (statistics.median(per_event[name]) for name in ("bot", "bare hikari"))
-    bot_rate, bare_rate = (statistics.median(rates[name]) for name in ("bot", "bare hikari"))
+            await phase(-1)  # warm-up
+            # What the closing sentinel itself costs, to take it off every phase.
+            calibrate = 10
+            before = proc.usage()
+            for _ in range(calibrate):
+                await lb.ask(channel, users[0], sentinel_text, mention=mention)
+            sentinel_cpu_s = (proc.usage().cpu_s - before.cpu_s) / calibrate
+            await stack.enter_async_context(_profiled(options, proc, f"ingest-{slug}"))
+            contenders.append(_Contender(name, lb, proc, phase, sentinel_cpu_s))
+        phases = await _interleave(contenders, scale.ingest_rounds, settle_s=0.0)
+    bot, bare = phases.per_item_us("bot"), phases.per_item_us("bare hikari")
     ratio = _ratio(bot, bare)
+    ratios = phases.ratios("bot", "bare hikari")
     result.data = {
-        "events": scale.ingest_events,
-        "rounds": scale.ingest_rounds,
-        "us_per_event": per_event,
-        "events_per_s": rates,
+        "events": per_phase * scale.ingest_rounds,
+        "phases": scale.ingest_rounds,
+        "cpu_s": phases.cpu_s,
+        "ratios": ratios,
+        "bot_us": bot,
+        "bare_us": bare,
         "ratio": ratio,
     }
     result.rows = [
         Row("bot CPU per event", f"{bot:.1f} µs"),
         Row("bare hikari GatewayBot CPU per event", f"{bare:.1f} µs"),
-        Row("ratio bot / bare hikari", f"{ratio:.2f}×", "≤ 1.2×", _verdict(ratio <= 1.2)),
         Row(
-            "events taken per second (bot / bare)",
-            f"{bot_rate:.0f} / {bare_rate:.0f}",
+            "ratio bot / bare hikari",
+            f"{ratio:.2f}× ({_spread(ratios)})",
+            "≤ 1.2×",
+            _verdict(ratio <= 1.2),
         ),
     ]
     result.notes.append(
-        f"Medians of {scale.ingest_rounds} alternating rounds, each a fresh process taking "
-        f"{scale.ingest_events:,} MESSAGE_CREATE events from 20 members in one channel, pushed by "
-        "8 concurrent senders that wait for each write (backpressure from the bot's socket). "
-        "After the last event a sentinel message is answered; the sentinel's own cost "
-        "(measured over 10 sentinels before) is taken off."
+        f"Both processes run side by side against emulators of their own and take turns: "
+        f"{scale.ingest_rounds} phases each of {per_phase:,} MESSAGE_CREATE events from 20 "
+        "members in one channel. A phase is queued at the gateway emulator while the process is "
+        "stopped (SIGSTOP), so it then drains the backlog as fast as it can take it; it is "
+        "closed by a sentinel message that is answered "
+        "once every earlier event was handled; the sentinel's own cost (measured over 10 before) "
+        "is taken off. CPU per event = total CPU / total events; the range is the spread of "
+        "the phase-by-phase ratios."
     )
     return result
 
@@ -187,15 +261,18 @@ def _members(lb: Lab, guild: int, count: int, prefix: str) -> list[User]:
     return users
 
 
-async def _push(lb: Lab, channel: int, users: list[User], count: int) -> None:
-    async def one(index: int) -> None:
-        await lb.discord.send_message(
-            channel,
-            author=users[index % len(users)],
-            content=f"just chatting among ourselves, message {index}",
+def _queue_events(lb: Lab, channel: int, users: list[User], count: int) -> list[asyncio.Task[JSON]]:
+    """Start `count` chatter messages; each queues its dispatch on its first step."""
+    return [
+        asyncio.create_task(
+            lb.discord.send_message(
+                channel,
+                author=users[index % len(users)],
+                content=f"just chatting among ourselves, message {index}",
+            )
         )
-
-    await gather_limited((one(i) for i in range(count)), 8)
+        for index in range(count)
+    ]
 
 
 # -- 2. answer path ------------------------------------------------------------------------------
@@ -207,68 +284,70 @@ async def answer_path(options: Options) -> Result:
     result = Result("answer", "2. Answer path: mentions, Gemini at zero latency, limits relaxed")
     receiver = SpanCounter() if options.instrumentation else None
     scrape_every_s = 0.5 if options.mode == "smoke" else 5.0
-    scraper_served = False
-    async with lab(options.scratch / "answer") as lb:
-        guild = lb.discord.create_guild("Answers")
-        channels = [
-            lb.discord.create_channel(guild, name=f"talk-{i}")
-            for i in range(scale.answer_conversations)
+    specs: list[tuple[str, list[str] | None, dict[str, object]]] = [
+        ("bot", None, {}),
+        ("bare hikari", bare_bot_command("reply"), {}),
+    ]
+    if receiver is not None:
+        receiver.start()
+        specs += [
+            ("instrumentation off", None, {"otel_sdk_disabled": "true"}),
+            (
+                "instrumentation on",
+                None,
+                {
+                    "otel_exporter_otlp_endpoint": receiver.endpoint,
+                    "otel_bsp_schedule_delay": "500",
+                },
+            ),
         ]
-        users = _members(lb, guild, scale.answer_conversations, "asker")
-        warm_channel = lb.discord.create_channel(guild, name="warm-up")
-        jobs = [
-            (channels[i], users[i], f"question {k} in conversation {i}: what is a monad?")
-            for k in range(scale.answer_exchanges)
-            for i in range(scale.answer_conversations)
-        ]
+    conversations, exchanges = scale.answer_conversations, scale.answer_exchanges
+    scrapers: list[_Scraper] = []
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            contenders = []
+            for name, argv, extra in specs:
+                slug = name.replace(" ", "-")
+                lb = await stack.enter_async_context(lab(options.scratch / f"answer-{slug}"))
+                guild = lb.discord.create_guild("Answers")
+                channels = [
+                    lb.discord.create_channel(guild, name=f"talk-{i}") for i in range(conversations)
+                ]
+                users = _members(lb, guild, conversations, "asker")
+                warm = lb.discord.create_channel(guild, name="warm-up")
+                settings = lb.settings(**extra)
+                proc = await stack.enter_async_context(lb.child(settings, argv, name))
+                scraper = None
+                if name == "instrumentation on":
+                    url = f"http://127.0.0.1:{settings['ops_port']}/metrics"
+                    scraper = _Scraper(url, scrape_every_s)
+                    scrapers.append(scraper)
 
-        async def measure(name: str, argv: list[str] | None, settings: dict[str, object]) -> float:
-            nonlocal scraper_served
-            scraper = None
-            if name == "instrumentation on":
-                scraper = _Scraper(
-                    f"http://127.0.0.1:{settings['ops_port']}/metrics", scrape_every_s
-                )
-            async with lb.child(settings, argv, name) as proc:
-                for k in range(10):
-                    await lb.ask(warm_channel, users[0], f"warm-up {name} {k}")
-                async with _profiled(options, proc, f"answer-{name.replace(' ', '-')}"):
-                    before = proc.usage()
+                async def phase(
+                    k: int,
+                    lb: Lab = lb,
+                    channels: list[int] = channels,
+                    users: list[User] = users,
+                    scraper: _Scraper | None = scraper,
+                ) -> int:
+                    # Phase k is exchange k of every conversation: the history grows by phase.
+                    jobs = [
+                        (channels[i], users[i], f"question {k} in conversation {i}: a monad?")
+                        for i in range(conversations)
+                    ]
                     async with scraper or contextlib.nullcontext():
-                        answered = await lb.closed_loop(jobs, concurrency=32)
-                    after = proc.usage()
-            scraper_served |= scraper is not None and scraper.served
-            return per_answer_us(before, after, answered)
+                        return await lb.closed_loop(jobs, concurrency=32)
 
-        contenders: list[tuple[str, list[str] | None, dict[str, object]]] = [
-            ("bot", None, {}),
-            ("bare hikari", bare_bot_command("reply"), {}),
-        ]
+                for k in range(10):
+                    await lb.ask(warm, users[0], f"warm-up {k}")
+                await stack.enter_async_context(_profiled(options, proc, f"answer-{slug}"))
+                contenders.append(_Contender(name, lb, proc, phase))
+            # 0.7 s after each phase: the last span batch (exported every 0.5 s) is its cost.
+            phases = await _interleave(contenders, exchanges, settle_s=0.7 if receiver else 0.0)
+    finally:
         if receiver is not None:
-            receiver.start()
-            contenders += [
-                ("instrumentation off", None, {"otel_sdk_disabled": "true"}),
-                (
-                    "instrumentation on",
-                    None,
-                    {
-                        "otel_exporter_otlp_endpoint": receiver.endpoint,
-                        "otel_bsp_schedule_delay": "1000",
-                    },
-                ),
-            ]
-        runs: dict[str, list[float]] = {name: [] for name, _, _ in contenders}
-        try:
-            # Alternating rounds, so a drift of the machine's speed hits every contender alike.
-            for _ in range(scale.answer_rounds):
-                for name, argv, extra in contenders:
-                    runs[name].append(await measure(name, argv, lb.settings(**extra)))
-        finally:
-            if receiver is not None:
-                await asyncio.sleep(1.5)  # the last batch of spans
-                receiver.stop()
-    medians = {name: statistics.median(values) for name, values in runs.items()}
-    bot_us, bare_us = medians["bot"], medians["bare hikari"]
+            receiver.stop()
+    bot_us, bare_us = phases.per_item_us("bot"), phases.per_item_us("bare hikari")
     ratio = _ratio(bot_us, bare_us)
     result.rows = [
         Row("bot CPU per answered message", f"{bot_us:.0f} µs"),
@@ -276,12 +355,15 @@ async def answer_path(options: Options) -> Result:
         Row("ratio bot / bare hikari", f"{ratio:.1f}×"),
     ]
     result.data = {
-        "answers": len(jobs),
-        "rounds": scale.answer_rounds,
-        "us_per_answer": runs,
+        "answers": conversations * exchanges,
+        "cpu_s": phases.cpu_s,
         "bot_us": bot_us,
         "bare_us": bare_us,
         "ratio": ratio,
+        "bot_us_by_phase": [
+            c * 1e6 / max(1, n)
+            for c, n in zip(phases.cpu_s["bot"], phases.items["bot"], strict=True)
+        ],
     }
     if receiver is None:
         result.rows.append(
@@ -293,40 +375,45 @@ async def answer_path(options: Options) -> Result:
             )
         )
     else:
-        off_us, on_us = medians["instrumentation off"], medians["instrumentation on"]
+        served = any(s.served for s in scrapers)
+        off_us = phases.per_item_us("instrumentation off")
+        on_us = phases.per_item_us("instrumentation on")
         instr = _ratio(on_us, off_us)
+        instr_ratios = phases.ratios("instrumentation on", "instrumentation off")
         result.data |= {
             "instr_off_us": off_us,
             "instr_on_us": on_us,
             "instr_ratio": instr,
+            "instr_ratios": instr_ratios,
             "spans_received": receiver.spans,
-            "metrics_served": scraper_served,
+            "metrics_served": served,
         }
-        wired = receiver.spans > 0 and scraper_served
+        wired = receiver.spans > 0 and served
         result.rows.append(
             Row(
                 f"instrumentation on / off (OTLP tracing + /metrics every {scrape_every_s:g} s)",
-                f"{instr:.3f}× ({on_us:.0f} / {off_us:.0f} µs)"
+                f"{instr:.3f}× ({on_us:.0f} / {off_us:.0f} µs; {_spread(instr_ratios)})"
                 if wired
                 else f"TODO: pending the ops wiring ({receiver.spans} spans received, /metrics "
-                f"{'served' if scraper_served else 'not served'})",
+                f"{'served' if served else 'not served'})",
                 "≤ 1.10×",
                 _verdict(instr <= 1.10) if wired else "TODO",
             )
         )
         result.notes.append(
-            "Instrumentation on: spans exported in batches (1 s) to an OTLP/gRPC receiver in the "
-            f"harness ({receiver.spans:,} spans received) and /metrics scraped every "
+            "Instrumentation on: spans exported in batches every 0.5 s to an OTLP/gRPC receiver "
+            f"in the harness ({receiver.spans:,} spans received) and /metrics scraped every "
             f"{scrape_every_s:g} s. Off: OTEL_SDK_DISABLED=true (no spans at all) and no scrapes. "
             "Metric recording itself has no switch, so it is in both."
         )
     result.notes.insert(
         0,
-        f"Medians of {scale.answer_rounds} alternating round(s). {scale.answer_conversations} "
-        f"channels × {scale.answer_exchanges} exchanges, 32 in flight; each channel is one "
-        "conversation, so the history sent to Gemini grows from 0 to "
-        f"{2 * (scale.answer_exchanges - 1)} turns. The bot also sends a typing indicator per "
-        "answer and streams the Gemini answer (SSE); the bare bot makes one REST call.",
+        f"All contenders run side by side against emulators of their own and take turns, one "
+        f"phase each: {conversations} channels (one conversation each) × {exchanges} exchanges, "
+        f"phase k being exchange k of every conversation, 32 in flight. The history sent to "
+        f"Gemini grows from 0 to {2 * (exchanges - 1)} turns. The bot also sends a typing "
+        "indicator per answer and streams the Gemini answer (SSE); the bare bot makes one REST "
+        "call. Ratios are of total CPU; the range is the spread of phase-by-phase ratios.",
     )
     return result
 

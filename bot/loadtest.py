@@ -198,6 +198,16 @@ class BotProcess:
         if ready.cancelled() or ready.exception() is not None:
             raise RuntimeError(f"{self.name} did not connect in {timeout_s:g}s:\n{self.log_tail()}")
 
+    def pause(self) -> None:
+        """Stop the child (SIGSTOP): it takes no CPU until `resume()`."""
+        if self._ps is not None:
+            self._ps.suspend()
+
+    def resume(self) -> None:
+        """Let a paused child run again (SIGCONT)."""
+        if self._ps is not None:
+            self._ps.resume()
+
     def usage(self) -> ProcessUsage:
         """CPU seconds so far, current RSS and peak RSS (VmHWM where Linux reports it)."""
         if self._ps is None:
