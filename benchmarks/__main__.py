@@ -1,4 +1,4 @@
-"""`python -m benchmarks [--quick] [--only NAME ...] [--instrumentation] [--profile]`."""
+"""`python -m benchmarks [--quick] [--only NAME ...] [--no-instrumentation] [--profile]`."""
 
 from __future__ import annotations
 
@@ -20,20 +20,21 @@ HERE = Path(__file__).absolute().parent
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument(
-        "--quick", action="store_true", help="smaller and shorter (about 5 min instead of 25)"
+        "--quick", action="store_true", help="smaller and shorter (about 10 min instead of 45)"
     )
     parser.add_argument(
         "--only", nargs="+", choices=list(SCENARIOS), default=None, help="run only these"
     )
     parser.add_argument(
-        "--instrumentation",
-        action="store_true",
-        help="also measure the answer path with metrics + OTLP tracing on vs off",
+        "--no-instrumentation",
+        dest="instrumentation",
+        action="store_false",
+        help="skip the answer path's instrumentation on vs off comparison",
     )
     parser.add_argument(
         "--profile",
         action="store_true",
-        help="attach py-spy to the bot during measured phases; writes benchmarks/profiles/ "
+        help="attach py-spy to each measured process; writes benchmarks/profiles/ "
         "(figures are printed, not written to RESULTS.md)",
     )
     parser.add_argument(
@@ -90,9 +91,12 @@ def main(argv: list[str] | None = None) -> int:
         raw_path = output.with_name(output.stem.lower() + ".json")
         if args.only:  # refresh these scenarios, keep the others of the last run
             fresh = {r.name: r for r in results}
-            kept = [r for r in load_results(raw_path) if r.name not in fresh]
+            earlier, earlier_facts = load_results(raw_path)
+            kept = [r for r in earlier if r.name not in fresh]
             results = sorted([*kept, *fresh.values()], key=lambda r: list(SCENARIOS).index(r.name))
-            facts["refreshed"] = ", ".join(names)
+            if kept and earlier_facts:
+                refreshed = f"{', '.join(names)} on {facts['date']} ({facts['mode']})"
+                facts = {**earlier_facts, "refreshed": refreshed}
         output.write_text(render(results, facts, existing_analysis(output)))
         save_results(raw_path, results, facts)
         print(f"benchmarks: wrote {output} and {raw_path.name}", file=sys.stderr)

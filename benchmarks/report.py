@@ -111,12 +111,12 @@ def save_results(path: Path, results: list[Result], facts: dict[str, str]) -> No
     path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
 
 
-def load_results(path: Path) -> list[Result]:
-    """Results of an earlier run (so `--only` can refresh some scenarios and keep the rest)."""
+def load_results(path: Path) -> tuple[list[Result], dict[str, str]]:
+    """Results and facts of an earlier run (so `--only` can refresh some scenarios)."""
     if not path.exists():
-        return []
+        return [], {}
     raw = json.loads(path.read_text())
-    return [
+    results = [
         Result(
             name=r["name"],
             title=r["title"],
@@ -126,3 +126,4 @@ def load_results(path: Path) -> list[Result]:
         )
         for r in raw.get("results", [])
     ]
+    return results, dict(raw.get("facts", {}))
