@@ -172,6 +172,7 @@ class BotApp:
             token=discord_token,
             rest_url=s.discord_rest_url,
             max_rps=s.discord_rest_max_rps,
+            typing_delay_s=s.discord_typing_delay_seconds,
             telemetry=self.telemetry,
         )
         delivery = self.gateway.delivery

@@ -44,6 +44,7 @@ class Settings(BaseSettings):
     # --- endpoints -----------------------------------------------------------------------------
     discord_rest_url: str = DEFAULT_DISCORD_REST_URL
     discord_rest_max_rps: float = Field(default=45.0, gt=0)
+    discord_typing_delay_seconds: float = Field(default=1.0, ge=0)
     gemini_base_url: str = DEFAULT_GEMINI_BASE_URL
     gemini_api_version: str = "v1beta"
 
@@ -57,7 +58,7 @@ class Settings(BaseSettings):
     gemini_top_k: int | None = Field(default=None, ge=1)
     gemini_max_output_tokens: int | None = Field(default=None, ge=1)
     gemini_timeout_seconds: float = Field(default=30.0, gt=0)
-    gemini_stream: bool = True
+    gemini_stream: bool = False
 
     # --- quota, retries, circuit breaker, cache -------------------------------------------------
     gemini_rate_limit_rpm: int = Field(default=10, ge=1)

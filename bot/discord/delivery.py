@@ -140,8 +140,10 @@ class DiscordDelivery:
             return None
         return to_quoted(message, self._bot_id)
 
-    async def keep_typing(self, channel_id: int) -> None:
-        """Show "Bot is typing…" until cancelled (Discord shows it for 10 s per trigger)."""
+    async def keep_typing(self, channel_id: int, *, delay_s: float = 0.0) -> None:
+        """Show "Bot is typing…" after `delay_s` until cancelled (10 s per trigger)."""
+        if delay_s > 0:
+            await asyncio.sleep(delay_s)
         while True:
             try:
                 await self._rest_call("trigger_typing", self._rest.trigger_typing(channel_id))

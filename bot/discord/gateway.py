@@ -50,7 +50,13 @@ class DiscordGateway:
     """Owns the GatewayBot; hands each message addressed to the bot to `on_message`."""
 
     def __init__(
-        self, *, token: str, rest_url: str, max_rps: float, telemetry: DiscordObserver
+        self,
+        *,
+        token: str,
+        rest_url: str,
+        max_rps: float,
+        telemetry: DiscordObserver,
+        typing_delay_s: float = 0.0,
     ) -> None:
         self.bot_id = bot_id_from_token(token)
         self.bot = hikari.GatewayBot(
@@ -64,6 +70,7 @@ class DiscordGateway:
             http_settings=hikari.impl.HTTPSettings(force_close_transports=False),
         )
         self._accepting = True
+        self._typing_delay_s = typing_delay_s
         self._handler: Callable[[IncomingMessage], Awaitable[None]] | None = None
         self.delivery = DiscordDelivery(self.bot.rest, self.bot_id, max_rps, telemetry)
         self._telemetry = telemetry
@@ -129,7 +136,9 @@ class DiscordGateway:
         if not self._accepting:
             await self._refuse_while_stopping(incoming)
             return
-        typing = asyncio.create_task(self.delivery.keep_typing(incoming.channel_id))
+        typing = asyncio.create_task(
+            self.delivery.keep_typing(incoming.channel_id, delay_s=self._typing_delay_s)
+        )
         try:
             await self._handler(incoming)
         except Exception:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from typing import Any
 
 from bot.app import BotApp
 from bot.chat.split import DISCORD_MESSAGE_LIMIT
@@ -31,8 +33,23 @@ async def test_guild_mention_gets_gemini_answer_as_reply(
     assert sent.last_user_text == "Alice: what is the capital of France?"
     assert "<@" not in sent.last_user_text
     assert sent.system_instruction
-    assert discord.typing_count(channel) >= 1
     assert discord.spec_violations == []
+
+
+async def test_typing_shows_only_while_a_slow_answer_is_awaited(
+    start_bot: Callable[..., Any], discord: DiscordEmulator, gemini: GeminiEmulator
+) -> None:
+    await start_bot(discord_typing_delay_seconds=0.5)
+    _guild, channel, alice = new_guild_with(discord, "alice")
+
+    fast = await discord.send_message(channel, author=alice, content="quick?", mention_bot=True)
+    await discord.wait_for_reply(int(fast["id"]))
+    assert discord.typing_count(channel) == 0  # answered before the indicator was due
+
+    gemini.latency = 1.2
+    slow = await discord.send_message(channel, author=alice, content="slow?", mention_bot=True)
+    await discord.wait_for_reply(int(slow["id"]))
+    assert discord.typing_count(channel) >= 1
 
 
 async def test_dm_gets_an_answer(

@@ -41,21 +41,23 @@ async def test_server_error_then_success_is_retried_and_answered(
 
 
 @pytest.mark.parametrize(
-    "fault",
+    ("fault", "stream"),
     [
-        lambda: Fault.http(500, count=2),
-        lambda: Fault.hang(count=2),
-        lambda: Fault.broken_stream(count=2),
+        (lambda: Fault.http(500, count=2), False),
+        (lambda: Fault.http(500, count=2), True),
+        (lambda: Fault.hang(count=2), False),
+        (lambda: Fault.broken_stream(count=2), True),
     ],
-    ids=["5xx", "timeout", "broken-stream"],
+    ids=["5xx", "5xx-streaming", "timeout", "broken-stream"],
 )
 async def test_a_failing_model_queues_the_question_and_answers_it_later(
     start_bot: Callable[..., Any],
     discord: DiscordEmulator,
     gemini: GeminiEmulator,
     fault: Callable[[], Fault],
+    stream: bool,
 ) -> None:
-    await start_bot(gemini_timeout_seconds=0.5, **FAST_QUEUE)
+    await start_bot(gemini_timeout_seconds=0.5, gemini_stream=stream, **FAST_QUEUE)
     gemini.queue_fault(fault())
 
     message_id, notice = await _ask(discord, "worth the wait?")

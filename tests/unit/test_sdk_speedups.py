@@ -1,0 +1,112 @@
+"""The fast google-genai path helper answers exactly what the SDK's own answers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from google import genai
+from google.genai import _common, types
+from google.genai import models as genai_models
+from hypothesis import given
+from hypothesis import strategies as st
+from pydantic import BaseModel
+
+from bot.llm import sdk_speedups
+from bot.llm.sdk_speedups import fast_get_value_by_path
+
+NAMES = ["a", "b", "text", "parts", "role", "inline_data", "data"]
+
+
+class Inner(_common.BaseModel):  # like the SDK's own models
+    text: str | None = None
+    data: bytes | None = None
+
+
+class Outer(_common.BaseModel):
+    role: str | None = None
+    parts: list[Inner] | None = None
+    a: Any = None
+
+
+class Plain(BaseModel):  # any other pydantic model
+    text: str | None = None
+    a: Any = None
+
+
+leaves = st.none() | st.integers() | st.text(max_size=3) | st.binary(max_size=3)
+inner = st.builds(
+    Inner, text=st.none() | st.text(max_size=3), data=st.none() | st.binary(max_size=2)
+)
+
+
+def _values(children: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return (
+        st.dictionaries(st.sampled_from(NAMES), children, max_size=4)
+        | st.lists(children, max_size=3)
+        | st.builds(
+            Outer,
+            role=st.none() | st.text(max_size=2),
+            parts=st.none() | st.lists(inner, max_size=2),
+            a=children,
+        )
+        | st.builds(Plain, text=st.none() | st.text(max_size=2), a=children)
+    )
+
+
+values = st.recursive(leaves | inner, _values, max_leaves=12)
+steps = st.sampled_from(NAMES).flatmap(lambda n: st.sampled_from([n, f"{n}[]", f"{n}[0]"]))
+paths = st.lists(steps, min_size=1, max_size=4) | st.just(["_self"])
+
+
+def _outcome(fn: Any, data: Any, keys: list[str]) -> tuple[str, Any]:
+    try:
+        return "value", fn(data, keys, default_value="<default>")
+    except Exception as exc:  # the SDK's helper raises on some shapes; so must ours
+        return "raises", type(exc)
+
+
+@given(data=values, keys=paths)
+def test_fast_helper_agrees_with_the_sdk(data: Any, keys: list[str]) -> None:
+    assert _outcome(fast_get_value_by_path, data, keys) == _outcome(
+        _common.get_value_by_path, data, keys
+    )
+
+
+def test_request_json_is_unchanged_with_the_fast_helper() -> None:
+    contents = [
+        {
+            "role": "user",
+            "parts": [{"text": "hi"}, {"inline_data": {"data": b"x", "mime_type": "image/png"}}],
+        },
+        {"role": "model", "parts": [{"text": "hello"}]},
+    ]
+    config = types.GenerateContentConfig(system_instruction="be kind", temperature=0.5)
+    params = types._GenerateContentParameters(model="m", contents=contents, config=config)
+    client = genai.Client(api_key="unused")._api_client
+    genai_models.getv = _common.get_value_by_path  # type: ignore[attr-defined]
+    try:
+        expected = genai_models._GenerateContentParameters_to_mldev(client, params, None, params)
+        assert sdk_speedups.install()
+        assert genai_models.getv is fast_get_value_by_path  # type: ignore[attr-defined]
+        actual = genai_models._GenerateContentParameters_to_mldev(client, params, None, params)
+    finally:
+        sdk_speedups.install()
+    assert actual == expected
+    first = actual["contents"][0]
+    assert first["role"] == "user"
+    assert first["parts"][0] == {"text": "hi"}
+    assert first["parts"][1]["inlineData"].mime_type == "image/png"
+    assert actual["systemInstruction"]["parts"] == [{"text": "be kind"}]
+
+
+def test_a_changed_sdk_keeps_its_own_helper() -> None:
+    def other(data: Any, keys: list[str], *, default_value: Any = None) -> Any:
+        return default_value
+
+    saved = genai_models.getv  # type: ignore[attr-defined]
+    genai_models.getv = other  # type: ignore[attr-defined]
+    try:
+        assert sdk_speedups.install() is False
+        assert genai_models.getv is other  # type: ignore[attr-defined]
+    finally:
+        genai_models.getv = saved  # type: ignore[attr-defined]
