@@ -24,6 +24,7 @@ from benchmarks.harness import (
     Row,
     User,
     bare_bot_command,
+    harness_gc_paused,
     lab,
     per_answer_us,
     quantiles_ms,
@@ -473,17 +474,18 @@ async def added_latency(options: Options) -> Result:
                 timings[index] = (message_time(sent), message_time(reply.message))
 
             async with _profiled(options, proc, "latency"):
-                before = proc.usage()
-                started = time.perf_counter()
-                tasks = []
-                for index in range(total):
-                    delay = started + index / scale.latency_rate - time.perf_counter()
-                    if delay > 0:
-                        await asyncio.sleep(delay)
-                    tasks.append(asyncio.create_task(one(index)))
-                await asyncio.gather(*tasks)
-                wall = time.perf_counter() - started
-                after = proc.usage()
+                with harness_gc_paused():
+                    before = proc.usage()
+                    started = time.perf_counter()
+                    tasks = []
+                    for index in range(total):
+                        delay = started + index / scale.latency_rate - time.perf_counter()
+                        if delay > 0:
+                            await asyncio.sleep(delay)
+                        tasks.append(asyncio.create_task(one(index)))
+                    await asyncio.gather(*tasks)
+                    wall = time.perf_counter() - started
+                    after = proc.usage()
         received = _gemini_received(lb.gemini.requests[warm_requests:])
     added = [reply - sent - gemini_s for sent, reply in timings.values()]
     before_gemini = [received[i] - timings[i][0] for i in timings if i in received]
@@ -522,8 +524,8 @@ async def added_latency(options: Options) -> Result:
         "channels; added latency = reply created at the Discord emulator − user message "
         "created − 200 ms, timestamps from the emulators' records. The split uses the time the "
         "Gemini emulator received each request (before: message → Gemini request; after: "
-        "Gemini request + 200 ms → reply). The emulator streams the 200 ms over three SSE "
-        "chunks, so timer slack of the emulator itself lands in 'after'."
+        "Gemini request + 200 ms → reply), so timer slack of the emulator itself lands in "
+        "'after'. The harness runs with its garbage collector paused while it measures."
     )
     return result
 

@@ -31,6 +31,7 @@ from bot.llm.quota import QuotaLimiter, QuotaPersister
 from bot.llm.service import LLMService
 from bot.llm.types import GenerationSettings
 from bot.ops.health import take_snapshot
+from bot.ops.heap import freeze_startup_heap
 from bot.ops.history import HealthHistory
 from bot.ops.metrics import Telemetry, sources_from_app
 from bot.ops.report import StatusReport
@@ -337,6 +338,7 @@ class BotApp:
     async def run(self) -> int:
         """Run until SIGINT or SIGTERM (or an escalation that asks for a restart)."""
         await self.start()
+        freeze_startup_heap()  # the process is ours alone (tests call start(), not run())
         try:
             await run_until_signal(self._exit_requested.wait())
         finally:
