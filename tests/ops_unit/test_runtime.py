@@ -9,12 +9,17 @@ from pathlib import Path
 
 import pytest
 
+from bot.ops.metrics import MetricSources
 from bot.ops.runtime import (
+    HEAP_REFRESH_S,
+    Throttled,
     asyncio_task_count,
     data_disk_usage,
     detect_build_info,
     python_heap_bytes,
+    throttled_heap_bytes,
 )
+from tests.ops_unit.fakes import FakeClock
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="the estimate is documented for Linux")
@@ -26,6 +31,67 @@ def test_heap_estimate_grows_with_small_python_objects() -> None:
     grown = python_heap_bytes()
     assert grown - before > 30 * 1024 * 1024, (before, grown)
     del hoard
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the estimate is documented for Linux")
+def test_exported_heap_estimate_is_read_again_only_after_the_refresh_interval() -> None:
+    clock = FakeClock()
+    heap = throttled_heap_bytes(clock=clock)
+    before = heap()
+    hoard = [{"n": i} for i in range(300_000)]
+    clock.now += HEAP_REFRESH_S - 0.01
+    assert heap() == before  # still the value read at the start
+    clock.now += 0.01
+    assert heap() - before > 30 * 1024 * 1024
+    del hoard
+
+
+def test_metric_sources_export_the_throttled_heap_estimate() -> None:
+    heap = MetricSources().heap_bytes
+    assert isinstance(heap, Throttled)
+    assert heap.interval_s == HEAP_REFRESH_S
+
+
+def test_throttled_reads_on_first_use_and_once_per_interval() -> None:
+    clock = FakeClock(100.0)
+    values = iter(range(1, 10))
+    reads: list[float] = []
+
+    def read() -> int:
+        reads.append(clock.now)
+        return next(values)
+
+    throttled = Throttled(read, 5.0, clock=clock)
+    assert reads == []  # nothing read before the first call
+    assert throttled() == 1
+    clock.now = 104.999
+    assert throttled() == 1
+    clock.now = 105.0
+    assert throttled() == 2
+    clock.now = 109.0
+    assert throttled() == 2  # the interval counts from the latest read, not the first
+    clock.now = 200.0
+    assert throttled() == 3
+    assert reads == [100.0, 105.0, 200.0]
+
+
+def test_throttled_keeps_no_failed_read() -> None:
+    clock = FakeClock()
+    outcomes: list[int | Exception] = [OSError("gone"), 7, 8]
+
+    def read() -> int:
+        outcome = outcomes.pop(0)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    throttled = Throttled(read, 5.0, clock=clock)
+    with pytest.raises(OSError, match="gone"):
+        throttled()
+    assert throttled() == 7  # read again at once: the failure was not kept
+    assert throttled() == 7
+    with pytest.raises(ValueError, match="negative"):
+        Throttled(read, -1.0)
 
 
 def test_data_disk_usage(tmp_path: Path) -> None:
