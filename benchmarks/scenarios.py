@@ -412,9 +412,11 @@ async def answer_path(options: Options) -> Result:
         f"All contenders run side by side against emulators of their own and take turns, one "
         f"phase each: {conversations} channels (one conversation each) × {exchanges} exchanges, "
         f"phase k being exchange k of every conversation, 32 in flight. The history sent to "
-        f"Gemini grows from 0 to {2 * (exchanges - 1)} turns. The bot also sends a typing "
-        "indicator per answer and streams the Gemini answer (SSE); the bare bot makes one REST "
-        "call. Ratios are of total CPU; the range is the spread of phase-by-phase ratios.",
+        f"Gemini grows from 0 to {2 * (exchanges - 1)} turns. The bot runs with its defaults: "
+        "one generateContent call per answer (no SSE stream) and no typing indicator for an "
+        "answer that takes under DISCORD_TYPING_DELAY_SECONDS (1 s); like the bare bot it makes "
+        "one REST call per answer. Ratios are of total CPU; the range is the spread of "
+        "phase-by-phase ratios.",
     )
     return result
 
