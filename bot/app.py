@@ -41,6 +41,7 @@ from bot.resilience.breaker import CircuitBreaker
 from bot.resilience.degradation import DegradationPolicy, DegradationState
 from bot.resilience.queue import MessageQueue
 from bot.resilience.retry import RetryPolicy
+from bot.resilience.timeout import AdaptiveTimeout
 from bot.store import Namespace, SqliteStore
 
 __all__ = ["BotApp", "run_until_signal"]
@@ -128,6 +129,11 @@ class BotApp:
                 total_budget_s=s.retry_total_budget_seconds,
             ),
             telemetry=self.telemetry,
+            timeout=AdaptiveTimeout(
+                s.gemini_timeout_seconds,
+                floor_s=min(s.gemini_timeout_min_seconds, s.gemini_timeout_seconds),
+                enabled=s.gemini_adaptive_timeout,
+            ),
             include_message_text=s.trace_include_message_text,
         )
         self.quota_persister = QuotaPersister(

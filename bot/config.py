@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     gemini_top_k: int | None = Field(default=None, ge=1)
     gemini_max_output_tokens: int | None = Field(default=None, ge=1)
     gemini_timeout_seconds: float = Field(default=30.0, gt=0)
+    gemini_adaptive_timeout: bool = True
+    gemini_timeout_min_seconds: float = Field(default=10.0, gt=0)
     gemini_stream: bool = False
 
     # --- quota, retries, circuit breaker, cache -------------------------------------------------

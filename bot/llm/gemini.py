@@ -122,8 +122,13 @@ class GeminiClient:
         except Exception:  # a broken session may fail to close; it is being dropped anyway
             log.debug("closing the Gemini client failed", exc_info=True)
 
-    async def generate(self, request: LLMRequest) -> LLMReply:
-        """One call to the model; raises an `LLMError` subclass on failure."""
+    async def generate(self, request: LLMRequest, *, timeout_s: float | None = None) -> LLMReply:
+        """One call to the model; raises an `LLMError` subclass on failure.
+
+        `timeout_s` (at most the configured timeout) bounds this call; None means the configured
+        timeout.
+        """
+        limit_s = self._timeout_s if timeout_s is None else min(timeout_s, self._timeout_s)
         settings = request.settings
         config = types.GenerateContentConfig(
             system_instruction=settings.system_instruction or None,
@@ -134,7 +139,7 @@ class GeminiClient:
         )
         contents: list[types.ContentDict] = [_to_content(m) for m in request.messages]
         try:
-            async with asyncio.timeout(self._timeout_s):
+            async with asyncio.timeout(limit_s):
                 if self._stream:
                     return await self._generate_stream(settings.model, contents, config)
                 response = await self._current().aio.models.generate_content(

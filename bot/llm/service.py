@@ -15,13 +15,14 @@ from typing import Protocol
 from opentelemetry import trace
 
 from bot.llm.cache import ResponseCache, make_cache_key
-from bot.llm.errors import CircuitOpen, LLMError, LLMRateLimited, QuotaExhausted
+from bot.llm.errors import CircuitOpen, LLMError, LLMRateLimited, LLMTimeout, QuotaExhausted
 from bot.llm.quota import QuotaLimiter
 from bot.llm.types import LLMReply, LLMRequest, TokenUsage
 from bot.ops.metrics import llm_outcome
 from bot.ops.tracing import llm_span, record_llm_result
 from bot.resilience.breaker import CircuitBreaker
 from bot.resilience.retry import RetryPolicy, call_with_retry
+from bot.resilience.timeout import AdaptiveTimeout
 
 __all__ = ["Answer", "LLMClient", "LLMService"]
 
@@ -30,7 +31,9 @@ _tracer = trace.get_tracer(__name__)
 
 
 class LLMClient(Protocol):
-    async def generate(self, request: LLMRequest) -> LLMReply: ...
+    async def generate(self, request: LLMRequest, *, timeout_s: float | None = None) -> LLMReply:
+        """One call; `timeout_s` None means the client's own (the configured ceiling)."""
+        ...
 
     async def reset(self) -> None: ...
 
@@ -70,6 +73,7 @@ class LLMService:
         retry_policy: RetryPolicy,
         telemetry: LLMObserver | None = None,
         include_message_text: bool = False,
+        timeout: AdaptiveTimeout | None = None,
     ) -> None:
         self.telemetry: LLMObserver = telemetry or _NoObserver()
         self.include_message_text = include_message_text
@@ -78,6 +82,7 @@ class LLMService:
         self.quota = quota
         self.breaker = breaker
         self.retry_policy = retry_policy
+        self.timeout = timeout
 
     def cached(self, request: LLMRequest) -> LLMReply | None:
         """A cached answer for exactly this request, if there is one (used for fallbacks too)."""
@@ -99,9 +104,10 @@ class LLMService:
             )
         attempts = 0
         failed_calls = 0  # calls the provider failed (a 429 is the quota's business, not this)
+        timed_out = False  # the retry after a timeout gets the full (ceiling) timeout
 
         async def attempt() -> LLMReply:
-            nonlocal attempts, failed_calls
+            nonlocal attempts, failed_calls, timed_out
             with _tracer.start_span("quota") as span:
                 decision = self.quota.try_acquire()
                 span.set_attribute("llmbot.quota.allowed", decision.allowed)
@@ -112,8 +118,9 @@ class LLMService:
                     retry_after_s=decision.retry_after_s,
                 )
             attempts += 1
+            timeout_s = self.timeout.current(after_timeout=timed_out) if self.timeout else None
             try:
-                reply = await self._call(request)
+                reply = await self._call(request, timeout_s)
             except LLMRateLimited as exc:
                 # The provider said stop: the limiter now holds calls until its retry delay and
                 # the window end, so waiting here would only keep the user in silence.
@@ -121,8 +128,9 @@ class LLMService:
                 raise QuotaExhausted(
                     "Gemini said the quota is used up", window="minute", retry_after_s=wait_s
                 ) from exc
-            except LLMError:
+            except LLMError as exc:
                 failed_calls += 1
+                timed_out = isinstance(exc, LLMTimeout)
                 raise
             self.quota.record_tokens(reply.usage.input, reply.usage.output)
             return reply
@@ -144,7 +152,7 @@ class LLMService:
             self.cache.put(key, reply, tag=tag)
         return Answer(reply, cached=False, attempts=attempts)
 
-    async def _call(self, request: LLMRequest) -> LLMReply:
+    async def _call(self, request: LLMRequest, timeout_s: float | None) -> LLMReply:
         """One model call in a GenAI span, observed for the metrics (exemplar: this span)."""
         model = request.settings.model
         started = time.monotonic()
@@ -153,7 +161,7 @@ class LLMService:
             model, include_message_text=self.include_message_text, input_messages=messages
         ) as span:
             try:
-                reply = await self.client.generate(request)
+                reply = await self.client.generate(request, timeout_s=timeout_s)
             except LLMError as exc:
                 record_llm_result(span, error=exc)
                 self.telemetry.observe_llm_call(model, llm_outcome(exc), time.monotonic() - started)
@@ -166,7 +174,10 @@ class LLMService:
                 include_message_text=self.include_message_text,
                 output_text=reply.text,
             )
-            self.telemetry.observe_llm_call(model, "ok", time.monotonic() - started, reply.usage)
+            elapsed = time.monotonic() - started
+            self.telemetry.observe_llm_call(model, "ok", elapsed, reply.usage)
+            if self.timeout is not None:
+                self.timeout.observe(elapsed)
         return reply
 
 

@@ -256,6 +256,7 @@ class MetricSources:
     chat: Callable[[], ChatFigures | None] = _none
     cache: Callable[[], CacheStats | None] = _none
     quota: Callable[[], QuotaSnapshot | None] = _none
+    llm_timeout: Callable[[], float | None] = _none  # seconds the next model call may take
     breakers: Callable[[], Mapping[str, str]] = _no_entries  # dependency -> state
     dependencies: Callable[[], Mapping[str, bool]] = _no_entries  # dependency -> up
     memory: Callable[[], MemoryStats | None] = _none
@@ -440,6 +441,12 @@ class BotCollector(Collector):
             for family, value in zip(families, values, strict=True):
                 family.add_metric([window], value)
         yield from (remaining, used, limit, rejections)
+        timeout = _gauge(
+            "llmbot_llm_request_timeout_seconds",
+            "Time the next LLM call is allowed (adaptive: 3x the recent p95, within bounds).",
+        )
+        timeout.add_metric([], self._read("llm_timeout", self._sources.llm_timeout, None) or 0)
+        yield timeout
 
     def _dependencies(self) -> Iterator[Metric]:
         breakers: Mapping[str, str] = self._read("breakers", self._sources.breakers, {})
@@ -1156,6 +1163,7 @@ def sources_from_app(app: BotApp, *, history: HealthHistory | None = None) -> Me
         chat=lambda: app.pipeline.stats,
         cache=lambda: app.llm.cache.stats,
         quota=app.llm.quota.snapshot,
+        llm_timeout=lambda: app.llm.timeout.current() if app.llm.timeout else None,
         breakers=lambda: {app.llm.breaker.name: app.llm.breaker.state},
         dependencies=lambda: dependency_health(app),
         memory=app.memory.stats,

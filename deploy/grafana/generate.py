@@ -589,8 +589,10 @@ def llm() -> model.Dashboard:
                     ),
                     ts(
                         "Gemini latency",
-                        "Duration of Gemini calls, p50/p95/p99. The dots are exemplars: click "
-                        "one to open the trace of that call in Tempo.",
+                        "Duration of Gemini calls, p50/p95/p99, and the time the next call is "
+                        "allowed (adaptive: 3x the recent p95, within GEMINI_TIMEOUT_MIN_SECONDS "
+                        "and GEMINI_TIMEOUT_SECONDS). The dots are exemplars: click one to open "
+                        "the trace of that call in Tempo.",
                         "s",
                         [
                             query(
@@ -608,6 +610,7 @@ def llm() -> model.Dashboard:
                                 "p99",
                                 exemplar=True,
                             ),
+                            query(v("llmbot_llm_request_timeout_seconds"), "timeout"),
                         ],
                     ),
                     states(

@@ -3,6 +3,7 @@ never silence, and never both an answer and a failure notice."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -100,3 +101,24 @@ async def test_safety_blocks_and_empty_answers_get_a_friendly_reply(
 
     assert "declined to respond" in reply.content
     assert len(gemini.requests) == 1
+
+
+async def test_a_hung_call_is_dropped_at_the_learned_timeout_and_retried_with_the_full_one(
+    start_bot: Callable[..., Any], discord: DiscordEmulator, gemini: GeminiEmulator
+) -> None:
+    app = await start_bot(gemini_timeout_seconds=6, gemini_timeout_min_seconds=0.5)
+    for i in range(20):  # fast answers teach it the model's speed
+        await _ask(discord, f"warm-up {i}")
+    assert app.llm.timeout is not None
+    assert app.llm.timeout.current() == 0.5  # 3 x p95 of fast answers is below the floor
+    calls_before = len(gemini.requests)
+    gemini.queue_fault(Fault.hang())
+    gemini.queue_answer("worth the wait")
+
+    started = time.monotonic()
+    _, reply = await _ask(discord, "and now?")
+
+    assert reply.content == "worth the wait"
+    assert len(gemini.requests) - calls_before == 2  # the hung call, then the retry
+    # With a fixed timeout the hung call alone would have held the answer for 6 s.
+    assert time.monotonic() - started < 4
