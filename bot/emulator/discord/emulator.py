@@ -7,8 +7,7 @@ import time
 import urllib.parse
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from aiohttp import web
 
@@ -27,6 +26,7 @@ from bot.emulator.discord.routes_app import AppRoutes
 from bot.emulator.discord.routes_channels import ChannelRoutes
 from bot.emulator.discord.routes_interactions import InteractionRoutes
 from bot.emulator.discord.state import DiscordState
+from bot.emulator.local_server import LocalServer
 
 __all__ = ["DiscordEmulator"]
 
@@ -34,8 +34,10 @@ JSON = dict[str, Any]
 _MAX_UPLOAD_BYTES = 64 * 1024 * 1024
 
 
-class DiscordEmulator:
+class DiscordEmulator(LocalServer):
     """A protocol-level Discord on 127.0.0.1: REST under ``/api/v{N}`` and a gateway."""
+
+    _name = "the Discord emulator"
 
     def __init__(
         self,
@@ -58,8 +60,7 @@ class DiscordEmulator:
         self.shards = shards
         self.token = make_bot_token(self.bot_user_id)
         self.bot_user = payloads.user(self.bot_user_id, bot_name, bot=True)
-        self._base_url: str | None = None
-        self._runner: web.AppRunner | None = None
+        super().__init__()
 
         self._notifier = Notifier()
         self._activity = Activity(self._notifier, history_limit)
@@ -104,51 +105,16 @@ class DiscordEmulator:
 
     # Lifecycle
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        """Start serving on ``host:port`` (port 0 picks a free one)."""
-        if self._runner is not None:
-            msg = "the emulator is already running"
-            raise RuntimeError(msg)
+    def _build_app(self) -> web.Application:
         app = web.Application(client_max_size=_MAX_UPLOAD_BYTES)
         app.router.add_get("/gateway", self._gateway.handle)
         app.router.add_get("/attachments/{channel_id}/{attachment_id}/{filename}", self._attachment)
         app.router.add_route("*", "/api/{tail:.*}", self._rest.handle)
         app.router.add_route("*", "/{tail:.*}", not_found)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
-        await runner.setup()
-        site = web.TCPSite(runner, host, port)
-        await site.start()
-        bound_host, bound_port = runner.addresses[0][:2]
-        self._base_url = f"http://{bound_host}:{bound_port}"
-        self._runner = runner
+        return app
 
-    async def stop(self) -> None:
-        """Close every gateway connection and stop the server."""
-        if self._runner is None:
-            return
+    async def _before_stop(self) -> None:
         await self._gateway.close_all()
-        await self._runner.cleanup()
-        self._runner = None
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.stop()
-
-    @property
-    def base_url(self) -> str:
-        """``http://127.0.0.1:PORT`` once started."""
-        if self._base_url is None:
-            msg = "the emulator is not running: await emu.start() first"
-            raise RuntimeError(msg)
-        return self._base_url
 
     @property
     def rest_url(self) -> str:

@@ -15,8 +15,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from aiohttp import web
 from google import genai
@@ -26,6 +25,7 @@ from bot.emulator.gemini import wire
 from bot.emulator.gemini.answers import default_responder
 from bot.emulator.gemini.faults import Fault, FaultKind
 from bot.emulator.gemini.records import GeminiRequest, get_field
+from bot.emulator.local_server import LocalServer
 
 __all__ = ["GeminiEmulator", "Latency", "Responder"]
 
@@ -128,8 +128,12 @@ class _Configuration:
     stream_chunk_chars: int
 
 
-class GeminiEmulator:
+class GeminiEmulator(LocalServer):
     """A local Gemini API: scripted or derived answers, latency, faults, quotas and recording."""
+
+    _name = "the Gemini emulator"
+    # A client that gives up frees its hung or slow handler at once.
+    _runner_options = {"handler_cancellation": True}  # noqa: RUF012
 
     def __init__(
         self,
@@ -144,6 +148,7 @@ class GeminiEmulator:
         thoughts_tokens: int = 0,
         stream_chunk_chars: int = 200,
     ) -> None:
+        super().__init__()
         self._initial = _Configuration(
             api_key=api_key,
             latency=latency,
@@ -160,9 +165,7 @@ class GeminiEmulator:
         self._answers: collections.deque[str] = collections.deque()
         self._faults: collections.deque[_QueuedFault] = collections.deque()
         self._quota_used: dict[str, int] = {}
-        self._runner: web.AppRunner | None = None
         self._stopping = asyncio.Event()
-        self._base_url: str | None = None
         self._apply(self._initial)
 
     def _apply(self, initial: _Configuration) -> None:
@@ -183,52 +186,15 @@ class GeminiEmulator:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        """Listen on `host:port` (0 picks a free port); `base_url` is valid afterwards."""
-        if self._runner is not None:
-            raise RuntimeError("GeminiEmulator is already running")
+    def _build_app(self) -> web.Application:
+        self._stopping = asyncio.Event()
         app = web.Application(client_max_size=MAX_REQUEST_BYTES + 1024 * 1024)
         app.router.add_post("/{version}/models/{target}", self._handle_post)
         app.router.add_get("/{version}/models/{model}", self._handle_model_info)
-        # handler_cancellation: a client that gives up frees its hung or slow handler at once.
-        runner = web.AppRunner(
-            app, access_log=None, handler_cancellation=True, shutdown_timeout=1.0
-        )
-        await runner.setup()
-        site = web.TCPSite(runner, host, port)
-        await site.start()
-        self._stopping = asyncio.Event()
-        self._runner = runner
-        bound_host, bound_port = runner.addresses[0][:2]
-        self._base_url = f"http://{bound_host}:{bound_port}"
-        log.debug("Gemini emulator listening on %s", self._base_url)
+        return app
 
-    async def stop(self) -> None:
-        """Stop listening; hung and slow handlers drop their connections first."""
-        runner, self._runner = self._runner, None
-        if runner is None:
-            return
-        self._stopping.set()
-        await runner.cleanup()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.stop()
-
-    @property
-    def base_url(self) -> str:
-        """`http://127.0.0.1:PORT`, for `HttpOptions(base_url=...)`."""
-        if self._base_url is None:
-            raise RuntimeError("GeminiEmulator is not started: await emu.start() first")
-        return self._base_url
+    async def _before_stop(self) -> None:
+        self._stopping.set()  # hung and slow handlers drop their connections first
 
     def client(
         self, *, timeout_ms: int | None = 30_000, api_version: str = "v1beta"
