@@ -11,7 +11,8 @@ message (profile in benchmarks/RESULTS.md; `_GenerateContentParameters_to_mldev`
 hypothesis test in tests/unit/test_sdk_speedups.py compares the two), including the SDK's quirk
 that `name[]` and `name[0]` path steps never match on a pydantic model. It is installed only into
 `google.genai.models`, and only while that module still binds the helper this was written
-against; otherwise the SDK's own is left in place.
+against and both agree on a few request-shaped probes at install time; otherwise the SDK's own
+is left in place.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import logging
 from typing import Any
 
 import pydantic
-from google.genai import _common
+from google.genai import _common, types
 from google.genai import models as _models
 
 __all__ = ["fast_get_value_by_path", "install"]
@@ -70,12 +71,41 @@ def fast_get_value_by_path(data: Any, keys: list[str], *, default_value: Any = N
     return data
 
 
+def _probes() -> list[tuple[Any, list[str]]]:
+    part = types.Part(text="hi")
+    content = types.Content(role="user", parts=[part])
+    return [
+        (content, ["role"]),
+        (content, ["parts"]),
+        (content, ["parts[]", "text"]),
+        (content, ["missing"]),
+        (part, ["text"]),
+        ({"contents": [content]}, ["contents[]", "role"]),
+        ({"contents": [content]}, ["contents[0]", "role"]),
+        ({"a": {"b": 1}}, ["a", "b"]),
+        ({"a": {}}, ["a", "b"]),
+        ([1], ["_self"]),
+    ]
+
+
+def _same_results() -> bool:
+    """Both helpers agree on a few request-shaped inputs (a changed SDK fails this)."""
+    for data, keys in _probes():
+        try:
+            expected = _original(data, keys, default_value="<default>")
+        except Exception:
+            return False
+        if fast_get_value_by_path(data, keys, default_value="<default>") != expected:
+            return False
+    return True
+
+
 def install() -> bool:
     """Use the fast helper in `google.genai.models`; False when the SDK no longer matches."""
     current = getattr(_models, "getv", None)
     if current is fast_get_value_by_path:
         return True
-    if current is not _original:
+    if current is not _original or not _same_results():
         log.info("google-genai's request helper changed; keeping the SDK's own")
         return False
     _models.getv = fast_get_value_by_path  # type: ignore[attr-defined]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from google import genai
 from google.genai import _common, types
 from google.genai import models as genai_models
@@ -108,5 +109,19 @@ def test_a_changed_sdk_keeps_its_own_helper() -> None:
     try:
         assert sdk_speedups.install() is False
         assert genai_models.getv is other  # type: ignore[attr-defined]
+    finally:
+        genai_models.getv = saved  # type: ignore[attr-defined]
+
+
+def test_an_sdk_whose_helper_answers_differently_keeps_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    def changed(data: Any, keys: list[str], *, default_value: Any = None) -> Any:
+        return "something else"
+
+    saved = genai_models.getv  # type: ignore[attr-defined]
+    monkeypatch.setattr(sdk_speedups, "_original", changed)
+    genai_models.getv = changed  # type: ignore[attr-defined]
+    try:
+        assert sdk_speedups.install() is False
+        assert genai_models.getv is changed  # type: ignore[attr-defined]
     finally:
         genai_models.getv = saved  # type: ignore[attr-defined]
