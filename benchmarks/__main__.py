@@ -96,7 +96,13 @@ def main(argv: list[str] | None = None) -> int:
             results = sorted([*kept, *fresh.values()], key=lambda r: list(SCENARIOS).index(r.name))
             if kept and earlier_facts:
                 refreshed = f"{', '.join(names)} on {facts['date']} ({facts['mode']})"
-                facts = {**earlier_facts, "refreshed": refreshed}
+                # Earlier refreshes of other scenarios stay listed; one of these replaces its own.
+                earlier_refreshes = [
+                    entry
+                    for entry in str(earlier_facts.get("refreshed", "")).split("; ")
+                    if entry and entry.split(" on ", 1)[0] not in ", ".join(names)
+                ]
+                facts = {**earlier_facts, "refreshed": "; ".join([*earlier_refreshes, refreshed])}
         output.write_text(render(results, facts, existing_analysis(output)))
         save_results(raw_path, results, facts)
         print(f"benchmarks: wrote {output} and {raw_path.name}", file=sys.stderr)

@@ -35,7 +35,7 @@ from benchmarks.profiling import Profiler
 from bot.chat.memory import ConversationMemory, Turn
 from bot.emulator.discord import SentMessage
 from bot.emulator.gemini import GeminiRequest
-from bot.loadtest import BotProcess, message_time
+from bot.loadtest import BotProcess, ProcessUsage, message_time
 
 __all__ = ["SCENARIOS", "Options", "Scale", "scale_for"]
 
@@ -451,44 +451,65 @@ class _Scraper:
 _TAG = re.compile(r"\[q(\d+)\]")
 
 
+async def _open_loop(
+    lb: Lab, total: int, rate: float, argv: list[str] | None, options: Options, name: str
+) -> tuple[dict[int, tuple[float, float]], float, ProcessUsage, ProcessUsage, int]:
+    """`total` mentions at `rate`/s over lanes of 10, to the bot (or `argv`) in a child.
+
+    Returns (message created, reply created) per message, the wall time, the child's usage
+    before and after, and how many Gemini requests the warm-up made.
+    """
+    timings: dict[int, tuple[float, float]] = {}
+    guild = lb.discord.create_guild("Latency")
+    lanes = max(1, math.ceil(total / 10))
+    channels = [lb.discord.create_channel(guild, name=f"lane-{i}") for i in range(lanes)]
+    users = _members(lb, guild, lanes, "asker")
+    async with lb.child(lb.settings(), argv=argv, name=name) as proc:
+        for k in range(20):
+            await lb.ask(channels[0], users[0], f"warm-up {k}")
+        warm_requests = len(lb.gemini.requests)
+
+        async def one(index: int) -> None:
+            lane = index % lanes
+            sent, reply = await lb.ask(
+                channels[lane], users[lane], f"[q{index}] what is the capital of Australia?"
+            )
+            timings[index] = (message_time(sent), message_time(reply.message))
+
+        async with _profiled(options, proc, name):
+            with harness_gc_paused():
+                before = proc.usage()
+                started = time.perf_counter()
+                tasks = []
+                for index in range(total):
+                    delay = started + index / rate - time.perf_counter()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    tasks.append(asyncio.create_task(one(index)))
+                await asyncio.gather(*tasks)
+                wall = time.perf_counter() - started
+                after = proc.usage()
+    return timings, wall, before, after, warm_requests
+
+
 async def added_latency(options: Options) -> Result:
     """At a fixed rate with 200 ms Gemini latency: what the bot adds on top of Gemini."""
     scale = options.scale
     gemini_s = 0.2
     result = Result("latency", "3. Added latency at a fixed rate, Gemini latency 200 ms")
     total = int(scale.latency_rate * scale.latency_seconds)
-    timings: dict[int, tuple[float, float]] = {}
     async with lab(options.scratch / "latency", latency=gemini_s) as lb:
-        guild = lb.discord.create_guild("Latency")
-        lanes = max(1, math.ceil(total / 10))
-        channels = [lb.discord.create_channel(guild, name=f"lane-{i}") for i in range(lanes)]
-        users = _members(lb, guild, lanes, "asker")
-        async with lb.child(lb.settings()) as proc:
-            for k in range(20):
-                await lb.ask(channels[0], users[0], f"warm-up {k}")
-            warm_requests = len(lb.gemini.requests)
-
-            async def one(index: int) -> None:
-                lane = index % lanes
-                sent, reply = await lb.ask(
-                    channels[lane], users[lane], f"[q{index}] what is the capital of Australia?"
-                )
-                timings[index] = (message_time(sent), message_time(reply.message))
-
-            async with _profiled(options, proc, "latency"):
-                with harness_gc_paused():
-                    before = proc.usage()
-                    started = time.perf_counter()
-                    tasks = []
-                    for index in range(total):
-                        delay = started + index / scale.latency_rate - time.perf_counter()
-                        if delay > 0:
-                            await asyncio.sleep(delay)
-                        tasks.append(asyncio.create_task(one(index)))
-                    await asyncio.gather(*tasks)
-                    wall = time.perf_counter() - started
-                    after = proc.usage()
+        timings, wall, before, after, warm_requests = await _open_loop(
+            lb, total, scale.latency_rate, None, options, "latency"
+        )
         received = _gemini_received(lb.gemini.requests[warm_requests:])
+    # The floor of this measurement: the same schedule to a bare hikari bot that replies at once
+    # (emulator delivery, hikari's parsing, one REST call, the harness's own timing).
+    async with lab(options.scratch / "latency-bare") as lb:
+        bare, *_ = await _open_loop(
+            lb, total, scale.latency_rate, bare_bot_command("reply"), options, "latency-bare"
+        )
+    q_bare = quantiles_ms([reply - sent for sent, reply in bare.values()])
     added = [reply - sent - gemini_s for sent, reply in timings.values()]
     before_gemini = [received[i] - timings[i][0] for i in timings if i in received]
     after_gemini = [timings[i][1] - received[i] - gemini_s for i in timings if i in received]
@@ -499,6 +520,7 @@ async def added_latency(options: Options) -> Result:
         "added_ms": q_added,
         "before_gemini_ms": quantiles_ms(before_gemini),
         "after_gemini_ms": quantiles_ms(after_gemini),
+        "bare_reply_ms": q_bare,
         "cpu_us_per_answer": per_answer_us(before, after, total),
     }
     cpu_share = (after.cpu_s - before.cpu_s) / wall
@@ -520,14 +542,21 @@ async def added_latency(options: Options) -> Result:
             "{p50:.1f} / {p99:.1f} ms".format(**result.data["after_gemini_ms"]),
         ),
         Row("bot CPU busy during the run", f"{cpu_share:.0%} of one core"),
+        Row(
+            "floor: a bare hikari bot replying at once, same schedule (p50 / p99)",
+            "{p50:.1f} / {p99:.1f} ms".format(**q_bare),
+        ),
     ]
     result.notes.append(
-        f"{total} mentions at {scale.latency_rate:g}/s (open loop, evenly spaced) over {lanes} "
+        f"{total} mentions at {scale.latency_rate:g}/s (open loop, evenly spaced) over "
+        f"{max(1, math.ceil(total / 10))} "
         "channels; added latency = reply created at the Discord emulator − user message "
         "created − 200 ms, timestamps from the emulators' records. The split uses the time the "
         "Gemini emulator received each request (before: message → Gemini request; after: "
         "Gemini request + 200 ms → reply), so timer slack of the emulator itself lands in "
-        "'after'. The harness runs with its garbage collector paused while it measures."
+        "'after'. The harness runs with its garbage collector paused while it measures. The floor "
+        "row is the same schedule sent to the bare hikari bot, which replies with a fixed string "
+        "at once: what this harness measures for a bot that adds nothing."
     )
     return result
 
