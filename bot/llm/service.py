@@ -156,7 +156,7 @@ class LLMService:
         """One model call in a GenAI span, observed for the metrics (exemplar: this span)."""
         model = request.settings.model
         started = time.monotonic()
-        messages = [(m.role, m.text) for m in request.messages]
+        messages = [(m.role, m.text) for m in request.messages] if self.include_message_text else []
         with llm_span(
             model, include_message_text=self.include_message_text, input_messages=messages
         ) as span:
