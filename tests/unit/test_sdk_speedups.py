@@ -100,28 +100,21 @@ def test_request_json_is_unchanged_with_the_fast_helper() -> None:
     assert actual["systemInstruction"]["parts"] == [{"text": "be kind"}]
 
 
-def test_a_changed_sdk_keeps_its_own_helper() -> None:
-    def other(data: Any, keys: list[str], *, default_value: Any = None) -> Any:
-        return default_value
-
-    saved = genai_models.getv  # type: ignore[attr-defined]
-    genai_models.getv = other  # type: ignore[attr-defined]
-    try:
-        assert sdk_speedups.install() is False
-        assert genai_models.getv is other  # type: ignore[attr-defined]
-    finally:
-        genai_models.getv = saved  # type: ignore[attr-defined]
+def _other_helper(data: Any, keys: list[str], *, default_value: Any = None) -> Any:
+    return "something else"
 
 
-def test_an_sdk_whose_helper_answers_differently_keeps_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    def changed(data: Any, keys: list[str], *, default_value: Any = None) -> Any:
-        return "something else"
+@pytest.mark.parametrize(
+    "also_the_original",
+    [False, True],
+    ids=["another-function-bound", "same-binding-different-answers"],
+)
+def test_a_changed_sdk_keeps_its_own_helper(
+    monkeypatch: pytest.MonkeyPatch, also_the_original: bool
+) -> None:
+    if also_the_original:  # the module still binds "the" helper, but it answers differently
+        monkeypatch.setattr(sdk_speedups, "_original", _other_helper)
+    monkeypatch.setattr(genai_models, "getv", _other_helper)
 
-    saved = genai_models.getv  # type: ignore[attr-defined]
-    monkeypatch.setattr(sdk_speedups, "_original", changed)
-    genai_models.getv = changed  # type: ignore[attr-defined]
-    try:
-        assert sdk_speedups.install() is False
-        assert genai_models.getv is changed  # type: ignore[attr-defined]
-    finally:
-        genai_models.getv = saved  # type: ignore[attr-defined]
+    assert sdk_speedups.install() is False
+    assert genai_models.getv is _other_helper  # type: ignore[attr-defined]
