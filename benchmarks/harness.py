@@ -17,15 +17,15 @@ import aiohttp
 
 from bot.emulator.discord import DiscordEmulator, SentMessage
 from bot.emulator.gemini import GeminiEmulator, Latency, Responder
+from bot.emulator.local_server import free_port
 from bot.loadtest import (
     BotProcess,
     ProcessUsage,
     ReplyWatcher,
     bot_command,
     bot_env,
-    free_port,
-    percentile,
 )
+from bot.ops.percentile import percentile
 
 __all__ = [
     "RELAXED",

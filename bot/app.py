@@ -33,12 +33,13 @@ from bot.llm.types import GenerationSettings
 from bot.ops.health import take_snapshot
 from bot.ops.heap import freeze_startup_heap
 from bot.ops.history import HealthHistory
-from bot.ops.metrics import Telemetry, sources_from_app
+from bot.ops.metrics import AlertThresholds, ShardFigures, Telemetry
 from bot.ops.report import StatusReport
-from bot.ops.server import OpsServer, readiness_from_app
+from bot.ops.server import OpsServer, readiness
 from bot.ops.signals import SignalProbe
+from bot.ops.view import BotView
 from bot.resilience.breaker import CircuitBreaker
-from bot.resilience.degradation import DegradationPolicy, DegradationState
+from bot.resilience.degradation import DegradationLevel, DegradationPolicy, DegradationState
 from bot.resilience.queue import MessageQueue
 from bot.resilience.retry import RetryPolicy
 from bot.resilience.timeout import AdaptiveTimeout
@@ -228,15 +229,17 @@ class BotApp:
             breaker_open=lambda: self.llm.breaker.state == "open",
             queue_pressure=lambda: self.queue.stats.pressure,
         )
-        self.report = StatusReport(self)
+        self.view = self._build_view()
+        self.controls = _Controls(self)
+        self.report = StatusReport(self.view)
         self.history = HealthHistory(
-            lambda: take_snapshot(self),
+            lambda: take_snapshot(self.view),
             store=self.store.namespace("history"),
             interval_s=s.health_snapshot_interval_seconds,
             retention_s=s.health_history_retention_days * 86_400,
         )
         self.healer = HealReceiver(
-            ActionRegistry(build_remedies(self)),
+            ActionRegistry(build_remedies(self.controls)),
             instance=s.heal_instance_label,
             cooldown_s=s.heal_cooldown_seconds,
             max_concurrency=s.heal_max_concurrency,
@@ -246,16 +249,18 @@ class BotApp:
         )
         self.gateway.attach(
             self.pipeline.handle,
-            CommandServices(self.pipeline, self.report, s.admin_user_ids, healer=self.healer),
+            CommandServices(
+                self.pipeline, self.report, self.controls, s.admin_user_ids, healer=self.healer
+            ),
         )
         self.exit_code = 0
-        self.telemetry.bind(sources_from_app(self, history=self.history))
+        self.telemetry.bind(self.view.metric_sources())
         self.ops = OpsServer(
             s.ops_host,
             s.ops_port,
             telemetry=self.telemetry,
-            snapshot=lambda: take_snapshot(self),
-            readiness=readiness_from_app(self),
+            snapshot=lambda: take_snapshot(self.view),
+            readiness=readiness(self.view),
             history=self.history,
             extra_routes=[
                 (
@@ -275,6 +280,32 @@ class BotApp:
         self._stopped = False
         self.stopped = asyncio.Event()
         self._exit_requested = asyncio.Event()
+
+    def _build_view(self) -> BotView:
+        """What ops may read of this bot: each figure from the component that owns it."""
+        s, llm, gateway = self.settings, self.llm, self.gateway
+        degradation = self.degradation
+        return BotView(
+            model=s.gemini_model,
+            started_at=self.started_at,
+            data_dir=s.data_dir,
+            thresholds=AlertThresholds.from_settings(s),
+            chat=lambda: self.pipeline.stats,
+            cache=lambda: llm.cache.stats,
+            quota=llm.quota.snapshot,
+            llm_timeout=lambda: llm.timeout.current() if llm.timeout else None,
+            breakers=lambda: {llm.breaker.name: llm.breaker.state},
+            memory=self.memory.stats,
+            gateway_connected=lambda: gateway.connected,
+            guilds=gateway.guild_count,
+            shards=lambda: {i: ShardFigures(*f) for i, f in gateway.shard_figures().items()},
+            store=lambda: self.store.stats,
+            queue=lambda: self.queue.stats,
+            degradation=lambda: degradation.stats,
+            maintenance=lambda: degradation.reason if degradation.maintenance else None,
+            heal=lambda: self.healer.stats,
+            health_snapshots=lambda: len(self.history),
+        )
 
     async def start(self) -> None:
         """Serve /metrics and /healthz first, open state, start background work, then connect
@@ -386,6 +417,68 @@ class BotApp:
                     log.exception("periodic task %r failed", name)
 
         self._tasks.append(asyncio.create_task(loop(), name=name))
+
+
+class _Controls:
+    """`BotControls` over this bot's components: what remedies and admin commands may change."""
+
+    def __init__(self, app: BotApp) -> None:
+        self._app = app
+
+    def clear_response_cache(self) -> int:
+        return self._app.llm.cache.clear()
+
+    def forget_idle_conversations(self) -> int:
+        return self._app.memory.sweep()
+
+    async def trim_history(self, keep_s: float) -> int:
+        return await self._app.history.trim(keep_s)
+
+    async def clean_store(self) -> int:
+        removed = await self._app.store.cleanup_expired()
+        await self._app.store.compact()
+        return removed
+
+    def set_reduced_mode(self, history_messages: int | None, max_output_tokens: int | None) -> None:
+        tuning = self._app.pipeline.tuning
+        tuning.history_messages = history_messages
+        tuning.max_output_tokens = max_output_tokens
+
+    def override_degradation(self, source: str, level: DegradationLevel, reason: str) -> None:
+        self._app.degradation.set_override(source, level, reason)
+
+    def clear_degradation(self, source: str) -> None:
+        self._app.degradation.clear_override(source)
+
+    def enter_maintenance(self, reason: str) -> None:
+        self._app.degradation.enter_maintenance(reason)
+
+    def exit_maintenance(self) -> bool:
+        return self._app.degradation.exit_maintenance()
+
+    async def reset_model_client(self) -> None:
+        await self._app.gemini.reset()
+
+    def probe_model_now(self) -> bool:
+        probing = self._app.llm.breaker.force_half_open()
+        self._app.queue.wake()
+        return probing
+
+    async def reconnect_shard(self, shard_id: int) -> None:
+        await self._app.gateway.reconnect_shard(shard_id)
+
+    async def drop_expired_questions(self) -> int:
+        expired = await self._app.queue.expire()
+        for item in expired:
+            await self._app.pipeline.notify_dropped(item.payload, "expired")
+        return len(expired)
+
+    @property
+    def queue_retry_interval_s(self) -> float:
+        return self._app.queue.retry_interval_s
+
+    def set_queue_retry_interval(self, seconds: float) -> None:
+        self._app.queue.set_retry_interval(seconds)
 
 
 async def run_until_signal(work: Coroutine[Any, Any, object]) -> None:

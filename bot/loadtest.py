@@ -3,7 +3,7 @@
 The emulators and the simulated users run in this process; the bot runs as `python -m bot run`
 in its own, pointed at them through DISCORD_REST_URL / GEMINI_BASE_URL, so its CPU time and
 memory can be read from the OS on their own. The pieces (`BotProcess`, `ReplyWatcher`,
-`parse_latency`, `percentile`) are shared with the benchmark harness in `benchmarks/`.
+`parse_latency`) are shared with the benchmark harness in `benchmarks/`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import math
 import os
 import random
 import signal
-import socket
 import sys
 import tempfile
 import time
@@ -33,6 +32,8 @@ import psutil
 from bot.config import Settings
 from bot.emulator.discord import DiscordEmulator, SentMessage
 from bot.emulator.gemini import GeminiEmulator, Latency
+from bot.emulator.local_server import free_port
+from bot.ops.percentile import percentile
 
 __all__ = [
     "BotProcess",
@@ -44,11 +45,9 @@ __all__ = [
     "bot_command",
     "bot_env",
     "classify_reply",
-    "free_port",
     "main",
     "message_time",
     "parse_latency",
-    "percentile",
     "run_loadtest",
 ]
 
@@ -78,14 +77,6 @@ class ProcessUsage:
     cpu_s: float
     rss_bytes: int
     peak_rss_bytes: int
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago (for a child's OPS_PORT)."""
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _env_value(value: object) -> str:
@@ -365,17 +356,6 @@ def classify_reply(text: str) -> str:
     if "maintenance" in lowered:
         return "maintenance"
     return "other_notice"
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """The q-th percentile (0..100) by linear interpolation; nan for no values."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * q / 100
-    low = math.floor(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
 def parse_latency(spec: str, seed: int = 1) -> Latency:

@@ -19,7 +19,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,6 +33,8 @@ from types import TracebackType
 from typing import Any, Final
 
 import yaml
+
+from bot.emulator.local_server import free_port
 
 __all__ = [
     "ALERTMANAGER_CONFIG",
@@ -246,14 +247,6 @@ def find_binary(name: str) -> str:
             "(or `make system-deps`)"
         )
     return path
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago on `host`."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass

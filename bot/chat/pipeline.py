@@ -327,6 +327,15 @@ class ChatPipeline:
 
     # -- plumbing --------------------------------------------------------------------------
 
+    def forget(self, channel_id: int, user_id: int | None = None) -> None:
+        """`/clear`: forget one user's turns in a channel (everyone's when `user_id` is None) and
+        the cached answers given there, so nothing forgotten comes back from the cache."""
+        if user_id is None:
+            self.memory.clear(channel_id)
+        else:
+            self.memory.clear_user(channel_id, user_id)
+        self.llm.cache.clear_tag(channel_id)
+
     async def wait_idle(self, timeout_s: float) -> bool:
         """Wait until no message is being answered; False if some still are after the timeout."""
         try:

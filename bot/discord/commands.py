@@ -14,6 +14,7 @@ import lightbulb
 from bot.chat.models import IncomingMessage, InteractionTarget
 from bot.chat.pipeline import ChatPipeline
 from bot.healing.actions import HEAL_ACTIONS
+from bot.healing.controls import BotControls
 from bot.healing.receiver import HealEvent, HealReceiver, ManualRunError, ReceiverClosedError
 
 __all__ = ["CommandServices", "StatusReporter", "build_commands", "heal_status_text"]
@@ -34,12 +35,14 @@ class CommandServices:
         self,
         pipeline: ChatPipeline,
         reporter: StatusReporter,
+        controls: BotControls,
         admin_user_ids: frozenset[int],
         *,
         healer: HealReceiver | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.reporter = reporter
+        self.controls = controls
         self.admin_user_ids = admin_user_ids
         # None: the bot runs without self-healing and /heal says so.
         self.healer = healer
@@ -192,7 +195,6 @@ def build_commands(
         @lightbulb.invoke
         async def invoke(self, ctx: lightbulb.Context) -> None:
             channel = int(ctx.interaction.channel_id)
-            pipeline = services.pipeline
             if self.scope == "channel":
                 if not _can_manage_messages(ctx):
                     await ctx.respond(
@@ -201,12 +203,11 @@ def build_commands(
                         ephemeral=True,
                     )
                     return
-                pipeline.memory.clear(channel)
+                services.pipeline.forget(channel)
                 text = "Done: I forgot this channel's whole conversation."
             else:
-                pipeline.memory.clear_user(channel, int(ctx.user.id))
+                services.pipeline.forget(channel, int(ctx.user.id))
                 text = "Done: I forgot your messages in this channel."
-            pipeline.llm.cache.clear_tag(channel)
             await ctx.respond(text, ephemeral=True)
 
     class Status(lightbulb.SlashCommand, name="status", description="The bot's current state"):
@@ -236,12 +237,12 @@ def build_commands(
             if not services.is_admin(ctx):
                 await ctx.respond(NOT_ADMIN_TEXT, ephemeral=True)
                 return
-            degradation = services.pipeline.degradation
+            controls = services.controls
             if self.mode == "on":
-                degradation.enter_maintenance(f"maintenance set by {ctx.user.username}")
+                controls.enter_maintenance(f"maintenance set by {ctx.user.username}")
                 text = "Maintenance mode is on: I answer with the maintenance text or the cache."
             else:
-                was_on = degradation.exit_maintenance()
+                was_on = controls.exit_maintenance()
                 text = "Maintenance mode is off." if was_on else "Maintenance mode was not on."
             log.warning("maintenance mode %s by an admin", self.mode)
             await ctx.respond(text, ephemeral=True)

@@ -121,6 +121,18 @@ class DiscordGateway:
     def connected(self) -> bool:
         return bool(self.bot.is_alive and self.bot.shards)
 
+    def guild_count(self) -> int:
+        """Discord servers in the gateway's cache (0 before the first connection)."""
+        return len(self.bot.cache.get_guilds_view())
+
+    def shard_figures(self) -> dict[int, tuple[bool, float]]:
+        """Each shard of this process: (connected, heartbeat latency in seconds, NaN before the
+        first heartbeat)."""
+        return {
+            int(shard_id): (bool(shard.is_connected), float(shard.heartbeat_latency))
+            for shard_id, shard in self.bot.shards.items()
+        }
+
     async def _on_payload(self, event: hikari.ShardPayloadEvent) -> None:
         self._telemetry.gateway_event(event.name)
 

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import socket
 from types import TracebackType
 from typing import Any, Self
 
 from aiohttp import web
 
-__all__ = ["LocalServer"]
+__all__ = ["LocalServer", "free_port"]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free on `host` a moment ago, for a child process to listen on (a
+    server of our own binds port 0 instead and reads the port back)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 class LocalServer:

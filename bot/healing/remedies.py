@@ -11,16 +11,13 @@ from __future__ import annotations
 import gc
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import psutil
 
 from bot.healing.actions import ActionResult
+from bot.healing.controls import BotControls
 from bot.healing.payload import Alert
 from bot.resilience.degradation import DegradationLevel
-
-if TYPE_CHECKING:
-    from bot.app import BotApp
 
 __all__ = ["build_remedies"]
 
@@ -79,15 +76,15 @@ class MemoryRemedy(_Remedy):
     name = "memory"
     lasting = False
 
-    def __init__(self, app: BotApp) -> None:
+    def __init__(self, bot: BotControls) -> None:
         super().__init__()
-        self._app = app
+        self._bot = bot
 
     async def _on(self, alert: Alert, first: bool) -> ActionResult:
         before = _PROCESS.memory_info().rss
-        cleared = self._app.llm.cache.clear()
-        forgotten = self._app.memory.sweep()
-        trimmed = await _trim_history(self._app)
+        cleared = self._bot.clear_response_cache()
+        forgotten = self._bot.forget_idle_conversations()
+        trimmed = await self._bot.trim_history(HISTORY_KEEP_S)
         collected = gc.collect()
         after = _PROCESS.memory_info().rss
         return ActionResult.success(
@@ -108,15 +105,13 @@ class ResponseTimeRemedy(_Remedy):
 
     name = "response_time"
 
-    def __init__(self, app: BotApp, mode: ReducedMode) -> None:
+    def __init__(self, bot: BotControls, mode: ReducedMode) -> None:
         super().__init__()
-        self._app = app
+        self._bot = bot
         self._mode = mode
 
     async def _on(self, alert: Alert, first: bool) -> ActionResult:
-        tuning = self._app.pipeline.tuning
-        tuning.history_messages = self._mode.history_messages
-        tuning.max_output_tokens = self._mode.max_output_tokens
+        self._bot.set_reduced_mode(self._mode.history_messages, self._mode.max_output_tokens)
         return ActionResult.success(
             f"reduced mode: {self._mode.history_messages} history messages, "
             f"{self._mode.max_output_tokens} output tokens",
@@ -125,9 +120,7 @@ class ResponseTimeRemedy(_Remedy):
         )
 
     async def _off(self, alert: Alert) -> ActionResult:
-        tuning = self._app.pipeline.tuning
-        tuning.history_messages = None
-        tuning.max_output_tokens = None
+        self._bot.set_reduced_mode(None, None)
         return ActionResult.success("reduced mode off: settings restored")
 
 
@@ -136,19 +129,19 @@ class ErrorRateRemedy(_Remedy):
 
     name = "error_rate"
 
-    def __init__(self, app: BotApp) -> None:
+    def __init__(self, bot: BotControls) -> None:
         super().__init__()
-        self._app = app
+        self._bot = bot
 
     async def _on(self, alert: Alert, first: bool) -> ActionResult:
-        self._app.degradation.set_override(
+        self._bot.override_degradation(
             HEAL_OVERRIDE_SOURCE, DegradationLevel.MEDIUM, "error-rate alert firing"
         )
-        await self._app.gemini.reset()
+        await self._bot.reset_model_client()
         return ActionResult.success("degradation medium; Gemini client recreated")
 
     async def _off(self, alert: Alert) -> ActionResult:
-        self._app.degradation.clear_override(HEAL_OVERRIDE_SOURCE)
+        self._bot.clear_degradation(HEAL_OVERRIDE_SOURCE)
         return ActionResult.success("degradation override cleared")
 
 
@@ -158,19 +151,18 @@ class ApiHealthRemedy(_Remedy):
     name = "api_health"
     lasting = False
 
-    def __init__(self, app: BotApp) -> None:
+    def __init__(self, bot: BotControls) -> None:
         super().__init__()
-        self._app = app
+        self._bot = bot
 
     async def _on(self, alert: Alert, first: bool) -> ActionResult:
         dependency = alert.labels.get("dependency", "gemini")
         if dependency == "discord":
             shard = int(alert.labels.get("shard", "0"))
-            await self._app.gateway.reconnect_shard(shard)
+            await self._bot.reconnect_shard(shard)
             return ActionResult.success(f"Discord shard {shard} reconnected")
-        await self._app.gemini.reset()
-        probing = self._app.llm.breaker.force_half_open()
-        self._app.queue.wake()
+        await self._bot.reset_model_client()
+        probing = self._bot.probe_model_now()
         return ActionResult.success(
             "Gemini client recreated" + ("; breaker half-open for a probe" if probing else ""),
             breaker_half_open=float(probing),
@@ -183,14 +175,13 @@ class DiskRemedy(_Remedy):
     name = "disk"
     lasting = False
 
-    def __init__(self, app: BotApp) -> None:
+    def __init__(self, bot: BotControls) -> None:
         super().__init__()
-        self._app = app
+        self._bot = bot
 
     async def _on(self, alert: Alert, first: bool) -> ActionResult:
-        removed = await self._app.store.cleanup_expired()
-        await self._app.store.compact()
-        trimmed = await _trim_history(self._app)
+        removed = await self._bot.clean_store()
+        trimmed = await self._bot.trim_history(HISTORY_KEEP_S)
         return ActionResult.success(
             f"{removed} expired entries removed, store compacted",
             expired_removed=float(removed),
@@ -203,47 +194,40 @@ class QueueRemedy(_Remedy):
 
     name = "queue"
 
-    def __init__(self, app: BotApp, divisor: float) -> None:
+    def __init__(self, bot: BotControls, divisor: float) -> None:
         super().__init__()
-        self._app = app
+        self._bot = bot
         self._divisor = divisor
         self._saved_interval: float | None = None
 
     async def _on(self, alert: Alert, first: bool) -> ActionResult:
-        queue = self._app.queue
-        expired = await queue.expire()
-        for item in expired:
-            await self._app.pipeline.notify_dropped(item.payload, "expired")
+        bot = self._bot
+        expired = await bot.drop_expired_questions()
         if self._saved_interval is None:
-            self._saved_interval = queue.retry_interval_s
-            queue.set_retry_interval(max(1.0, self._saved_interval / self._divisor))
+            self._saved_interval = bot.queue_retry_interval_s
+            bot.set_queue_retry_interval(max(1.0, self._saved_interval / self._divisor))
         return ActionResult.success(
-            f"{len(expired)} expired questions dropped with notices; "
-            f"retry every {queue.retry_interval_s:.0f} s",
-            expired_dropped=float(len(expired)),
-            retry_interval_s=queue.retry_interval_s,
+            f"{expired} expired questions dropped with notices; "
+            f"retry every {bot.queue_retry_interval_s:.0f} s",
+            expired_dropped=float(expired),
+            retry_interval_s=bot.queue_retry_interval_s,
         )
 
     async def _off(self, alert: Alert) -> ActionResult:
         if self._saved_interval is not None:
-            self._app.queue.set_retry_interval(self._saved_interval)
+            self._bot.set_queue_retry_interval(self._saved_interval)
             self._saved_interval = None
         return ActionResult.success("queue retry interval restored")
 
 
-async def _trim_history(app: BotApp) -> int:
-    """Keep the last day of health history: enough for the incident at hand."""
-    return await app.history.trim(HISTORY_KEEP_S)
-
-
-def build_remedies(app: BotApp, mode: ReducedMode | None = None) -> list[_Remedy]:
-    """One action per `heal` label, bound to this bot."""
+def build_remedies(bot: BotControls, mode: ReducedMode | None = None) -> list[_Remedy]:
+    """One action per `heal` label, acting on the bot through its controls."""
     mode = mode or ReducedMode()
     return [
-        MemoryRemedy(app),
-        ResponseTimeRemedy(app, mode),
-        ErrorRateRemedy(app),
-        ApiHealthRemedy(app),
-        DiskRemedy(app),
-        QueueRemedy(app, mode.queue_retry_divisor),
+        MemoryRemedy(bot),
+        ResponseTimeRemedy(bot, mode),
+        ErrorRateRemedy(bot),
+        ApiHealthRemedy(bot),
+        DiskRemedy(bot),
+        QueueRemedy(bot, mode.queue_retry_divisor),
     ]

@@ -1,4 +1,4 @@
-"""The health model: one snapshot of every figure, read from the live components.
+"""The health model: one snapshot of every figure, read through the `BotView`.
 
 `/status` and `/health` in Discord, `GET /status` and the health history all read a
 `HealthSnapshot`, so they always agree with each other (and with `/metrics`, which reads the same
@@ -8,28 +8,19 @@ component figures).
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import psutil
 
+from bot.llm.cache import CacheStats
+from bot.ops.percentile import percentile
 from bot.ops.runtime import python_heap_bytes
+from bot.ops.view import BotView
 
-if TYPE_CHECKING:
-    from bot.app import BotApp
-
-__all__ = ["HealthSnapshot", "dependency_health", "guild_count", "percentile", "take_snapshot"]
+__all__ = ["HealthSnapshot", "take_snapshot"]
 
 _PROCESS = psutil.Process()
-
-
-def percentile(sorted_values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..1) of already sorted values; 0.0 when empty."""
-    if not sorted_values:
-        return 0.0
-    index = min(len(sorted_values) - 1, max(0, round(q * len(sorted_values) + 0.5) - 1))
-    return sorted_values[index]
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,57 +57,44 @@ class HealthSnapshot:
         return asdict(self)
 
 
-def dependency_health(app: BotApp) -> dict[str, bool]:
-    """Is each dependency usable: Gemini unless its breaker is open, Discord while connected.
-
-    The one definition behind `/status`, the history and `llmbot_dependency_up`.
-    """
-    return {"gemini": app.llm.breaker.state != "open", "discord": app.gateway.connected}
-
-
-def guild_count(app: BotApp) -> int:
-    """Discord servers in the gateway's cache (0 before the first connection)."""
-    cache = getattr(getattr(app.gateway, "bot", None), "cache", None)
-    return len(cache.get_guilds_view()) if cache is not None else 0
-
-
-def take_snapshot(app: BotApp) -> HealthSnapshot:
+def take_snapshot(view: BotView) -> HealthSnapshot:
     """Read every figure now; cheap enough to call on each `/status`."""
-    stats = app.pipeline.stats
-    quota = app.llm.quota.snapshot()
-    cache = app.llm.cache.stats
-    memory = app.memory.stats()
-    total = sum(stats.outcomes.values())
-    failed = stats.outcomes["failed"]
-    recent = sorted(stats.recent_seconds)
+    stats = view.chat()
+    quota = view.quota()
+    cache = view.cache() or CacheStats()
+    memory = view.memory()
+    outcomes = stats.outcomes if stats is not None else {}
+    total = sum(outcomes.values())
+    failed = outcomes.get("failed", 0)
+    recent = sorted(stats.recent_seconds) if stats is not None else []
     lookups = cache.hits + cache.misses
-    breaker = app.llm.breaker.state
-    dependencies = dependency_health(app)
+    dependencies = view.dependencies()
+    now = time.time()
     return HealthSnapshot(
-        timestamp=time.time(),
-        uptime_s=time.time() - app.started_at,
+        timestamp=now,
+        uptime_s=now - view.started_at,
         rss_bytes=_PROCESS.memory_info().rss,
-        active_conversations=memory.conversations,
-        context_chars=memory.chars,
-        quota_minute_remaining=quota.minute.remaining,
-        quota_minute_limit=quota.minute.limit,
-        quota_day_remaining=quota.day.remaining,
-        quota_day_limit=quota.day.limit,
+        active_conversations=memory.conversations if memory is not None else 0,
+        context_chars=memory.chars if memory is not None else 0,
+        quota_minute_remaining=quota.minute.remaining if quota is not None else 0,
+        quota_minute_limit=quota.minute.limit if quota is not None else 0,
+        quota_day_remaining=quota.day.remaining if quota is not None else 0,
+        quota_day_limit=quota.day.limit if quota is not None else 0,
         messages_total=total,
         messages_failed=failed,
         error_rate=failed / total if total else 0.0,
-        response_p50_s=percentile(recent, 0.50),
-        response_p95_s=percentile(recent, 0.95),
-        response_p99_s=percentile(recent, 0.99),
+        response_p50_s=percentile(recent, 50, empty=0.0),
+        response_p95_s=percentile(recent, 95, empty=0.0),
+        response_p99_s=percentile(recent, 99, empty=0.0),
         gemini_up=dependencies["gemini"],
         discord_up=dependencies["discord"],
-        breaker_state=breaker,
+        breaker_state=view.breakers().get("gemini", "closed"),
         cache_hits=cache.hits,
         cache_misses=cache.misses,
         cache_hit_rate=cache.hits / lookups if lookups else 0.0,
         cache_entries=cache.entries,
         cache_bytes=cache.bytes,
-        in_flight=stats.in_flight,
+        in_flight=stats.in_flight if stats is not None else 0,
         heap_bytes=python_heap_bytes(),
-        guilds=guild_count(app),
+        guilds=view.guilds(),
     )

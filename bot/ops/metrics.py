@@ -37,7 +37,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, NamedTuple, Protocol, TypeVar
+from typing import Any, Final, NamedTuple, Protocol, TypeVar
 
 from opentelemetry import trace
 from prometheus_client import (
@@ -80,10 +80,6 @@ from bot.resilience.degradation import FALLBACK_KINDS, DegradationStats
 from bot.resilience.queue import DROP_REASONS, QUEUE_WAIT_BUCKETS_S, QueueStats
 from bot.store.stats import OPS, OTHER_STORE, STORE_NAMES, LatencyHistogram, StoreStats
 
-if TYPE_CHECKING:
-    from bot.app import BotApp
-    from bot.ops.history import HealthHistory
-
 __all__ = [
     "CACHE_RESULTS",
     "DEPENDENCIES",
@@ -106,7 +102,6 @@ __all__ = [
     "TokenCounts",
     "llm_outcome",
     "rest_status_class",
-    "sources_from_app",
 ]
 
 logger = logging.getLogger(__name__)
@@ -1137,55 +1132,3 @@ def _exemplar_text(metric: Metric, sample_name: str, exemplar: Exemplar) -> str:
     if exemplar.timestamp is not None:
         text += f" {exemplar.timestamp}"
     return text
-
-
-# --- the adapter from the running bot ----------------------------------------------------------
-
-
-def sources_from_app(app: BotApp, *, history: HealthHistory | None = None) -> MetricSources:
-    """The sources of a `BotApp`; parts it does not have yet (queue, store, ...) read as zeros."""
-    # Imported here: health.py reads the app too and this keeps the module graph acyclic.
-    from bot.ops.health import dependency_health, guild_count
-
-    def part(name: str) -> Any:
-        return getattr(app, name, None)
-
-    def stats_of(name: str) -> Callable[[], Any]:
-        return lambda: getattr(part(name), "stats", None)
-
-    def held_snapshots() -> int:
-        held = history if history is not None else part("history")
-        return len(held) if held is not None else 0
-
-    gateway_bot = getattr(app.gateway, "bot", None)
-
-    return MetricSources(
-        chat=lambda: app.pipeline.stats,
-        cache=lambda: app.llm.cache.stats,
-        quota=app.llm.quota.snapshot,
-        llm_timeout=lambda: app.llm.timeout.current() if app.llm.timeout else None,
-        breakers=lambda: {app.llm.breaker.name: app.llm.breaker.state},
-        dependencies=lambda: dependency_health(app),
-        memory=app.memory.stats,
-        store=stats_of("store"),
-        queue=stats_of("queue"),
-        degradation=stats_of("degradation"),
-        heal=stats_of("healer"),
-        shards=lambda: _shard_figures(gateway_bot),
-        guilds=lambda: guild_count(app),
-        health_snapshots=held_snapshots,
-        data_dir=Path(app.settings.data_dir),
-        thresholds=AlertThresholds.from_settings(app.settings),
-    )
-
-
-def _shard_figures(gateway_bot: Any) -> dict[int, ShardFigures]:
-    # Read off hikari's shard objects by attribute: only discord/ imports hikari.
-    shards: Mapping[int, Any] = getattr(gateway_bot, "shards", None) or {}
-    return {
-        int(shard_id): ShardFigures(
-            bool(getattr(shard, "is_connected", False)),
-            float(getattr(shard, "heartbeat_latency", math.nan)),
-        )
-        for shard_id, shard in shards.items()
-    }

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from bot.ops.health import HealthSnapshot, take_snapshot
-
-if TYPE_CHECKING:
-    from bot.app import BotApp
+from bot.ops.view import BotView
 
 __all__ = ["StatusReport", "format_duration"]
 
@@ -31,18 +27,18 @@ def _mb(value: int) -> str:
 class StatusReport:
     """Implements the `StatusReporter` the slash commands use."""
 
-    def __init__(self, app: BotApp) -> None:
-        self._app = app
+    def __init__(self, view: BotView) -> None:
+        self._view = view
 
     def snapshot(self) -> HealthSnapshot:
-        return take_snapshot(self._app)
+        return take_snapshot(self._view)
 
     def status_text(self) -> str:
         s = self.snapshot()
         return "\n".join(
             [
                 "**Status**",
-                f"Model: `{self._app.settings.gemini_model}`",
+                f"Model: `{self._view.model}`",
                 f"Uptime: {format_duration(s.uptime_s)}",
                 f"Quota left: {s.quota_minute_remaining}/{s.quota_minute_limit} this minute, "
                 f"{s.quota_day_remaining}/{s.quota_day_limit} today",

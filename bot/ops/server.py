@@ -11,23 +11,21 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from aiohttp import web
 
 from bot.ops.health import HealthSnapshot
 from bot.ops.history import HealthHistory, parse_time
 from bot.ops.metrics import Telemetry
-
-if TYPE_CHECKING:
-    from bot.app import BotApp
+from bot.ops.view import BotView
 
 __all__ = [
     "Handler",
     "OpsServer",
     "Readiness",
     "Route",
-    "readiness_from_app",
+    "readiness",
     "wants_openmetrics",
 ]
 
@@ -186,28 +184,27 @@ class OpsServer:
         return web.Response(text=text, content_type="application/json")
 
 
-def readiness_from_app(app: BotApp) -> Readiness:
+def readiness(view: BotView) -> Readiness:
     """Ready when the gateway is connected, the store is healthy and not in maintenance.
 
-    Parts the app does not have (no store, no degradation state) are not checked.
+    Parts the view does not have (no store, no maintenance state) are not checked.
     """
 
     def check() -> tuple[bool, dict[str, Any]]:
         checks: dict[str, dict[str, Any]] = {}
-        connected = bool(app.gateway.connected)
+        connected = view.gateway_connected()
         checks["gateway"] = {
             "ok": connected,
             "detail": "connected" if connected else "not connected",
         }
-        store = getattr(app, "store", None)
+        store = view.store()
         if store is not None:
-            healthy = bool(store.stats.healthy)
+            healthy = store.healthy
             checks["store"] = {"ok": healthy, "detail": "healthy" if healthy else "unhealthy"}
-        degradation = getattr(app, "degradation", None)
-        if degradation is not None:
-            maintenance = bool(degradation.maintenance)
-            detail = f"maintenance: {degradation.reason}" if maintenance else "serving"
-            checks["maintenance"] = {"ok": not maintenance, "detail": detail}
+        if view.maintenance is not None:
+            reason = view.maintenance()
+            detail = f"maintenance: {reason}" if reason is not None else "serving"
+            checks["maintenance"] = {"ok": reason is None, "detail": detail}
         return all(c["ok"] for c in checks.values()), checks
 
     return check

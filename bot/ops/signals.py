@@ -9,7 +9,7 @@ from collections.abc import Callable
 import psutil
 
 from bot.chat.pipeline import ChatStats
-from bot.ops.health import percentile
+from bot.ops.percentile import percentile
 from bot.resilience.degradation import HealthSignals
 
 __all__ = ["SignalProbe"]
@@ -52,11 +52,10 @@ class SignalProbe:
         if len(self._samples) == 1:
             in_window, failed0 = judged, 0
         ratio = (failed - failed0) / in_window if in_window > 0 else 0.0
-        recent = sorted(self._stats.recent_seconds)
         return HealthSignals(
             rss_bytes=_PROCESS.memory_info().rss,
             error_ratio=ratio,
-            p95_s=percentile(recent, 0.95),
+            p95_s=percentile(self._stats.recent_seconds, 95, empty=0.0),
             breaker_open=self._breaker_open(),
             queue_pressure=self._queue_pressure(),
             messages_in_window=in_window,

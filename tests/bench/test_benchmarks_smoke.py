@@ -20,7 +20,8 @@ import pytest
 from benchmarks.harness import Result
 from benchmarks.report import ANALYSIS_MARKER, existing_analysis, render
 from benchmarks.scenarios import SCENARIOS, Options
-from bot.loadtest import parse_latency, percentile
+from bot.loadtest import parse_latency
+from bot.ops.percentile import percentile
 
 REPO = Path(__file__).resolve().parents[2]
 

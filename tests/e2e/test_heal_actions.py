@@ -21,7 +21,7 @@ def _alert(heal: str, *, fingerprint: str = "f1", **labels: str) -> Alert:
 
 
 def _action(app: BotApp, name: str) -> Any:
-    return next(a for a in build_remedies(app) if a.name == name)
+    return next(a for a in build_remedies(app.controls) if a.name == name)
 
 
 async def _chat(discord: DiscordEmulator, user: dict[str, Any], text: str) -> str:

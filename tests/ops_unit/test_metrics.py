@@ -38,7 +38,6 @@ from bot.ops.metrics import (
     Telemetry,
     llm_outcome,
     rest_status_class,
-    sources_from_app,
 )
 from bot.resilience.degradation import DegradationLevel
 from tests.ops.support import need_binary
@@ -469,7 +468,7 @@ def test_promtool_check_metrics_reports_nothing(tmp_path: Path) -> None:
     assert output.strip() == "", output
 
 
-# --- the adapter from a real BotApp --------------------------------------------------------------
+# --- the view of a real BotApp --------------------------------------------------------------
 
 
 def _token(bot_id: int) -> str:
@@ -477,14 +476,14 @@ def _token(bot_id: int) -> str:
     return f"{first}.AAAAAA.not-a-real-token"
 
 
-async def test_sources_from_a_real_app_read_its_parts(tmp_path: Path) -> None:
+async def test_the_view_of_a_real_app_reads_its_parts(tmp_path: Path) -> None:
     from bot.app import BotApp
     from bot.config import load_settings
 
     settings = load_settings(_env_file=None, data_dir=tmp_path / "data")
     app = BotApp(settings, discord_token=_token(123456789012345678), gemini_api_key="key")
     try:
-        telemetry = Telemetry(models=[settings.gemini_model], sources=sources_from_app(app))
+        telemetry = Telemetry(models=[settings.gemini_model], sources=app.view.metric_sources())
         app.pipeline.stats.outcomes["answered"] += 2
         series = scrape(telemetry)
     finally:

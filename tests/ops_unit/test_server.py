@@ -19,8 +19,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bot.ops.history import CSV_COLUMNS, HealthHistory
 from bot.ops.metrics import MetricSources, Telemetry
-from bot.ops.server import OpsServer, readiness_from_app, wants_openmetrics
+from bot.ops.server import OpsServer, readiness, wants_openmetrics
+from bot.ops.view import BotView
 from bot.resilience.degradation import DegradationState
+from bot.store.stats import StoreStats
 from tests.ops_unit.fakes import BUILD, START, make_snapshot
 
 PROMETHEUS_ACCEPT = (
@@ -200,26 +202,27 @@ def test_openmetrics_is_chosen_from_the_accept_header() -> None:
     assert not wants_openmetrics("application/openmetrics-text;q=0")
 
 
-def test_readiness_from_an_app_checks_gateway_store_and_maintenance() -> None:
+def test_readiness_from_a_view_checks_gateway_store_and_maintenance() -> None:
     degradation = DegradationState()
-    app: Any = SimpleNamespace(
-        gateway=SimpleNamespace(connected=True),
-        store=SimpleNamespace(stats=SimpleNamespace(healthy=True)),
-        degradation=degradation,
+    store = StoreStats(backend="memory", healthy=True)
+    view = BotView(
+        gateway_connected=lambda: True,
+        store=lambda: store,
+        maintenance=lambda: degradation.reason if degradation.maintenance else None,
     )
-    check = readiness_from_app(app)
+    check = readiness(view)
     ready, checks = check()
     assert ready
     assert set(checks) == {"gateway", "store", "maintenance"}
     degradation.enter_maintenance("operator")
-    app.store.stats.healthy = False
+    store.healthy = False
     ready, checks = check()
     assert not ready
     assert checks["store"] == {"ok": False, "detail": "unhealthy"}
     assert checks["maintenance"]["ok"] is False
     assert "maintenance" in checks["maintenance"]["detail"]
     json.dumps(checks)  # the server sends it as JSON
-    bare: Any = SimpleNamespace(gateway=SimpleNamespace(connected=False))
-    ready, checks = readiness_from_app(bare)()
+    bare = BotView(gateway_connected=lambda: False)
+    ready, checks = readiness(bare)()
     assert not ready
     assert set(checks) == {"gateway"}
