@@ -33,6 +33,7 @@ from bot.llm.types import GenerationSettings
 from bot.ops.health import take_snapshot
 from bot.ops.heap import freeze_startup_heap
 from bot.ops.history import HealthHistory
+from bot.ops.llm_telemetry import LLMCallTelemetry
 from bot.ops.metrics import AlertThresholds, ShardFigures, Telemetry
 from bot.ops.report import StatusReport
 from bot.ops.server import OpsServer, readiness
@@ -129,13 +130,14 @@ class BotApp:
                 max_backoff_s=s.retry_max_backoff_seconds,
                 total_budget_s=s.retry_total_budget_seconds,
             ),
-            telemetry=self.telemetry,
+            observer=LLMCallTelemetry(
+                self.telemetry, include_message_text=s.trace_include_message_text
+            ),
             timeout=AdaptiveTimeout(
                 s.gemini_timeout_seconds,
                 floor_s=min(s.gemini_timeout_min_seconds, s.gemini_timeout_seconds),
                 enabled=s.gemini_adaptive_timeout,
             ),
-            include_message_text=s.trace_include_message_text,
         )
         self.quota_persister = QuotaPersister(
             self.llm.quota,

@@ -1,8 +1,15 @@
-"""The LLM failures the rest of the bot understands; `llm/gemini.py` maps SDK errors onto them."""
+"""The LLM failures the rest of the bot understands; `llm/gemini.py` maps SDK errors onto them.
+
+Also what the LLM layer makes of them: which ones the retry layer may try again (and after how
+long), and the outcome of one model call as the metrics label it.
+"""
 
 from __future__ import annotations
 
+from typing import Literal
+
 __all__ = [
+    "CallOutcome",
     "CircuitOpen",
     "Degraded",
     "LLMBadRequest",
@@ -11,7 +18,12 @@ __all__ = [
     "LLMTimeout",
     "LLMUnavailable",
     "QuotaExhausted",
+    "call_outcome",
+    "is_retryable",
+    "retry_after_hint",
 ]
+
+CallOutcome = Literal["ok", "error", "timeout", "rate_limited"]
 
 
 class LLMError(Exception):
@@ -73,3 +85,24 @@ class Degraded(LLMError):
     """The bot is degraded enough that new questions wait in the queue instead of calling."""
 
     kind = "degraded"
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Only our own LLM errors that say so: anything else is a bug or a final answer."""
+    return isinstance(exc, LLMError) and exc.retryable
+
+
+def retry_after_hint(exc: BaseException) -> float | None:
+    """The provider's own retry delay carried by an LLM error, if any."""
+    return exc.retry_after_s if isinstance(exc, LLMError) else None
+
+
+def call_outcome(error: BaseException | None) -> CallOutcome:
+    """The outcome of one model call that raised `error` (None: it answered)."""
+    if error is None:
+        return "ok"
+    if isinstance(error, LLMTimeout | TimeoutError):
+        return "timeout"
+    if isinstance(error, LLMRateLimited):
+        return "rate_limited"
+    return "error"

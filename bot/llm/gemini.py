@@ -1,4 +1,4 @@
-"""The Gemini adapter: the only module that imports google.genai.
+"""The Gemini adapter: with its `gemini_speedups`, the only modules that import google.genai.
 
 It turns our `LLMRequest` into an SDK call and the SDK's answer (or failure) into `LLMReply` or
 one of `bot.llm.errors`. It never retries: the one retry layer is `bot.resilience.retry`.
@@ -17,7 +17,7 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
 
-from bot.llm import sdk_speedups
+from bot.llm import gemini_speedups
 from bot.llm.errors import LLMBadRequest, LLMError, LLMRateLimited, LLMTimeout, LLMUnavailable
 from bot.llm.types import LLMReply, LLMRequest, Message, TokenUsage
 
@@ -83,7 +83,7 @@ class GeminiClient:
         self._api_version = api_version
         self._timeout_s = timeout_s
         self._stream = stream
-        sdk_speedups.install()
+        gemini_speedups.install()
         # Made on first use, inside the running event loop that the HTTP session belongs to.
         self._client: genai.Client | None = None
         self._session: aiohttp.ClientSession | None = None

@@ -15,11 +15,18 @@ from typing import Protocol
 from opentelemetry import trace
 
 from bot.llm.cache import ResponseCache, make_cache_key
-from bot.llm.errors import CircuitOpen, LLMError, LLMRateLimited, LLMTimeout, QuotaExhausted
+from bot.llm.errors import (
+    CircuitOpen,
+    LLMError,
+    LLMRateLimited,
+    LLMTimeout,
+    QuotaExhausted,
+    is_retryable,
+    retry_after_hint,
+)
+from bot.llm.observer import NO_OBSERVER, LLMCallObserver
 from bot.llm.quota import QuotaLimiter
-from bot.llm.types import LLMReply, LLMRequest, TokenUsage
-from bot.ops.metrics import llm_outcome
-from bot.ops.tracing import llm_span, record_llm_result
+from bot.llm.types import LLMReply, LLMRequest
 from bot.resilience.breaker import CircuitBreaker
 from bot.resilience.retry import RetryPolicy, call_with_retry
 from bot.resilience.timeout import AdaptiveTimeout
@@ -36,21 +43,6 @@ class LLMClient(Protocol):
         ...
 
     async def reset(self) -> None: ...
-
-
-class LLMObserver(Protocol):
-    """Where each model call's duration, outcome and tokens are reported (ops.Telemetry)."""
-
-    def observe_llm_call(
-        self, model: str, outcome: str, seconds: float, usage: TokenUsage | None = None
-    ) -> None: ...
-
-
-class _NoObserver:
-    def observe_llm_call(
-        self, model: str, outcome: str, seconds: float, usage: TokenUsage | None = None
-    ) -> None:
-        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,12 +63,10 @@ class LLMService:
         quota: QuotaLimiter,
         breaker: CircuitBreaker,
         retry_policy: RetryPolicy,
-        telemetry: LLMObserver | None = None,
-        include_message_text: bool = False,
+        observer: LLMCallObserver = NO_OBSERVER,
         timeout: AdaptiveTimeout | None = None,
     ) -> None:
-        self.telemetry: LLMObserver = telemetry or _NoObserver()
-        self.include_message_text = include_message_text
+        self.observer = observer
         self.client = client
         self.cache = cache
         self.quota = quota
@@ -136,7 +126,13 @@ class LLMService:
             return reply
 
         try:
-            reply = await call_with_retry(attempt, self.retry_policy, on_retry=_note_retry)
+            reply = await call_with_retry(
+                attempt,
+                self.retry_policy,
+                retryable=is_retryable,
+                retry_after=retry_after_hint,
+                on_retry=_note_retry,
+            )
         except QuotaExhausted:
             if failed_calls:
                 # Retries ran into the quota: the provider was still failing before that.
@@ -153,36 +149,25 @@ class LLMService:
         return Answer(reply, cached=False, attempts=attempts)
 
     async def _call(self, request: LLMRequest, timeout_s: float | None) -> LLMReply:
-        """One model call in a GenAI span, observed for the metrics (exemplar: this span)."""
-        model = request.settings.model
+        """One model call, observed (in ops: a GenAI span, current while the metrics record)."""
         started = time.monotonic()
-        messages = [(m.role, m.text) for m in request.messages] if self.include_message_text else []
-        with llm_span(
-            model, include_message_text=self.include_message_text, input_messages=messages
-        ) as span:
+        with self.observer.call(request) as record:
             try:
                 reply = await self.client.generate(request, timeout_s=timeout_s)
             except LLMError as exc:
-                record_llm_result(span, error=exc)
-                self.telemetry.observe_llm_call(model, llm_outcome(exc), time.monotonic() - started)
+                record.failed(exc, time.monotonic() - started)
                 raise
-            record_llm_result(
-                span,
-                usage=reply.usage,
-                finish_reasons=[reply.finish_reason] if reply.finish_reason else (),
-                response_model=reply.model,
-                include_message_text=self.include_message_text,
-                output_text=reply.text,
-            )
             elapsed = time.monotonic() - started
-            self.telemetry.observe_llm_call(model, "ok", elapsed, reply.usage)
+            record.succeeded(reply, elapsed)
             if self.timeout is not None:
                 self.timeout.observe(elapsed)
         return reply
 
 
-def _note_retry(attempt: int, error: LLMError, wait_s: float) -> None:
+def _note_retry(attempt: int, error: BaseException, wait_s: float) -> None:
     """Retries show on the message's trace as events, with the wait chosen."""
+    # Only LLM errors are retried (is_retryable); the fallback keeps the event well-formed.
+    kind = error.kind if isinstance(error, LLMError) else type(error).__qualname__
     trace.get_current_span().add_event(
-        "retry", {"attempt": attempt, "error.type": error.kind, "wait_seconds": wait_s}
+        "retry", {"attempt": attempt, "error.type": kind, "wait_seconds": wait_s}
     )

@@ -8,21 +8,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Final, Literal, TypeVar
+from typing import Final, Literal
 
-__all__ = [
-    "BREAKER_STATES",
-    "BreakerState",
-    "BreakerStats",
-    "CircuitBreaker",
-    "CircuitOpenError",
-]
+__all__ = ["BREAKER_STATES", "BreakerState", "BreakerStats", "CircuitBreaker"]
 
 logger = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 BreakerState = Literal["closed", "open", "half_open"]
 BREAKER_STATES: Final[tuple[BreakerState, ...]] = ("closed", "open", "half_open")
@@ -40,15 +32,6 @@ class BreakerStats:
     short_circuited_total: int = 0
     successes_total: int = 0
     failures_total: int = 0
-
-
-class CircuitOpenError(Exception):
-    """Raised by `CircuitBreaker.call()` when the breaker refuses the call."""
-
-    def __init__(self, name: str, retry_after_s: float) -> None:
-        super().__init__(f"circuit {name!r} is open; retry in {retry_after_s:.1f}s")
-        self.name = name
-        self.retry_after_s = retry_after_s
 
 
 class CircuitBreaker:
@@ -158,33 +141,6 @@ class CircuitBreaker:
         if self._state != "closed":
             self._transition("closed")
         self._consecutive_failures = 0
-
-    async def call(
-        self,
-        fn: Callable[[], Awaitable[T]],
-        *,
-        is_failure: Callable[[BaseException], bool] = lambda _exc: True,
-    ) -> T:
-        """Run `fn` under the breaker; raises `CircuitOpenError` when refused.
-
-        Exceptions for which `is_failure` is False (a bad request, say) count as the dependency
-        answering; a cancellation records nothing.
-        """
-        if not self.allow():
-            raise CircuitOpenError(self.name, self.retry_after_s())
-        try:
-            result = await fn()
-        except Exception as exc:
-            if is_failure(exc):
-                self.record_failure()
-            else:
-                self.record_success()
-            raise
-        except BaseException:
-            self.release()
-            raise
-        self.record_success()
-        return result
 
     def _release_probe(self) -> None:
         self._probes_in_flight = max(0, self._probes_in_flight - 1)

@@ -1,8 +1,10 @@
-"""The one retry layer: tenacity, retryable `LLMError`s only, honouring the provider's delay.
+"""The one retry layer: tenacity, retrying what the caller calls retryable, honouring delays.
 
 The SDK's own retry is off (it ignores the server's retry delay), so this is the only place
-where an LLM call is repeated. A retry is skipped rather than slept when the wait would push
-the whole chain past its time budget: the caller gets the last error at once.
+where an LLM call is repeated. It knows no error types: the caller says which exceptions may be
+tried again (`retryable`) and how long the failing side asked to wait (`retry_after`). A retry
+is skipped rather than slept when the wait would push the whole chain past its time budget: the
+caller gets the last error at once.
 """
 
 from __future__ import annotations
@@ -22,9 +24,7 @@ from tenacity import (
 )
 from tenacity.stop import stop_base
 
-from bot.llm.errors import LLMError
-
-__all__ = ["RetryPolicy", "backoff_s", "call_with_retry", "is_retryable"]
+__all__ = ["RetryPolicy", "backoff_s", "call_with_retry"]
 
 T = TypeVar("T")
 
@@ -46,9 +46,8 @@ class RetryPolicy:
             raise ValueError("backoff, jitter and budget must not be negative")
 
 
-def is_retryable(exc: BaseException) -> bool:
-    """Only our own LLM errors that say so: anything else is a bug or a final answer."""
-    return isinstance(exc, LLMError) and exc.retryable
+def _no_hint(_error: BaseException) -> float | None:
+    return None
 
 
 def backoff_s(attempt: int, policy: RetryPolicy) -> float:
@@ -62,26 +61,31 @@ async def call_with_retry(
     fn: Callable[[], Awaitable[T]],
     policy: RetryPolicy,
     *,
-    on_retry: Callable[[int, LLMError, float], None] | None = None,
+    retryable: Callable[[BaseException], bool],
+    retry_after: Callable[[BaseException], float | None] = _no_hint,
+    on_retry: Callable[[int, BaseException, float], None] | None = None,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     clock: Callable[[], float] = time.monotonic,
 ) -> T:
-    """Await `fn()`, retrying retryable `LLMError`s; the last error is re-raised unchanged."""
+    """Await `fn()`, retrying exceptions `retryable` accepts; the last is re-raised unchanged.
+
+    The wait before a retry is the policy's backoff, or longer when `retry_after(error)` asks
+    for more; `on_retry(attempt, error, wait_s)` is told of each retry before its wait.
+    """
 
     def wait(state: RetryCallState) -> float:
-        error = _llm_error(state)
-        hint = error.retry_after_s or 0.0
+        hint = retry_after(_error(state)) or 0.0
         return max(backoff_s(state.attempt_number, policy), hint)
 
     def before_sleep(state: RetryCallState) -> None:
         if on_retry is not None:
-            on_retry(state.attempt_number, _llm_error(state), state.upcoming_sleep)
+            on_retry(state.attempt_number, _error(state), state.upcoming_sleep)
 
     retrying = AsyncRetrying(
         sleep=sleep,
         stop=stop_after_attempt(policy.max_attempts) | _OverBudget(policy, clock),
         wait=wait,
-        retry=retry_if_exception(is_retryable),
+        retry=retry_if_exception(retryable),
         before_sleep=before_sleep,
         reraise=True,
     )
@@ -107,9 +111,9 @@ class _OverBudget(stop_base):
         return elapsed + retry_state.upcoming_sleep > self._budget_s
 
 
-def _llm_error(state: RetryCallState) -> LLMError:
-    # Only called after retry_if_exception(is_retryable) accepted the outcome.
+def _error(state: RetryCallState) -> BaseException:
+    # Only called after retry_if_exception(retryable) accepted the outcome: it is an exception.
     assert state.outcome is not None
     error = state.outcome.exception()
-    assert isinstance(error, LLMError)
+    assert error is not None
     return error

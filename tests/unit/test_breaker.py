@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
-from bot.resilience.breaker import BreakerState, CircuitBreaker, CircuitOpenError
+from bot.resilience.breaker import BreakerState, CircuitBreaker
 
 
 class FakeClock:
@@ -170,42 +168,29 @@ def test_invalid_settings_are_refused() -> None:
         CircuitBreaker("x", reset_timeout_s=-1)
 
 
-async def test_call_helper() -> None:
+def test_one_outcome_per_call_recorded_by_the_caller() -> None:
+    # As LLMService does: allow() before the call, then one record_*() for its outcome.
     breaker, _clock, _seen = make(failure_threshold=2)
-
-    async def ok() -> int:
-        return 42
-
-    async def fail() -> int:
-        raise ValueError("bad request")
-
-    assert await breaker.call(ok) == 42
-    with pytest.raises(ValueError, match="bad request"):
-        await breaker.call(fail, is_failure=lambda exc: not isinstance(exc, ValueError))
+    assert breaker.allow()
+    breaker.record_success()
     assert state(breaker) == "closed"
     for _ in range(2):
-        with pytest.raises(ValueError, match="bad request"):
-            await breaker.call(fail)
+        assert breaker.allow()
+        breaker.record_failure()
     assert state(breaker) == "open"
-    with pytest.raises(CircuitOpenError) as info:
-        await breaker.call(ok)
-    assert info.value.retry_after_s == pytest.approx(60.0)
+    assert not breaker.allow()  # the caller raises its own "circuit open" error here
+    assert breaker.retry_after_s() == pytest.approx(60.0)
 
 
-async def test_call_helper_releases_the_probe_on_cancellation() -> None:
-    breaker, clock, _seen = make(failure_threshold=1)
+def test_a_probe_whose_call_never_happened_gives_its_slot_back() -> None:
+    # As LLMService does when its quota refuses the call: release(), not an outcome.
+    breaker, clock, seen = make(failure_threshold=1)
     open_breaker(breaker)
     clock.now += 60
-    started = asyncio.Event()
-
-    async def hang() -> None:
-        started.set()
-        await asyncio.Event().wait()
-
-    task = asyncio.create_task(breaker.call(hang))
-    await started.wait()
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    assert breaker.allow()
+    assert not breaker.allow()  # the one probe slot is taken
+    breaker.release()
     assert state(breaker) == "half_open"
-    assert breaker.allow()  # the cancelled probe's slot came back
+    assert breaker.allow()  # the released probe's slot came back
+    assert [new for _n, _old, new in seen] == ["open", "half_open"]
+    assert (breaker.stats.successes_total, breaker.stats.failures_total) == (0, 1)

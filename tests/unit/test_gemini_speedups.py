@@ -12,8 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from bot.llm import sdk_speedups
-from bot.llm.sdk_speedups import fast_get_value_by_path
+from bot.llm import gemini_speedups
+from bot.llm.gemini_speedups import fast_get_value_by_path
 
 NAMES = ["a", "b", "text", "parts", "role", "inline_data", "data"]
 
@@ -87,11 +87,11 @@ def test_request_json_is_unchanged_with_the_fast_helper() -> None:
     genai_models.getv = _common.get_value_by_path  # type: ignore[attr-defined]
     try:
         expected = genai_models._GenerateContentParameters_to_mldev(client, params, None, params)
-        assert sdk_speedups.install()
+        assert gemini_speedups.install()
         assert genai_models.getv is fast_get_value_by_path  # type: ignore[attr-defined]
         actual = genai_models._GenerateContentParameters_to_mldev(client, params, None, params)
     finally:
-        sdk_speedups.install()
+        gemini_speedups.install()
     assert actual == expected
     first = actual["contents"][0]
     assert first["role"] == "user"
@@ -113,8 +113,8 @@ def test_a_changed_sdk_keeps_its_own_helper(
     monkeypatch: pytest.MonkeyPatch, also_the_original: bool
 ) -> None:
     if also_the_original:  # the module still binds "the" helper, but it answers differently
-        monkeypatch.setattr(sdk_speedups, "_original", _other_helper)
+        monkeypatch.setattr(gemini_speedups, "_original", _other_helper)
     monkeypatch.setattr(genai_models, "getv", _other_helper)
 
-    assert sdk_speedups.install() is False
+    assert gemini_speedups.install() is False
     assert genai_models.getv is _other_helper  # type: ignore[attr-defined]
