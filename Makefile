@@ -37,14 +37,16 @@ system-deps:
 	    prometheus prometheus-alertmanager >/dev/null; \
 	fi
 
-test: $(STAMP) system-deps lint typecheck   ## everything CI runs
+# tests/ mirrors bot/ (tests/chat, tests/llm, ...); tests/conftest.py marks the folders that are
+# not unit tests: tests/e2e (e2e), tests/deploy (ops: real Prometheus/Alertmanager), tests/bench.
+test: $(STAMP) system-deps lint typecheck   ## everything CI runs: every test, lint, mypy
 	$(PY) -m pytest -q
 
-test-unit: $(STAMP)
-	$(PY) -m pytest -q tests/unit
+test-unit: $(STAMP)       ## every test but tests/e2e, tests/deploy and tests/bench
+	$(PY) -m pytest -q -m "not e2e and not ops and not bench"
 
-test-e2e: $(STAMP)
-	$(PY) -m pytest -q tests/e2e
+test-e2e: $(STAMP)        ## tests/e2e: the whole bot against the emulators
+	$(PY) -m pytest -q -m e2e
 
 lint: $(STAMP)             ## ruff, and the import-linter architecture contracts (pyproject.toml)
 	$(VENV)/bin/ruff check .

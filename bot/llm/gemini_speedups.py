@@ -8,7 +8,7 @@ message (profile in benchmarks/RESULTS.md; `_GenerateContentParameters_to_mldev`
 2.6 ms with the SDK's helper, 0.6 ms with this one).
 
 `fast_get_value_by_path` returns exactly what the SDK's helper returns for every input (a
-hypothesis test in tests/unit/test_gemini_speedups.py compares the two), including the SDK's quirk
+hypothesis test in tests/llm/test_gemini_speedups.py compares the two), including the SDK's quirk
 that `name[]` and `name[0]` path steps never match on a pydantic model. It is installed only into
 `google.genai.models`, and only while that module still binds the helper this was written
 against and both agree on a few request-shaped probes at install time; otherwise the SDK's own

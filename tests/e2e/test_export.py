@@ -24,7 +24,7 @@ from bot.app import BotApp
 from bot.emulator.discord import DiscordEmulator
 from bot.ops.history import CSV_COLUMNS, HOUR_S, HealthHistory, HistoryPoint
 from bot.store import SqliteStore
-from tests.ops_unit.fakes import make_snapshot
+from tests.ops.fakes import make_snapshot
 
 SETTING_PREFIXES: Final = (
     "DISCORD_",

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import os
 import re
 import signal
@@ -37,8 +36,9 @@ from bot.emulator.discord import DiscordEmulator
 from bot.emulator.gemini import Fault, GeminiEmulator, GeminiRequest, default_responder
 from bot.emulator.gemini import wire as gemini_wire
 from bot.emulator.gemini.records import get_field
-from tests.ops.support import METRICS_MD, local_stack, need_binary
-from tests.ops_unit.otlp_receiver import OTLPReceiver, ReceivedSpan, otlp_receiver
+from tests.deploy.support import METRICS_MD, local_stack, need_binary
+from tests.fakes import FakeClock
+from tests.ops.otlp_receiver import OTLPReceiver, ReceivedSpan, otlp_receiver
 
 __all__ = ["otlp_receiver"]  # the fixture, imported so the tests here can use it
 
@@ -157,20 +157,6 @@ class UsageLog:
         return text
 
 
-class FakeClock:
-    """Wall-clock seconds that move only when the test says (the quota's and queue's clock)."""
-
-    def __init__(self) -> None:
-        # One second into a fresh minute, so no quota window ends by accident.
-        self.now = math.floor(time.time() / 60) * 60 + 1.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
 async def dm(discord: DiscordEmulator, name: str, text: str) -> int:
     """A new user asks the bot in a DM; returns the message id."""
     user = discord.create_user(name)
@@ -203,7 +189,7 @@ async def drive_traffic(
     usage = UsageLog(thoughts_per_answer=3)
     gemini.responder = usage
     gemini.thoughts_tokens = usage.thoughts_per_answer
-    clock = FakeClock()
+    clock = FakeClock.in_a_fresh_minute()
     attempts = 2
     app: BotApp = await start_bot(
         clock=clock,

