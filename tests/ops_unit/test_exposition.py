@@ -28,8 +28,9 @@ from prometheus_client.registry import Collector
 from prometheus_client.samples import BucketSpan, Exemplar, NativeHistogram, Timestamp
 from prometheus_client.utils import floatToGoString
 
-from bot.ops import metrics as metrics_module
-from bot.ops.metrics import Telemetry, _Exposition, _go_float
+from bot.ops.metrics import Telemetry
+from bot.ops.metrics import exposition as exposition_module
+from bot.ops.metrics.exposition import _Exposition, _go_float
 from bot.ops.runtime import HEAP_REFRESH_S, Throttled
 from tests.ops_unit.fakes import MODEL, FakeClock, World, scrape, value
 
@@ -67,7 +68,7 @@ def assert_same_as_the_library(
         return Frozen(metrics)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(metrics_module, "_Collected", fallback)
+        patch.setattr(exposition_module, "_Collected", fallback)
         assert writer.text(registry) == text
         assert writer.openmetrics(registry) == openmetrics
     assert bool(handed_over) is not fast, handed_over
