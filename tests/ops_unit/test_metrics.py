@@ -202,7 +202,6 @@ def test_values_track_the_component_figures(tmp_path: Path) -> None:
     assert value(after, "llmbot_context_bytes") == memory.approx_bytes
     assert value(after, "llmbot_context_average_server_bytes") == memory.approx_bytes / 2
     assert value(after, "llmbot_context_largest_server_bytes") == 300
-    assert value(after, "llmbot_context_compression_ratio") == 1.0
     ok = {"store": "quota", "op": "save", "outcome": "ok"}
     assert value(after, "llmbot_store_operations_total", **ok) == 1
     failed = {"store": "quota", "op": "load", "outcome": "error"}

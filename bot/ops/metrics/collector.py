@@ -324,8 +324,7 @@ class BotCollector(Collector):
         conversations = memory.conversations if memory is not None else 0
         approx_bytes = memory.approx_bytes if memory is not None else 0
         # The bot keeps one context per conversation (channel, thread or DM), not per server:
-        # the "server" figures of the catalogue describe those contexts. Compression figures
-        # are read if the memory ever reports them; today it does not compress (ratio 1).
+        # the "server" figures of the catalogue describe those contexts.
         servers = getattr(memory, "servers", conversations)
         values: list[tuple[str, str, float]] = [
             (
@@ -349,27 +348,11 @@ class BotCollector(Collector):
                 "Estimated bytes of the largest conversation context (text only).",
                 memory.largest_conversation_chars if memory is not None else 0,
             ),
-            (
-                "llmbot_context_compression_ratio",
-                "Stored over original size of the contexts (1 = no compression).",
-                getattr(memory, "compression_ratio", 1.0),
-            ),
-            (
-                "llmbot_context_saved_bytes",
-                "Bytes saved by context compression.",
-                getattr(memory, "saved_bytes", 0),
-            ),
         ]
         for name, doc, value in values:
             gauge = _gauge(name, doc)
             gauge.add_metric([], value)
             yield gauge
-        duplicates = _counter(
-            "llmbot_context_duplicates_removed_total",
-            "Duplicate context entries removed by compression.",
-        )
-        duplicates.add_metric([], getattr(memory, "duplicates_removed", 0))
-        yield duplicates
 
     def _store(self) -> Iterator[Metric]:
         store = self._read("store", self._sources.store, None) or StoreStats(backend="none")
