@@ -11,7 +11,6 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -25,6 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bot.chat.memory import Turn
 from bot.chat.pipeline import ChatStats
+from bot.config import load_settings
 from bot.llm.errors import LLMBadRequest, LLMRateLimited, LLMTimeout
 from bot.llm.types import LLMReply, TokenUsage
 from bot.ops.metrics import (
@@ -243,11 +243,13 @@ def test_values_track_the_component_figures(tmp_path: Path) -> None:
     assert value(after, "llmbot_build_info", **build) == 1
 
 
-def test_thresholds_come_from_the_settings_with_defaults() -> None:
-    assert AlertThresholds.from_settings(object()) == AlertThresholds(
+def test_thresholds_come_from_the_settings() -> None:
+    # The default settings give the thresholds a MetricSources without settings exports.
+    assert AlertThresholds.from_settings(load_settings(_env_file=None)) == AlertThresholds(
         memory_bytes=500 * 1024 * 1024, error_ratio=0.05, response_seconds=5.0, disk_ratio=0.85
     )
-    settings = SimpleNamespace(
+    settings = load_settings(
+        _env_file=None,
         health_memory_threshold_mb=256,
         health_error_rate_threshold=2.5,
         health_response_time_threshold_ms=1500,
@@ -478,7 +480,6 @@ def _token(bot_id: int) -> str:
 
 async def test_sources_from_a_real_app_read_its_parts(tmp_path: Path) -> None:
     from bot.app import BotApp
-    from bot.config import load_settings
 
     settings = load_settings(_env_file=None, data_dir=tmp_path / "data")
     app = BotApp(settings, discord_token=_token(123456789012345678), gemini_api_key="key")

@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
+from bot.config import Settings
 from bot.llm.errors import LLMRateLimited, LLMTimeout
 from bot.llm.quota import Window
 from bot.store.stats import OTHER_STORE, STORE_NAMES
@@ -99,16 +100,14 @@ class AlertThresholds:
     disk_ratio: float = 0.85
 
     @classmethod
-    def from_settings(cls, settings: object) -> AlertThresholds:
+    def from_settings(cls, settings: Settings) -> AlertThresholds:
         """From HEALTH_MEMORY_THRESHOLD_MB, HEALTH_ERROR_RATE_THRESHOLD (%),
         HEALTH_RESPONSE_TIME_THRESHOLD_MS and HEALTH_DISK_SPACE_THRESHOLD (%)."""
-        # getattr with the documented defaults: older Settings objects lack these fields.
         return cls(
-            memory_bytes=float(getattr(settings, "health_memory_threshold_mb", 500)) * _MIB,
-            error_ratio=float(getattr(settings, "health_error_rate_threshold", 5.0)) / 100,
-            response_seconds=float(getattr(settings, "health_response_time_threshold_ms", 5000))
-            / 1000,
-            disk_ratio=float(getattr(settings, "health_disk_space_threshold", 85.0)) / 100,
+            memory_bytes=settings.health_memory_threshold_mb * _MIB,
+            error_ratio=settings.health_error_rate_threshold / 100,
+            response_seconds=settings.health_response_time_threshold_ms / 1000,
+            disk_ratio=settings.health_disk_space_threshold / 100,
         )
 
 
