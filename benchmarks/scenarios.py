@@ -572,6 +572,11 @@ def _gemini_received(requests: list[GeminiRequest]) -> dict[int, float]:
 
 # -- 4. scrape cost ------------------------------------------------------------------------------
 
+# prometheus_client's own writers render the ~650 series in about 11 ms (OpenMetrics): at one
+# scrape per 15 s that is 0.07 % of a core, so the private fast writer was removed (see
+# bot/ops/metrics/telemetry.py) and the target is what the library does with room to spare.
+SCRAPE_TARGET_MS = 15.0
+
 
 async def scrape_cost(options: Options) -> Result:
     """`/metrics` render time and size after small and large traffic (same series count)."""
@@ -620,7 +625,7 @@ async def scrape_cost(options: Options) -> Result:
             Row(
                 "/metrics render time (median of scrapes)",
                 f"pending the ops server: {pending}",
-                "≤ 5 ms",
+                "≤ 15 ms",
                 "pending",
             ),
             Row(
@@ -641,8 +646,8 @@ async def scrape_cost(options: Options) -> Result:
             Row(
                 f"render time, median of {scale.scrapes} ({label})",
                 f"{figures['median_ms']:.2f} ms (CPU {figures['cpu_ms_per_scrape']:.2f} ms)",
-                "≤ 5 ms",
-                _verdict(figures["median_ms"] <= 5.0),
+                "≤ 15 ms",
+                _verdict(figures["median_ms"] <= SCRAPE_TARGET_MS),
             )
         )
         result.rows.append(

@@ -1,6 +1,6 @@
 """Plain-number figures kept by a key-value store, read by the metrics layer at scrape time.
 
-Nothing here imports prometheus: `ops/metrics.py` turns these into metric families. Every dict
+Nothing here imports prometheus: `bot.ops.metrics` turns these into metric families. Every dict
 is filled in full at construction and never changes shape afterwards, so a scrape running on
 another thread can iterate it while the event loop increments the numbers.
 """

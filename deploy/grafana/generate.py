@@ -1066,27 +1066,18 @@ def runtime() -> model.Dashboard:
                             query(f"max(llmbot_active_conversations{sel()})", "conversations"),
                             query(f"max(llmbot_context_servers{sel()})", "servers"),
                         ],
-                        span=8,
+                        span=12,
                     ),
                     ts(
                         "Context memory",
-                        "Bytes of conversation context: total, average and largest server, and "
-                        "bytes saved by compression.",
+                        "Bytes of conversation context: total, average and largest server.",
                         "bytes",
                         [
                             query(f"max(llmbot_context_bytes{sel()})", "total"),
                             query(f"max(llmbot_context_average_server_bytes{sel()})", "average"),
                             query(f"max(llmbot_context_largest_server_bytes{sel()})", "largest"),
-                            query(f"max(llmbot_context_saved_bytes{sel()})", "saved"),
                         ],
-                        span=8,
-                    ),
-                    ts(
-                        "Context compression",
-                        "Average compression ratio of stored context (compressed / original).",
-                        "percentunit",
-                        [query(f"max(llmbot_context_compression_ratio{sel()})", "ratio")],
-                        span=8,
+                        span=12,
                     ),
                     grid(
                         "Build",

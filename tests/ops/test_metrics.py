@@ -11,7 +11,6 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -25,7 +24,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bot.chat.memory import Turn
 from bot.chat.pipeline import ChatStats
-from bot.llm.errors import LLMBadRequest, LLMRateLimited, LLMTimeout
+from bot.config import load_settings
+from bot.llm.errors import LLMBadRequest, LLMRateLimited, LLMTimeout, call_outcome
 from bot.llm.types import LLMReply, TokenUsage
 from bot.ops.metrics import (
     ERROR_COMPONENTS,
@@ -36,7 +36,6 @@ from bot.ops.metrics import (
     MetricSources,
     ShardFigures,
     Telemetry,
-    llm_outcome,
     rest_status_class,
 )
 from bot.resilience.degradation import DegradationLevel
@@ -201,7 +200,6 @@ def test_values_track_the_component_figures(tmp_path: Path) -> None:
     assert value(after, "llmbot_context_bytes") == memory.approx_bytes
     assert value(after, "llmbot_context_average_server_bytes") == memory.approx_bytes / 2
     assert value(after, "llmbot_context_largest_server_bytes") == 300
-    assert value(after, "llmbot_context_compression_ratio") == 1.0
     ok = {"store": "quota", "op": "save", "outcome": "ok"}
     assert value(after, "llmbot_store_operations_total", **ok) == 1
     failed = {"store": "quota", "op": "load", "outcome": "error"}
@@ -243,11 +241,13 @@ def test_values_track_the_component_figures(tmp_path: Path) -> None:
     assert value(after, "llmbot_build_info", **build) == 1
 
 
-def test_thresholds_come_from_the_settings_with_defaults() -> None:
-    assert AlertThresholds.from_settings(object()) == AlertThresholds(
+def test_thresholds_come_from_the_settings() -> None:
+    # The default settings give the thresholds a MetricSources without settings exports.
+    assert AlertThresholds.from_settings(load_settings(_env_file=None)) == AlertThresholds(
         memory_bytes=500 * 1024 * 1024, error_ratio=0.05, response_seconds=5.0, disk_ratio=0.85
     )
-    settings = SimpleNamespace(
+    settings = load_settings(
+        _env_file=None,
         health_memory_threshold_mb=256,
         health_error_rate_threshold=2.5,
         health_response_time_threshold_ms=1500,
@@ -340,11 +340,11 @@ def test_response_buckets_hold_the_slo_bound() -> None:
 
 
 def test_outcome_and_status_class_helpers() -> None:
-    assert llm_outcome(None) == "ok"
-    assert llm_outcome(LLMTimeout("slow")) == "timeout"
-    assert llm_outcome(TimeoutError()) == "timeout"
-    assert llm_outcome(LLMRateLimited("429")) == "rate_limited"
-    assert llm_outcome(LLMBadRequest("400")) == "error"
+    assert call_outcome(None) == "ok"
+    assert call_outcome(LLMTimeout("slow")) == "timeout"
+    assert call_outcome(TimeoutError()) == "timeout"
+    assert call_outcome(LLMRateLimited("429")) == "rate_limited"
+    assert call_outcome(LLMBadRequest("400")) == "error"
     assert [rest_status_class(s) for s in (200, 299, 301, 400, 429, 500, None)] == [
         "2xx",
         "2xx",
@@ -478,7 +478,6 @@ def _token(bot_id: int) -> str:
 
 async def test_the_view_of_a_real_app_reads_its_parts(tmp_path: Path) -> None:
     from bot.app import BotApp
-    from bot.config import load_settings
 
     settings = load_settings(_env_file=None, data_dir=tmp_path / "data")
     app = BotApp(settings, discord_token=_token(123456789012345678), gemini_api_key="key")

@@ -1,0 +1,242 @@
+"""The event-time half of the catalogue: the `Telemetry` facade, the one object components
+report to. It owns the registry `/metrics` renders and the instruments of what is observed
+when it happens (prometheus_client instruments on that registry): response time, LLM call
+duration and tokens, gateway events, Discord REST answers, and event-loop lag (measured by the
+facade's own monitor task). The default process, platform and GC collectors sit on the same
+registry (`process_resident_memory_bytes`, `process_start_time_seconds`, `python_gc_*`,
+`python_info`), and so does the scrape-time `BotCollector` once sources are bound.
+
+`render` writes the registry with prometheus_client's own `generate_latest` (text 0.0.4, or
+OpenMetrics 1.0 with exemplars). Until the package split the bot had its own byte-for-byte
+re-implementation of both writers (`_Exposition`, ~220 lines, and ~180 of tests comparing it
+with the library) that kept each family's HELP/TYPE and series text between scrapes. Measured
+before removing it: a Telemetry over the World of tests/ops/fakes.py after some traffic,
+649-652 series (the text format's sample lines); median of 2,000 renders in 5 interleaved
+rounds, four runs on a shared 2-core VM; collecting the families is 1.5-1.6 ms of each figure:
+
+| ms per render | text 0.0.4 | OpenMetrics 1.0 |
+|---|---|---|
+| prometheus_client `generate_latest` | 5.5-6.8 | 10.4-10.9 |
+| the private writer (removed) | 2.1-2.4 | 2.1-2.5 |
+
+Prometheus scrapes every 15 s (deploy/prometheus/prometheus.yml) and asks for OpenMetrics, so
+the library costs ~11 ms per scrape: 0.07 % of one core (the private writer: 0.015 %), and a
+scrape duration of ~11 ms against the 10 s scrape timeout. Neither is visible, so the
+re-implementation went. What is left of the difference: the render runs on the event loop and
+holds it ~11 ms (was ~2 ms) once per scrape; at 50 messages/s the few messages with a step due
+in that window (about 2 of the 750 of 15 s) wait up to ~9 ms more, which stays out of the p99.
+The benchmarks' scrape scenario (a GET of the text format) is in benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterable
+from typing import Final, Protocol
+
+from opentelemetry import trace
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    disable_created_metrics,
+    exposition,
+    gc_collector,
+    platform_collector,
+    process_collector,
+)
+from prometheus_client.openmetrics import exposition as openmetrics_exposition
+
+from bot.ops.metrics.catalogue import (
+    EVENT_LOOP_LAG_BUCKETS_S,
+    GATEWAY_EVENT_TYPES,
+    LATENCY_BUCKETS_S,
+    LLM_OUTCOMES,
+    OTHER,
+    REST_STATUS_CLASSES,
+    TOKEN_TYPES,
+    rest_status_class,
+)
+from bot.ops.metrics.collector import BotCollector, MetricSources
+
+_OPENMETRICS_CONTENT_TYPE: Final[str] = openmetrics_exposition.CONTENT_TYPE_LATEST
+
+
+class TokenCounts(Protocol):
+    """Token usage of one LLM call (`bot.llm.types.TokenUsage` fits)."""
+
+    @property
+    def input(self) -> int: ...
+
+    @property
+    def output(self) -> int: ...
+
+    @property
+    def thoughts(self) -> int: ...
+
+    @property
+    def cached(self) -> int: ...
+
+
+def _exemplar() -> dict[str, str] | None:
+    """The current span's trace id, if a sampled span is active (exported traces only)."""
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid or not context.trace_flags.sampled:
+        return None
+    return {"trace_id": trace.format_trace_id(context.trace_id)}
+
+
+class Telemetry:
+    """The one object components report to; owns the registry that `/metrics` renders."""
+
+    def __init__(
+        self,
+        *,
+        models: Iterable[str] = (),
+        sources: MetricSources | None = None,
+        lag_interval_s: float = 0.5,
+    ) -> None:
+        if lag_interval_s <= 0:
+            raise ValueError("lag_interval_s must be positive")
+        # `_created` series double every counter and histogram for a figure no dashboard or
+        # rule reads; the switch is process-wide in prometheus_client.
+        disable_created_metrics()  # type: ignore[no-untyped-call]
+        self.registry = registry = CollectorRegistry(auto_describe=True)
+        process_collector.ProcessCollector(registry=registry)
+        platform_collector.PlatformCollector(registry=registry)
+        gc_collector.GCCollector(registry=registry)
+        self._lag_interval_s = lag_interval_s
+        self._lag_task: asyncio.Task[None] | None = None
+        self._collector: BotCollector | None = None
+        self._models = tuple(dict.fromkeys((*models, OTHER)))
+
+        self._response = Histogram(
+            "llmbot_response_duration_seconds",
+            "Time from a message reaching the bot to its reply being sent.",
+            buckets=LATENCY_BUCKETS_S,
+            registry=registry,
+        )
+        self._llm_duration = Histogram(
+            "llmbot_llm_request_duration_seconds",
+            "Time of one LLM call (one attempt), by model and outcome.",
+            ["model", "outcome"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=registry,
+        )
+        self._tokens = Counter(
+            "llmbot_llm_tokens_total",
+            "LLM tokens used, by model and type (cached: input tokens served from cache).",
+            ["model", "type"],
+            registry=registry,
+        )
+        self._gateway_events = Counter(
+            "llmbot_discord_gateway_events_total",
+            "Discord gateway dispatch events received, by type.",
+            ["type"],
+            registry=registry,
+        )
+        self._rest = Counter(
+            "llmbot_discord_rest_requests_total",
+            "Discord REST requests made, by status class of the answer.",
+            ["status_class"],
+            registry=registry,
+        )
+        self._loop_lag = Histogram(
+            "llmbot_event_loop_lag_seconds",
+            "How late the event loop ran a timer (sampled every 0.5 s).",
+            buckets=EVENT_LOOP_LAG_BUCKETS_S,
+            registry=registry,
+        )
+        # Every labelled series exists from the start, at zero.
+        for model in self._models:
+            for outcome in LLM_OUTCOMES:
+                self._llm_duration.labels(model, outcome)
+            for kind in TOKEN_TYPES:
+                self._tokens.labels(model, kind)
+        for event in GATEWAY_EVENT_TYPES:
+            self._gateway_events.labels(event)
+        for status_class in REST_STATUS_CLASSES:
+            self._rest.labels(status_class)
+        if sources is not None:
+            self.bind(sources)
+
+    # -- wiring --------------------------------------------------------------------------------
+
+    def bind(self, sources: MetricSources) -> None:
+        """Export the component figures of `sources` (replaces an earlier binding)."""
+        if self._collector is not None:
+            self.registry.unregister(self._collector)
+        self._collector = BotCollector(sources)
+        self.registry.register(self._collector)
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        """The `model` label values (the configured models, then `other`)."""
+        return self._models
+
+    # -- observations --------------------------------------------------------------------------
+
+    def observe_response(self, seconds: float) -> None:
+        """One reply sent, `seconds` after its message reached the bot."""
+        self._response.observe(max(0.0, seconds), _exemplar())
+
+    def observe_llm_call(
+        self,
+        model: str,
+        outcome: str,
+        seconds: float,
+        usage: TokenCounts | None = None,
+    ) -> None:
+        """One LLM call (attempt) finished; `outcome` is one of `LLM_OUTCOMES`."""
+        label = model if model in self._models else OTHER
+        if outcome not in LLM_OUTCOMES:
+            outcome = "error"  # a caller's mistake must not create a new series
+        self._llm_duration.labels(label, outcome).observe(max(0.0, seconds), _exemplar())
+        if usage is not None:
+            for kind in TOKEN_TYPES:  # TokenCounts names its fields after the label values
+                count = int(getattr(usage, kind))
+                if count > 0:
+                    self._tokens.labels(label, kind).inc(count)
+
+    def gateway_event(self, event_type: str) -> None:
+        """One gateway dispatch received (Discord's event name, e.g. MESSAGE_CREATE)."""
+        name = event_type.upper()
+        self._gateway_events.labels(name if name in GATEWAY_EVENT_TYPES else OTHER).inc()
+
+    def discord_rest(self, status: int | None) -> None:
+        """One Discord REST request answered with HTTP `status` (None: no answer)."""
+        self._rest.labels(rest_status_class(status)).inc()
+
+    # -- event-loop lag ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the event-loop lag monitor on the running loop (idempotent)."""
+        if self._lag_task is None or self._lag_task.done():
+            self._lag_task = asyncio.create_task(self._watch_loop_lag(), name="event-loop-lag")
+
+    async def stop(self) -> None:
+        """Stop the lag monitor."""
+        task, self._lag_task = self._lag_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _watch_loop_lag(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            # asyncio.sleep schedules through loop.call_later: the delay past the due time is
+            # how long other callbacks kept the loop busy.
+            due = loop.time() + self._lag_interval_s
+            await asyncio.sleep(self._lag_interval_s)
+            self._loop_lag.observe(max(0.0, loop.time() - due))
+
+    # -- exposition ----------------------------------------------------------------------------
+
+    def render(self, openmetrics: bool = False) -> tuple[bytes, str]:
+        """The registry as (body, content type): OpenMetrics 1.0 (with exemplars) or text 0.0.4."""
+        if openmetrics:
+            body: bytes = openmetrics_exposition.generate_latest(self.registry)  # type: ignore[no-untyped-call]
+            return body, _OPENMETRICS_CONTENT_TYPE
+        return exposition.generate_latest(self.registry), exposition.CONTENT_TYPE_PLAIN_0_0_4
