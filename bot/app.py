@@ -52,6 +52,9 @@ log = logging.getLogger(__name__)
 
 SWEEP_INTERVAL_S = 60.0
 ASSESS_INTERVAL_S = 5.0
+# The degradation level judges errors and reply times over this window: back to none within
+# DEGRADATION_WINDOW_S + ASSESS_INTERVAL_S of a recovery (docs/runbooks.md, degradation levels).
+DEGRADATION_WINDOW_S = 30.0
 STORE_HEALTH_INTERVAL_S = 30.0
 EXIT_ESCALATED = 70  # EX_SOFTWARE: "restart me"
 
@@ -230,6 +233,7 @@ class BotApp:
             self.pipeline.stats,
             breaker_open=lambda: self.llm.breaker.state == "open",
             queue_pressure=lambda: self.queue.stats.pressure,
+            window_s=DEGRADATION_WINDOW_S,
         )
         self.view = self._build_view()
         self.controls = _Controls(self)
