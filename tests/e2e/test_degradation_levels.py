@@ -7,6 +7,8 @@ messages, 512 output tokens), high also makes no call for a new question (queued
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -112,3 +114,44 @@ async def test_the_error_rate_heal_puts_the_bot_at_medium_with_shorter_requests(
     assert request.generation_config.get("maxOutputTokens") == 512
     video = discord.add_attachment(MP4, "clip.mp4", "video/mp4")
     assert await _ask(discord, dm, user, "video?", attachments=[video]) == VIDEO_DEGRADED_TEXT
+
+
+async def test_the_level_is_back_to_none_within_a_minute_of_the_model_recovering(
+    start_bot: Callable[..., Any], discord: DiscordEmulator, gemini: GeminiEmulator
+) -> None:
+    # Every model call fails (no breaker here: its threshold is out of reach), so questions
+    # are queued and then fail for good: the failed share of the window puts the bot at high.
+    # Once Gemini answers again, the failures must leave the bot's 30-second window and the
+    # level follow within 60 s (at most 30 s + one 5-second assessment).
+    app: BotApp = await start_bot(
+        retry_max_attempts=1,
+        breaker_failure_threshold=10_000,
+        queue_retry_interval_seconds=1,
+        queue_max_attempts=1,
+    )
+    # The outage starts after the bot's first assessment, as in a bot that has run for a while.
+    await discord.wait_for(
+        lambda: app.degradation.stats.assessments_total >= 1, 15, "the first assessment"
+    )
+    gemini.error_rate = 1.0
+    failing = await asyncio.gather(*(_conversation(discord, f"outage-{i}", 0) for i in range(12)))
+    for dm, user in failing:
+        assert "queued" in await _ask(discord, dm, user, "during the outage")
+    await discord.wait_for(
+        lambda: app.pipeline.stats.outcomes["failed"] >= 12, 30, "the queued questions fail"
+    )
+    await discord.wait_for(
+        lambda: app.degradation.level == DegradationLevel.HIGH, 15, "the level is high"
+    )
+    assert "error ratio" in app.degradation.reason
+
+    gemini.heal()
+    healthy_at = time.monotonic()
+    await discord.wait_for(
+        lambda: app.degradation.level == DegradationLevel.NONE, 60, "the level is none again"
+    )
+    took = time.monotonic() - healthy_at
+
+    assert took <= 60
+    dm, user = failing[0]
+    assert (await _ask(discord, dm, user, "all good?")).startswith("You said")
