@@ -32,7 +32,14 @@ from bot.chat.memory import ConversationMemory, Turn
 from bot.chat.models import IncomingMessage, Reply, message_from_payload, message_to_payload
 from bot.chat.ports import DiscordPort
 from bot.chat.split import split_message
-from bot.llm.errors import CircuitOpen, Degraded, LLMBadRequest, LLMError, QuotaExhausted
+from bot.llm.errors import (
+    CircuitOpen,
+    Degraded,
+    LLMBadRequest,
+    LLMConfigurationError,
+    LLMError,
+    QuotaExhausted,
+)
 from bot.llm.service import LLMService
 from bot.llm.types import GenerationSettings, LLMReply, LLMRequest, Message
 from bot.resilience.degradation import DegradationLevel, DegradationState, route
@@ -51,7 +58,18 @@ EMPTY_PROMPT_HINT = (
     "Hi! Ask me something after the mention, for example: `@me what is a monad?` (or use `/chat`)."
 )
 INTERNAL_ERROR_TEXT = "Sorry, something went wrong on my side. Please try again."
-BAD_REQUEST_TEXT = "Sorry, the model could not process that request. Try rephrasing it."
+BAD_REQUEST_TEXT = (
+    "Sorry, the model refused this request ({status}), so asking again the same way won't help. "
+    "{hint}"
+)
+BAD_REQUEST_FILES_HINT = (
+    "An attachment may be too large or of a kind it cannot read: try without it, or a smaller one."
+)
+BAD_REQUEST_HINT = "Try a shorter or different question."
+CONFIGURATION_TEXT = (
+    "Sorry, I can't use the model right now because of a configuration problem on my side. "
+    "The bot's admins can see what to fix in its logs."
+)
 BLOCKED_TEXT = (
     "I can't answer that one: the model declined to respond ({reason}). "
     "Try rephrasing your question."
@@ -200,9 +218,7 @@ class ChatPipeline:
         try:
             answer = await self.llm.answer(request, tag=msg.conversation_key)
         except LLMBadRequest as exc:
-            self.stats.errors["gemini"] += 1
-            log.warning("the model refused the request: %s", exc)
-            return _Thought(Reply.text(BAD_REQUEST_TEXT, "failed"))
+            return _Thought(self._refused_by_model(request, exc))
         except LLMError as exc:
             return _Thought(await self._later(msg, request, exc))
         return self._answer(msg, request, answer.reply, cached=answer.cached)
@@ -243,6 +259,22 @@ class ChatPipeline:
         )
         chunks = tuple(split_message(reply.text))
         return _Thought(Reply(chunks, "cached" if cached else "answer"), (user_turn, reply.text))
+
+    def _refused_by_model(self, request: LLMRequest, exc: LLMBadRequest) -> Reply:
+        """A final answer for a request the model refused (never queued, never retried)."""
+        self.stats.errors["gemini"] += 1
+        if isinstance(exc, LLMConfigurationError):
+            log.error(
+                "Gemini refuses the bot itself (%s): check GEMINI_API_KEY, the key's project and "
+                "GEMINI_MODEL",
+                exc,
+            )
+            return Reply.text(CONFIGURATION_TEXT, "failed")
+        log.warning("the model refused a request: %s", exc)
+        has_files = any(m.files for m in request.messages)
+        status = str(exc.status_code) if exc.status_code is not None else "a client error"
+        hint = BAD_REQUEST_FILES_HINT if has_files else BAD_REQUEST_HINT
+        return Reply.text(BAD_REQUEST_TEXT.format(status=status, hint=hint), "failed")
 
     # -- when the model cannot answer now --------------------------------------------------
 
@@ -313,7 +345,11 @@ class ChatPipeline:
             if request is None:
                 await self._send(msg, _Thought(Reply.text(refusal_text, "refused")))
                 return
-            answer = await self.llm.answer(request, tag=msg.conversation_key)
+            try:
+                answer = await self.llm.answer(request, tag=msg.conversation_key)
+            except LLMBadRequest as exc:  # final: answered with the reason, not retried
+                await self._send(msg, _Thought(self._refused_by_model(request, exc)))
+                return
             await self._send(msg, self._answer(msg, request, answer.reply, cached=answer.cached))
 
     async def notify_dropped(self, payload: dict[str, Any], reason: DropReason) -> None:

@@ -17,6 +17,7 @@ from opentelemetry import trace
 from bot.llm.cache import ResponseCache, make_cache_key
 from bot.llm.errors import (
     CircuitOpen,
+    LLMBadRequest,
     LLMError,
     LLMRateLimited,
     LLMTimeout,
@@ -139,6 +140,11 @@ class LLMService:
                 self.breaker.record_failure()
             else:
                 self.breaker.release()
+            raise
+        except LLMBadRequest:
+            # The request's fault (or the bot's configuration), not a failing provider: it
+            # neither counts against the breaker nor uses up a half-open probe.
+            self.breaker.release()
             raise
         except LLMError:
             self.breaker.record_failure()
