@@ -116,6 +116,7 @@ class BotApp:
                 s.gemini_rate_limit_safety_margin,
                 s.gemini_rate_limit_tpm,
                 clock=clock,
+                max_provider_hold_s=s.gemini_provider_hold_max_seconds,
             ),
             breaker=CircuitBreaker(
                 "gemini",

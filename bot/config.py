@@ -67,6 +67,7 @@ class Settings(BaseSettings):
     gemini_rate_limit_daily: int = Field(default=500, ge=1)
     gemini_rate_limit_tpm: int | None = Field(default=None, ge=1)
     gemini_rate_limit_safety_margin: float = Field(default=0.9, gt=0, le=1.0)
+    gemini_provider_hold_max_seconds: float = Field(default=300.0, gt=0)
     retry_max_attempts: int = Field(default=4, ge=1)
     retry_initial_backoff_seconds: float = Field(default=1.0, ge=0)
     retry_max_backoff_seconds: float = Field(default=20.0, ge=0)

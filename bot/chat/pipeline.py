@@ -77,6 +77,10 @@ BLOCKED_TEXT = (
 QUEUED_TEXT = (
     "{why}, so your question is queued (position {position}). I'll answer here in about {wait}."
 )
+TOO_LONG_TEXT = (
+    "{why}, and it frees up in about {wait}: longer than I can keep questions waiting. "
+    "Please ask again then."
+)
 DROPPED_TEXT: dict[DropReason, str] = {
     "overflow": "Sorry, too many questions are waiting right now; I had to drop yours. "
     "Please ask again later.",
@@ -283,6 +287,14 @@ class ChatPipeline:
         if not isinstance(exc, QuotaExhausted | CircuitOpen | Degraded):
             self.stats.errors["gemini"] += 1
             log.warning("model call failed after retries: %s (%s)", exc.kind, exc)
+        wait_s = exc.retry_after_s or 0.0
+        if wait_s >= self.queue.max_age_s:
+            # The queue would drop it before then: no promise it cannot keep.
+            return self._fallback(
+                request,
+                exc.kind,
+                too_long=TOO_LONG_TEXT.format(why=_why(exc), wait=format_wait(wait_s)),
+            )
         priority = 1 if msg.source == "slash" else 0  # an interaction token expires in 15 min
         decision = route(
             self.degradation.level,
@@ -313,7 +325,9 @@ class ChatPipeline:
                 return Reply.text(text, "queued")
         return self._fallback(request, exc.kind)
 
-    def _fallback(self, request: LLMRequest, reason: str) -> Reply:
+    def _fallback(self, request: LLMRequest, reason: str, *, too_long: str = "") -> Reply:
+        """A cached answer, the maintenance text or the generic one (`too_long`, when given,
+        replaces the generic text: the model is out of reach for longer than the queue waits)."""
         cached = self.llm.cached(request)
         kind = self.degradation.fallback_kind(cached_available=cached is not None)
         if self.degradation.maintenance and cached is None:
@@ -323,6 +337,8 @@ class ChatPipeline:
             return Reply(tuple(split_message(cached.text)), "fallback")
         if kind == "maintenance":
             return Reply.text(self.fallback_texts.maintenance, "fallback")
+        if too_long:
+            return Reply.text(too_long, "fallback")
         text = self.fallback_texts.generic.format(
             reason=reason.replace("_", " "), queue=self.queue.size
         )
@@ -410,7 +426,8 @@ class ChatPipeline:
 
 def _why(exc: LLMError) -> str:
     if isinstance(exc, QuotaExhausted):
-        return f"I've reached my {exc.window} request limit for the model"
+        window = "daily" if exc.window == "day" else exc.window
+        return f"I've reached my {window} request limit for the model"
     if isinstance(exc, CircuitOpen):
         return "The model is having trouble right now"
     if isinstance(exc, Degraded):

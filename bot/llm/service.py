@@ -115,9 +115,11 @@ class LLMService:
             except LLMRateLimited as exc:
                 # The provider said stop: the limiter now holds calls until its retry delay and
                 # the window end, so waiting here would only keep the user in silence.
-                wait_s = self.quota.on_provider_rate_limited(exc.retry_after_s)
+                hold = self.quota.on_provider_rate_limited(exc.retry_after_s)
                 raise QuotaExhausted(
-                    "Gemini said the quota is used up", window="minute", retry_after_s=wait_s
+                    f"Gemini said the {hold.window} quota is used up",
+                    window=hold.window or "minute",
+                    retry_after_s=hold.retry_after_s,
                 ) from exc
             except LLMError as exc:
                 failed_calls += 1

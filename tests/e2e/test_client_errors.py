@@ -91,3 +91,27 @@ async def test_a_queued_question_the_model_refuses_is_answered_once_and_not_retr
     await app.queue_worker.run_once()
     assert len(gemini.requests) == calls_before + 1
     assert len(_replies_to(discord, message_id)) == 2
+
+
+async def test_an_hour_long_provider_hold_is_not_promised_as_a_queued_minute(
+    start_bot: Callable[..., Any], discord: DiscordEmulator, gemini: GeminiEmulator
+) -> None:
+    """A 429 with retryDelay 3600 s (issue #16 item 4): honest "daily" wording, no queueing a
+    question the queue would expire long before, and the hold survives a restart."""
+    first: BotApp = await start_bot(queue_max_age_seconds=300)
+    gemini.queue_fault(Fault.rate_limited(retry_delay_s=3600))
+
+    message_id = await _ask(discord, "late", "hour-long hold")
+    await discord.wait_for(lambda: bool(_replies_to(discord, message_id)))
+
+    (reply,) = _replies_to(discord, message_id)
+    assert "daily request limit" in reply
+    assert "about 60 minutes" in reply
+    assert "queued" not in reply
+    assert first.queue.size == 0
+    await first.stop()
+
+    second: BotApp = await start_bot(queue_max_age_seconds=300)
+    refused = second.llm.quota.try_acquire()
+    assert (refused.allowed, refused.window) == (False, "day")
+    assert refused.retry_after_s > 3000
