@@ -52,7 +52,7 @@ log = logging.getLogger(__name__)
 
 SWEEP_INTERVAL_S = 60.0
 ASSESS_INTERVAL_S = 5.0
-STORE_HEALTH_INTERVAL_S = 30.0
+STORE_HEALTH_INTERVAL_S = 10.0  # a probe is one small write, a stat and 16 bytes read
 EXIT_ESCALATED = 70  # EX_SOFTWARE: "restart me"
 
 
