@@ -54,6 +54,7 @@ SWEEP_INTERVAL_S = 60.0
 ASSESS_INTERVAL_S = 5.0
 STORE_HEALTH_INTERVAL_S = 10.0  # a probe is one small write, a stat and 16 bytes read
 EXIT_ESCALATED = 70  # EX_SOFTWARE: "restart me"
+EXIT_GATEWAY_CLOSED = 78  # EX_CONFIG: Discord will not take the session back; fix a setting
 
 
 def _webhook_token(settings: Settings) -> str | None:
@@ -342,6 +343,9 @@ class BotApp:
         if self.queue.size:
             log.info("%d queued questions restored; they will be answered", self.queue.size)
         self._tasks.append(asyncio.create_task(self.queue_worker.run(), name="queue worker"))
+        self._tasks.append(
+            asyncio.create_task(self._exit_on_fatal_gateway_close(), name="gateway watch")
+        )
         self._every(SWEEP_INTERVAL_S, self._sweep, "sweep memory and cache")
         self._every(ASSESS_INTERVAL_S, self._assess, "assess degradation")
         self._every(STORE_HEALTH_INTERVAL_S, self.store.health_check, "store health check")
@@ -385,6 +389,20 @@ class BotApp:
             log.info("stopping: finishing replies in flight")
             await self.stop()
         return self.exit_code
+
+    @property
+    def exit_requested(self) -> bool:
+        """The bot asked to be stopped (and restarted or fixed): see `exit_code`."""
+        return self._exit_requested.is_set()
+
+    async def _exit_on_fatal_gateway_close(self) -> None:
+        """A shard closed for good leaves no working bot: say why in one line and exit non-zero
+        (so a restart policy or an operator notices), instead of idling as a zombie."""
+        reason = await self.gateway.wait_for_fatal_close()
+        if reason and not self._stopping:
+            log.error("%s; stopping", reason)
+            self.exit_code = EXIT_GATEWAY_CLOSED
+            self._exit_requested.set()
 
     def _exit_after_escalation(self) -> None:
         """HEAL_EXIT_ON_ESCALATION: drain and exit non-zero so an orchestrator restarts us."""

@@ -31,6 +31,18 @@ INTENTS = (
 # A close code from the 3000-3999 range that Discord treats as resumable (hikari uses it too).
 RESUMABLE_CLOSE_CODE = 3000
 
+# Close codes after which Discord will not take this session back, and what to change.
+FATAL_CLOSE_HINTS: dict[int, str] = {
+    4004: "Discord rejected DISCORD_TOKEN: reset the token on the Bot page of the developer "
+    "portal and set the new one",
+    4010: "the shard id is invalid for this bot: check its sharding settings",
+    4011: "Discord requires sharding for this bot (2,500 servers or more)",
+    4012: "the gateway API version is invalid: upgrade the bot",
+    4013: "the gateway intents are invalid: upgrade the bot",
+    4014: "a privileged intent is not enabled: turn on Message Content on the Bot page of the "
+    "developer portal",
+}
+
 RESTARTING_TEXT = "I'm restarting right now, so I can't take new questions. Ask again in a minute."
 
 
@@ -119,7 +131,28 @@ class DiscordGateway:
 
     @property
     def connected(self) -> bool:
-        return bool(self.bot.is_alive and self.bot.shards)
+        """Every shard of this process has a live, handshaken connection (a shard closed for
+        good, or reconnecting, is not connected)."""
+        shards = self.bot.shards
+        return bool(self.bot.is_alive and shards) and all(
+            shard.is_connected for shard in shards.values()
+        )
+
+    async def wait_for_fatal_close(self) -> str:
+        """Wait until a shard is closed for good (4004, 4010-4014, or another close hikari will
+        not reconnect after) and return one line saying what happened and what to set."""
+        while True:
+            try:
+                await self.bot.join()
+            except hikari.GatewayServerClosedConnectionError as exc:
+                if exc.can_reconnect:
+                    continue
+                code = int(exc.code) if exc.code is not None else 0
+                hint = FATAL_CLOSE_HINTS.get(code, "see the Discord gateway close codes")
+                return f"Discord closed the gateway for good (close code {code}): {hint}"
+            except hikari.GatewayError as exc:
+                return f"the Discord gateway failed for good: {exc}"
+            return ""  # the bot was closed (a normal stop): nothing fatal
 
     def guild_count(self) -> int:
         """Discord servers in the gateway's cache (0 before the first connection)."""
