@@ -186,6 +186,7 @@ class BotApp:
             max_rps=s.discord_rest_max_rps,
             typing_delay_s=s.discord_typing_delay_seconds,
             telemetry=self.telemetry,
+            cdn_hosts=s.discord_cdn_hosts,
         )
         delivery = self.gateway.delivery
         self.pipeline = ChatPipeline(
@@ -197,6 +198,7 @@ class BotApp:
                 delivery,
                 image_max_bytes=s.image_max_bytes,
                 video_max_bytes=s.video_max_bytes,
+                total_max_bytes=s.attachments_max_total_bytes,
                 video_limiter=VideoLimiter(
                     tokens_per_hour=s.video_tokens_per_hour,
                     tokens_per_day=s.video_tokens_per_day,

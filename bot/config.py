@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 __all__ = ["ConfigError", "Settings", "load_settings"]
 
 IdSet = Annotated[frozenset[int], NoDecode]
+HostSet = Annotated[frozenset[str], NoDecode]
 
 DEFAULT_DISCORD_REST_URL = "https://discord.com/api/v10"
 DEFAULT_GEMINI_BASE_URL = "https://generativelanguage.googleapis.com"
@@ -124,6 +125,9 @@ class Settings(BaseSettings):
     # --- attachments ---------------------------------------------------------------------------
     image_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1)
     video_max_bytes: int = Field(default=20 * 1024 * 1024, ge=1)
+    # Gemini takes at most 20 MB per request, and inline files travel base64-encoded (4/3).
+    attachments_max_total_bytes: int = Field(default=14 * 1024 * 1024, ge=1, le=15 * 1024 * 1024)
+    discord_cdn_hosts: HostSet = frozenset()
     video_tokens_per_hour: int = Field(default=100_000, ge=0)
     video_tokens_per_day: int = Field(default=500_000, ge=0)
     video_requests_per_hour: int = Field(default=10, ge=0)
@@ -175,6 +179,17 @@ class Settings(BaseSettings):
                 return frozenset(int(p) for p in parts if p)
             except ValueError:
                 raise ValueError("expected comma-separated numeric Discord ids") from None
+        return value
+
+    @field_validator("discord_cdn_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            hosts = [p.strip().lower() for p in value.replace(";", ",").split(",") if p.strip()]
+            for host in hosts:
+                if "/" in host or ":" in host or " " in host:
+                    raise ValueError(f"expected host names like cdn.discordapp.com, got {host!r}")
+            return frozenset(hosts)
         return value
 
     @field_validator("log_level", mode="before")

@@ -14,8 +14,8 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
 from bot.chat.models import Attachment, InteractionTarget, QuotedMessage, Reply, ReplyTarget
-from bot.chat.ports import DownloadTooLarge
 from bot.discord.convert import to_quoted
+from bot.discord.downloads import AttachmentFetcher
 
 __all__ = ["DiscordDelivery", "DiscordObserver"]
 
@@ -43,11 +43,12 @@ class DiscordDelivery:
         bot_id: int,
         max_rps: float,
         telemetry: DiscordObserver,
+        fetcher: AttachmentFetcher | None = None,
     ) -> None:
         self._telemetry = telemetry
         self._rest = rest
         self._bot_id = bot_id
-        self._http: aiohttp.ClientSession | None = None
+        self._fetcher = fetcher or AttachmentFetcher()
         # Discord allows 50 requests/s per bot across all routes, and hikari only reacts to the
         # 429s: pacing our own calls keeps a burst of answers (a queue draining, many DMs at
         # once) under the limit instead of into a storm of retries.
@@ -55,9 +56,7 @@ class DiscordDelivery:
         self.pace = AsyncLimiter(1, 1.0 / max_rps)
 
     async def aclose(self) -> None:
-        if self._http is not None:
-            await self._http.close()
-            self._http = None
+        await self._fetcher.aclose()
 
     async def _rest_call(self, name: str, call: Awaitable[T]) -> T:
         """One paced REST call, in a span, counted by status class."""
@@ -154,15 +153,4 @@ class DiscordDelivery:
             await asyncio.sleep(TYPING_REFRESH_S)
 
     async def download(self, attachment: Attachment, max_bytes: int) -> bytes:
-        if self._http is None:  # made on first use, so a bot that never starts owns no session
-            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
-        async with self._http.get(attachment.url) as response:
-            response.raise_for_status()
-            if response.content_length is not None and response.content_length > max_bytes:
-                raise DownloadTooLarge(attachment.filename)
-            data = bytearray()
-            async for block in response.content.iter_chunked(64 * 1024):
-                data += block
-                if len(data) > max_bytes:
-                    raise DownloadTooLarge(attachment.filename)
-            return bytes(data)
+        return await self._fetcher.fetch(attachment.url, max_bytes)

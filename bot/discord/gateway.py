@@ -5,16 +5,17 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
 import hikari
 import lightbulb
 
 from bot.chat.models import IncomingMessage, MessageTarget, Reply
-from bot.config import ConfigError
+from bot.config import DEFAULT_DISCORD_REST_URL, ConfigError
 from bot.discord.commands import CommandServices, build_commands
 from bot.discord.convert import addresses_bot, to_incoming
 from bot.discord.delivery import DiscordDelivery, DiscordObserver
+from bot.discord.downloads import DEFAULT_CDN_HOSTS, AttachmentFetcher
 
 __all__ = ["INTENTS", "DiscordGateway", "bot_id_from_token"]
 
@@ -69,6 +70,7 @@ class DiscordGateway:
         max_rps: float,
         telemetry: DiscordObserver,
         typing_delay_s: float = 0.0,
+        cdn_hosts: Iterable[str] = (),
     ) -> None:
         self.bot_id = bot_id_from_token(token)
         self.bot = hikari.GatewayBot(
@@ -84,7 +86,14 @@ class DiscordGateway:
         self._accepting = True
         self._typing_delay_s = typing_delay_s
         self._handler: Callable[[IncomingMessage], Awaitable[None]] | None = None
-        self.delivery = DiscordDelivery(self.bot.rest, self.bot_id, max_rps, telemetry)
+        fetcher = AttachmentFetcher(
+            cdn_hosts=cdn_hosts or DEFAULT_CDN_HOSTS,
+            # A REST proxy or the emulator serves attachments from its own origin.
+            local_origins=[rest_url] if rest_url != DEFAULT_DISCORD_REST_URL else [],
+        )
+        self.delivery = DiscordDelivery(
+            self.bot.rest, self.bot_id, max_rps, telemetry, fetcher=fetcher
+        )
         self._telemetry = telemetry
         self.lightbulb = lightbulb.client_from_app(self.bot)
         self.bot.subscribe(hikari.StartedEvent, self.lightbulb.start)

@@ -67,6 +67,8 @@ class DiscordEmulator(LocalServer):
         self._state = DiscordState(self._ids, self.bot_user, history_limit=history_limit)
         self._commands = CommandRegistry(self._ids, self.application_id)
         self._faults = FaultInjector()
+        # Attachment ids in the order their bytes were served (bounded like the history).
+        self.attachment_downloads: deque[int] = deque(maxlen=history_limit)
         self._gateway = GatewayServer(
             self._state,
             self._notifier,
@@ -450,4 +452,5 @@ class DiscordEmulator(LocalServer):
         stored = self._state.attachments.get(int(raw_id)) if raw_id.isdigit() else None
         if stored is None or stored.payload["filename"] != request.match_info["filename"]:
             return web.json_response({"message": "404: Not Found", "code": 0}, status=404)
+        self.attachment_downloads.append(int(raw_id))
         return web.Response(body=stored.data, content_type=str(stored.payload["content_type"]))
