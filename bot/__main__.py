@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from bot.config import ConfigError, Settings, load_settings
+from bot.config import ConfigError, Settings, load_settings, unknown_settings
 from bot.logs import setup_logging
 from bot.ops.runtime import detect_build_info
 from bot.ops.tracing import install_log_correlation, setup_tracing
@@ -81,6 +82,13 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings()
         setup_logging(settings.log_level, settings.log_format)
         install_log_correlation()
+        unknown = unknown_settings()
+        if args.command == "check" and unknown:
+            for line in unknown:
+                print(f"error: {line}", file=sys.stderr)
+            return EXIT_CONFIG
+        for line in unknown:  # a typo must not pass silently, nor stop a running bot
+            logging.getLogger("bot").warning("%s", line)
         if args.command == "run":
             return _run(settings)
         if args.command == "demo":

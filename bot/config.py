@@ -6,13 +6,23 @@ keeps the two in step.
 
 from __future__ import annotations
 
+import difflib
+import os
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-__all__ = ["ConfigError", "Settings", "load_settings"]
+__all__ = [
+    "SETTING_PREFIXES",
+    "ConfigError",
+    "Settings",
+    "known_setting_names",
+    "load_settings",
+    "unknown_settings",
+]
 
 IdSet = Annotated[frozenset[int], NoDecode]
 HostSet = Annotated[frozenset[str], NoDecode]
@@ -247,3 +257,85 @@ def load_settings(**overrides: Any) -> Settings:
         return Settings(**overrides)
     except ValidationError as exc:
         raise ConfigError(_describe(exc)) from None
+
+
+# Variables starting with one of these are taken to be meant for the bot, so an unknown one is
+# reported (with the nearest known name) instead of silently ignored. Generic words some other
+# program might use (DATA_, LOG_, MAX_, USER_, GOOGLE_) are left out: a typo there is only
+# caught in `.env`, which is the bot's own file. tests/config keeps this list complete.
+SETTING_PREFIXES = (
+    "ADMIN_",
+    "ALERT_",
+    "ALLOWED_",
+    "ATTACHMENTS_",
+    "BLOCKED_",
+    "BREAKER_",
+    "CACHE_",
+    "CONVERSATION_",
+    "DEGRADATION_",
+    "DISCORD_",
+    "FALLBACK_",
+    "GEMINI_",
+    "HEAL_",
+    "HEALTH_",
+    "IMAGE_",
+    "MAINTENANCE_",
+    "OPS_",
+    "PERSIST_",
+    "QUEUE_",
+    "QUOTA_",
+    "REPLY_",
+    "RETRY_",
+    "SHUTDOWN_",
+    "STORE_",
+    "TRACE_",
+    "VIDEO_",
+)
+
+
+def known_setting_names() -> frozenset[str]:
+    """Every environment variable `Settings` reads (aliases included), upper-cased."""
+    names: set[str] = set()
+    for name, info in Settings.model_fields.items():
+        names.add(name.upper())
+        alias = info.validation_alias
+        if isinstance(alias, AliasChoices):
+            names.update(str(choice).upper() for choice in alias.choices)
+        elif isinstance(alias, str):
+            names.add(alias.upper())
+    return frozenset(names)
+
+
+def unknown_settings(
+    environ: Mapping[str, str] | None = None, dotenv_keys: Iterable[str] | None = None
+) -> list[str]:
+    """One line per variable that looks meant for the bot but is no setting: the bot's prefixes
+    in the environment, any key in `.env` (OTEL_* belong to OpenTelemetry and are not checked)."""
+    known = known_setting_names()
+    environ = os.environ if environ is None else environ
+    if dotenv_keys is None:
+        dotenv_keys = _dotenv_keys(Path(".env"))
+    lines = []
+    seen: set[str] = set()
+    candidates = [(k, "the environment") for k in environ if k.upper().startswith(SETTING_PREFIXES)]
+    candidates += [(k, ".env") for k in dotenv_keys if not k.upper().startswith("OTEL_")]
+    for key, where in candidates:
+        name = key.upper()
+        if name in known or name in seen:
+            continue
+        seen.add(name)
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.75)
+        hint = f": did you mean {close[0]}?" if close else ": no such setting (see .env.example)"
+        lines.append(f"unknown setting {key} in {where}{hint}")
+    return lines
+
+
+def _dotenv_keys(path: Path) -> list[str]:
+    if not path.is_file():
+        return []
+    from dotenv import dotenv_values  # python-dotenv, which pydantic-settings reads .env with
+
+    try:
+        return [key for key in dotenv_values(path) if key]
+    except (OSError, UnicodeDecodeError):
+        return []  # pydantic-settings reports an unreadable .env itself

@@ -125,3 +125,47 @@ def test_ops_port_in_use_is_one_clear_line(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "OPS_PORT" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_misspelt_setting_is_an_error_for_check_with_the_nearest_name(tmp_path: Path) -> None:
+    """Issue #17 part 4: GEMINI_RATE_LIMT_RPM=5 used to be ignored without a word."""
+    (tmp_path / ".env").write_text("GEMINI_MODLE=gemini-2.5-pro\nOTEL_SERVICE_NAME=mine\n")
+    result = _bot(
+        ["check"], tmp_path, GEMINI_RATE_LIMT_RPM="5", DISCORD_TOKEN="x.y.z", GEMINI_API_KEY="k"
+    )
+
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines == [
+        "error: unknown setting GEMINI_RATE_LIMT_RPM in the environment: "
+        "did you mean GEMINI_RATE_LIMIT_RPM?",
+        "error: unknown setting GEMINI_MODLE in .env: did you mean GEMINI_MODEL?",
+    ]
+
+
+def test_a_misspelt_setting_is_a_warning_when_running(tmp_path: Path) -> None:
+    result = _bot(["run"], tmp_path, GEMINI_RATE_LIMT_RPM="5")
+
+    assert result.returncode == 2  # for the missing tokens, not for the typo
+    assert "did you mean GEMINI_RATE_LIMIT_RPM?" in result.stderr
+    assert "DISCORD_TOKEN" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_check_that_cannot_reach_discord_or_gemini_says_so_with_its_own_code(
+    tmp_path: Path,
+) -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]  # bound, never listening: connections are refused
+        result = _bot(
+            ["check"],
+            tmp_path,
+            DISCORD_REST_URL=f"http://127.0.0.1:{port}",
+            GEMINI_BASE_URL=f"http://127.0.0.1:{port}",
+            DISCORD_TOKEN="x.y.z",
+            GEMINI_API_KEY="k",
+        )
+
+    assert result.returncode == 4, result.stdout + result.stderr
+    assert result.stdout.count("could not verify") == 2
