@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import signal
 import time
@@ -321,11 +322,14 @@ class BotApp:
             await self.ops.start()
         except OSError as exc:
             await self.telemetry.stop()
-            raise ConfigError(
-                f"cannot listen on OPS_HOST:OPS_PORT = {self.settings.ops_host}:"
-                f"{self.settings.ops_port} ({exc.strerror}): set OPS_PORT to a free port "
-                "(0 picks one)"
-            ) from None
+            where = f"OPS_HOST:OPS_PORT = {self.settings.ops_host}:{self.settings.ops_port}"
+            if exc.errno == errno.EADDRINUSE:
+                fix = "set OPS_PORT to a free port (0 picks one)"
+            elif exc.errno == errno.EACCES:
+                fix = "set OPS_PORT to 1024 or above (or run with the right to bind it)"
+            else:  # an unknown name, or an address this machine does not have
+                fix = "set OPS_HOST to an address of this machine (127.0.0.1, or 0.0.0.0 for all)"
+            raise ConfigError(f"cannot listen on {where} ({exc.strerror}): {fix}") from None
         if self.settings.heal_instance is None:
             # With OPS_PORT=0 the real port is known only now; it is what Prometheus scrapes.
             self.healer.instance = self.ops.host_port

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -19,6 +20,7 @@ __all__ = [
     "SETTING_PREFIXES",
     "ConfigError",
     "Settings",
+    "ensure_data_dir",
     "known_setting_names",
     "load_settings",
     "unknown_settings",
@@ -339,3 +341,19 @@ def _dotenv_keys(path: Path) -> list[str]:
         return [key for key in dotenv_values(path) if key]
     except (OSError, UnicodeDecodeError):
         return []  # pydantic-settings reports an unreadable .env itself
+
+
+def ensure_data_dir(settings: Settings) -> Path:
+    """Create DATA_DIR if needed and prove it writable, or say in one line what to set."""
+    path = settings.data_dir
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ConfigError(
+            f"DATA_DIR = {path} cannot be used ({reason}): set DATA_DIR to a folder the bot can "
+            "create and write"
+        ) from None
+    return path

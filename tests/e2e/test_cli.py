@@ -169,3 +169,62 @@ def test_check_that_cannot_reach_discord_or_gemini_says_so_with_its_own_code(
 
     assert result.returncode == 4, result.stdout + result.stderr
     assert result.stdout.count("could not verify") == 2
+
+
+def _one_clear_line(result: subprocess.CompletedProcess[str], code: int) -> str:
+    assert result.returncode == code, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1, result.stderr
+    return errors[0]
+
+
+def test_a_data_dir_that_cannot_be_used_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("in the way")
+    result = _bot(["demo", "--duration", "1"], tmp_path, DATA_DIR=str(tmp_path / "a-file" / "d"))
+    line = _one_clear_line(result, 2)
+    assert "DATA_DIR" in line and "Not a directory" in line
+
+
+def test_an_ops_host_that_does_not_exist_names_ops_host(tmp_path: Path) -> None:
+    result = _bot(["demo", "--duration", "1"], tmp_path, OPS_HOST="not.a.host")
+    line = _one_clear_line(result, 2)
+    assert "set OPS_HOST" in line
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--users", "-2"], ["--rate", "0"], ["--duration", "-5"], ["--faults", "slow:10+0"]],
+)
+def test_demo_refuses_arguments_that_make_no_sense(tmp_path: Path, args: list[str]) -> None:
+    result = _bot(["demo", *args], tmp_path)
+    line = _one_clear_line(result, 2)
+    assert args[0] in line
+
+
+def test_loadtest_explains_a_latency_without_a_colon(tmp_path: Path) -> None:
+    result = _bot(["loadtest", "--gemini-latency", "bogus"], tmp_path)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert "after the colon" not in result.stderr
+    assert "fixed:0.2" in result.stderr
+
+
+@pytest.mark.parametrize("where", ["missing-folder/out.csv", "."])
+def test_export_to_a_path_it_cannot_write_is_one_line(tmp_path: Path, where: str) -> None:
+    result = _bot(["export", "--output", str(tmp_path / where)], tmp_path)
+    line = _one_clear_line(result, 2)
+    assert "--output" in line
+
+
+def test_export_reads_only_and_never_changes_data_dir(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "bot.db").write_bytes(b"this is not a database" * 100)
+    before = {p.name: p.read_bytes() for p in data.iterdir()}
+
+    result = _bot(["export"], tmp_path, DATA_DIR=str(data))
+
+    line = _one_clear_line(result, 1)
+    assert "cannot be read" in line
+    assert {p.name: p.read_bytes() for p in data.iterdir()} == before
