@@ -139,9 +139,9 @@ def main(argv: list[str] | None = None) -> int:
             from bot.export import main as run_export
 
             return run_export(settings, args)
-    except ConfigError as exc:
+    except ConfigError as exc:  # ServiceUnavailable included, with its own code
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        return exc.exit_code
     except KeyboardInterrupt:
         return EXIT_OK
     return EXIT_OK

@@ -387,7 +387,11 @@ class BotApp:
 
     async def run(self) -> int:
         """Run until SIGINT or SIGTERM (or an escalation that asks for a restart)."""
-        await self.start()
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()  # close what did start (ops server, store), then report
+            raise
         freeze_startup_heap()  # the process is ours alone (tests call start(), not run())
         try:
             await run_until_signal(self._exit_requested.wait())

@@ -19,6 +19,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 __all__ = [
     "SETTING_PREFIXES",
     "ConfigError",
+    "ServiceUnavailable",
     "Settings",
     "ensure_data_dir",
     "known_setting_names",
@@ -35,6 +36,14 @@ DEFAULT_GEMINI_BASE_URL = "https://generativelanguage.googleapis.com"
 
 class ConfigError(Exception):
     """A configuration mistake, phrased as what the operator should set."""
+
+    exit_code = 2
+
+
+class ServiceUnavailable(ConfigError):
+    """A service the bot needs at start (Discord) cannot be reached: say which, and where."""
+
+    exit_code = 69  # EX_UNAVAILABLE
 
 
 class Settings(BaseSettings):

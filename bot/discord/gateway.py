@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 
@@ -11,7 +12,7 @@ import hikari
 import lightbulb
 
 from bot.chat.models import IncomingMessage, MessageTarget, Reply
-from bot.config import DEFAULT_DISCORD_REST_URL, ConfigError
+from bot.config import DEFAULT_DISCORD_REST_URL, ConfigError, ServiceUnavailable
 from bot.discord.commands import CommandServices, build_commands
 from bot.discord.convert import addresses_bot, to_incoming
 from bot.discord.delivery import DiscordDelivery, DiscordObserver
@@ -73,6 +74,7 @@ class DiscordGateway:
         cdn_hosts: Iterable[str] = (),
     ) -> None:
         self.bot_id = bot_id_from_token(token)
+        self._rest_url = rest_url
         self.bot = hikari.GatewayBot(
             token,
             intents=INTENTS,
@@ -114,10 +116,21 @@ class DiscordGateway:
         try:
             await self.bot.start(check_for_updates=False)
         except hikari.UnauthorizedError:
+            await self._close_after_failed_start()
             raise ConfigError(
                 "Discord rejected DISCORD_TOKEN (401): reset the token on the Bot page of the "
                 "developer portal and put the new one in .env"
             ) from None
+        except (hikari.HTTPError, OSError) as exc:  # hikari has retried three times already
+            await self._close_after_failed_start()
+            raise ServiceUnavailable(
+                f"cannot reach Discord at DISCORD_REST_URL = {self._rest_url} ({exc}): check "
+                "the network, a proxy, or DISCORD_REST_URL, then start again"
+            ) from None
+
+    async def _close_after_failed_start(self) -> None:
+        """Release what `start` opened (hikari's REST session), so nothing leaks at exit."""
+        await self.close()
 
     async def reconnect_shard(self, shard_id: int) -> None:
         """Close one shard's websocket and open it again (self-healing for Discord)."""
@@ -135,7 +148,9 @@ class DiscordGateway:
         self._accepting = False
 
     async def close(self) -> None:
-        await self.bot.close()
+        """Close the gateway and REST sessions (idempotent: also after a failed start)."""
+        with contextlib.suppress(hikari.ComponentStateConflictError):  # never started, or closed
+            await self.bot.close()
         await self.delivery.aclose()
 
     @property

@@ -174,7 +174,7 @@ def test_check_that_cannot_reach_discord_or_gemini_says_so_with_its_own_code(
 def _one_clear_line(result: subprocess.CompletedProcess[str], code: int) -> str:
     assert result.returncode == code, result.stdout + result.stderr
     assert "Traceback" not in result.stderr
-    errors = [line for line in result.stderr.splitlines() if "error" in line]
+    errors = [line for line in result.stderr.splitlines() if "error:" in line.lower()]
     assert len(errors) == 1, result.stderr
     return errors[0]
 
@@ -228,3 +228,38 @@ def test_export_reads_only_and_never_changes_data_dir(tmp_path: Path) -> None:
     line = _one_clear_line(result, 1)
     assert "cannot be read" in line
     assert {p.name: p.read_bytes() for p in data.iterdir()} == before
+
+
+async def test_a_rejected_token_is_one_line_and_leaks_no_session(
+    tmp_path: Path, discord: DiscordEmulator
+) -> None:
+    env = {
+        "DISCORD_REST_URL": discord.rest_url,
+        "DISCORD_TOKEN": "MTIzNDU2Nzg5MDEyMzQ1Njc4.AAAAAA.not-the-emulators",
+        "GEMINI_API_KEY": "k",
+        "OPS_PORT": "0",
+    }
+    result = await _async_bot(["run"], tmp_path, env)
+
+    assert result.returncode == 2, result.stderr
+    assert "Discord rejected DISCORD_TOKEN" in result.stderr
+    assert "Unclosed" not in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_discord_unreachable_at_start_is_one_line_with_its_own_code(tmp_path: Path) -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]  # bound, never listening
+        result = _bot(
+            ["run"],
+            tmp_path,
+            DISCORD_REST_URL=f"http://127.0.0.1:{port}",
+            DISCORD_TOKEN="MTIzNDU2Nzg5MDEyMzQ1Njc4.AAAAAA.xxxx",
+            GEMINI_API_KEY="k",
+            OPS_PORT="0",
+        )
+
+    line = _one_clear_line(result, 69)
+    assert "cannot reach Discord at DISCORD_REST_URL" in line
+    assert "Unclosed" not in result.stderr
