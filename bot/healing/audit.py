@@ -87,10 +87,11 @@ class HealEvent:
 
     def to_json(self) -> dict[str, Any]:
         """The entry as `GET /heal/audit` shows it and the store keeps it."""
+        moment = round(self.time, 3)  # as stored: the same JSON before and after a restart
         return {
             "seq": self.seq,
-            "time": round(self.time, 3),
-            "at": _iso(self.time),
+            "time": moment,
+            "at": _iso(moment),
             "alertname": self.alertname,
             "fingerprint": self.fingerprint,
             "status": self.status,
@@ -252,11 +253,15 @@ class HealAudit:
         store = self._store
         assert store is not None  # checked by flush()
         oldest_kept = self._next_seq - self.capacity
+        # Taken before the write: entries recorded while it runs wait for the next pass.
         batch = [event for event in self._pending if event.seq >= oldest_kept]
+        self._pending.clear()
         if batch:
             try:
                 await store.set_many({_key(event.seq): event.stored() for event in batch})
             except StoreError as exc:
+                # Back in front of the newer ones; the bound drops the oldest if it must.
+                self._pending = deque([*batch, *self._pending], maxlen=self.capacity)
                 self._persist_errors += 1
                 if not self._failing:
                     logger.warning("heal audit not saved (kept in memory): %s", exc)
@@ -266,7 +271,7 @@ class HealAudit:
                 logger.info("heal audit saving again")
             self._failing = False
             self._stored.extend(event.seq for event in batch)
-        self._pending.clear()
+        oldest_kept = self._next_seq - self.capacity
         while self._stored and self._stored[0] < oldest_kept:
             await self._delete(_key(self._stored.popleft()))
 
