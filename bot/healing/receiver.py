@@ -625,9 +625,9 @@ class HealReceiver:
         if self.dry_run:
             detail = _would(job)
             self._stats.actions_total[(name, "dry_run")] += 1
-            self._event(name, "dry_run", job.alert, detail, kind=job.kind, by=job.by)
+            event = self._event(name, "dry_run", job.alert, detail, kind=job.kind, by=job.by)
             logger.info(
-                "heal %s dry run: %s (fingerprint %s)", name, detail, _fingerprint(job.alert)
+                "heal %s dry run: %s (fingerprint %s)", name, event.detail, event.fingerprint
             )
             return AlertDecision(job.alert.fingerprint, job.alert.status, name, "dry_run", detail)
         task = asyncio.create_task(self._run(job), name=f"heal-{job.kind}-{name}")
