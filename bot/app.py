@@ -23,7 +23,9 @@ from bot.config import ConfigError, Settings
 from bot.discord.commands import CommandServices
 from bot.discord.gateway import DiscordGateway
 from bot.healing.actions import ActionRegistry
-from bot.healing.http import alerts_handler, load_token
+from bot.healing.audit import HealAudit
+from bot.healing.controls import Freed
+from bot.healing.http import alerts_handler, audit_handler, load_token
 from bot.healing.receiver import HealReceiver
 from bot.healing.remedies import build_remedies
 from bot.llm.cache import ResponseCache
@@ -245,6 +247,9 @@ class BotApp:
             interval_s=s.health_snapshot_interval_seconds,
             retention_s=s.health_history_retention_days * 86_400,
         )
+        self.heal_audit = HealAudit(
+            s.heal_audit_max_entries, store=self.store.namespace("heal_audit")
+        )
         self.healer = HealReceiver(
             ActionRegistry(build_remedies(self.controls)),
             instance=s.heal_instance_label,
@@ -253,6 +258,9 @@ class BotApp:
             escalate_after=s.heal_escalate_after,
             exit_on_escalation=s.heal_exit_on_escalation,
             on_escalation_exit=self._exit_after_escalation,
+            enabled=s.heal_enabled,
+            dry_run=s.heal_dry_run,
+            audit=self.heal_audit,
         )
         self.gateway.attach(
             self.pipeline.handle,
@@ -262,6 +270,7 @@ class BotApp:
         )
         self.exit_code = 0
         self.telemetry.bind(self.view.metric_sources())
+        webhook_token = _webhook_token(s)
         self.ops = OpsServer(
             s.ops_host,
             s.ops_port,
@@ -275,11 +284,20 @@ class BotApp:
                     "/alerts",
                     alerts_handler(
                         self.healer,
-                        token=_webhook_token(s),
+                        token=webhook_token,
                         allow_insecure_loopback=s.alert_webhook_allow_insecure_loopback,
                         is_shutting_down=lambda: self._stopping,
                     ),
-                )
+                ),
+                (
+                    "GET",
+                    "/heal/audit",
+                    audit_handler(
+                        self.healer,
+                        token=webhook_token,
+                        allow_insecure_loopback=s.alert_webhook_allow_insecure_loopback,
+                    ),
+                ),
             ],
         )
         self._tasks: list[asyncio.Task[None]] = []
@@ -333,7 +351,10 @@ class BotApp:
         if self.settings.heal_instance is None:
             # With OPS_PORT=0 the real port is known only now; it is what Prometheus scrapes.
             self.healer.instance = self.ops.host_port
-        log.info("ops server on %s (/metrics /healthz /readyz /status /alerts)", self.ops.url)
+        log.info(
+            "ops server on %s (/metrics /healthz /readyz /status /alerts /heal/audit)",
+            self.ops.url,
+        )
         await self.store.open()
         await self.quota_persister.load()
         self.quota_persister.start()
@@ -342,6 +363,8 @@ class BotApp:
             restored = await self.memory_persistence.load()
             log.info("%d conversations restored", restored)
         expired = await self.queue.load()
+        await self.heal_audit.load()
+        self._tasks.append(asyncio.create_task(self.heal_audit.run(), name="heal audit writer"))
         self.healer.start()
         await self.gateway.start()
         for dropped in expired:  # only now can their users be told
@@ -366,6 +389,7 @@ class BotApp:
         self.gateway.stop_accepting()
         await self._drain(self.settings.shutdown_grace_seconds)
         await self.healer.stop(grace_s=self.settings.shutdown_grace_seconds)
+        await self.heal_audit.stop()  # the last decisions and results, to disk
         await self.history.stop()
         for task in self._tasks:
             task.cancel()
@@ -456,11 +480,17 @@ class _Controls:
     def __init__(self, app: BotApp) -> None:
         self._app = app
 
-    def clear_response_cache(self) -> int:
-        return self._app.llm.cache.clear()
+    def clear_response_cache(self) -> Freed:
+        cache = self._app.llm.cache
+        held = cache.stats.bytes
+        cleared = cache.clear()
+        return Freed(cleared, max(0, held - cache.stats.bytes))
 
-    def forget_idle_conversations(self) -> int:
-        return self._app.memory.sweep()
+    def forget_idle_conversations(self) -> Freed:
+        memory = self._app.memory
+        held = memory.stats().approx_bytes
+        forgotten = memory.sweep()
+        return Freed(forgotten, max(0, held - memory.stats().approx_bytes))
 
     async def trim_history(self, keep_s: float) -> int:
         return await self._app.history.trim(keep_s)

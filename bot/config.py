@@ -173,6 +173,13 @@ class Settings(BaseSettings):
     heal_escalate_after: int = Field(default=3, ge=1)
     heal_exit_on_escalation: bool = False
     heal_max_concurrency: int = Field(default=2, ge=1)
+    # Off: alerts still fire and reach people; the webhook records them and runs nothing.
+    # HEALTH_ALERTS_ENABLED is the original bot's name (HEAL_ENABLED wins when both are set).
+    heal_enabled: bool = Field(
+        default=True, validation_alias=AliasChoices("HEAL_ENABLED", "HEALTH_ALERTS_ENABLED")
+    )
+    heal_dry_run: bool = False
+    heal_audit_max_entries: int = Field(default=1000, ge=1, le=100_000)
 
     # --- process -------------------------------------------------------------------------------
     data_dir: Path = Path("./data")

@@ -92,7 +92,8 @@ async def run_demo(
             print(
                 f"demo: the bot is connected to the Discord emulator at {discord.base_url}\n"
                 f"demo: Gemini emulator at {gemini.base_url}\n"
-                f"demo: ops endpoints at {app.ops.url}/metrics /healthz /readyz /status /alerts\n"
+                f"demo: ops endpoints at {app.ops.url}/metrics /healthz /readyz /status /alerts "
+                "/heal/audit\n"
                 + (
                     f"demo: webhook token in {token_file}; watch alerts heal the bot with:\n"
                     f"      python deploy/local_stack.py --bot {app.ops.host_port} "

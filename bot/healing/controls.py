@@ -8,11 +8,21 @@ here and nowhere else.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 from bot.resilience.degradation import DegradationLevel
 
-__all__ = ["BotControls"]
+__all__ = ["BotControls", "Freed"]
+
+
+@dataclass(frozen=True, slots=True)
+class Freed:
+    """What a clean-up dropped: how many items, and the bytes they held by their owner's own
+    accounting (never negative, unlike a before/after reading of the process's RSS)."""
+
+    items: int
+    bytes: int
 
 
 class BotControls(Protocol):
@@ -20,12 +30,12 @@ class BotControls(Protocol):
 
     # -- memory and disk -----------------------------------------------------------------------
 
-    def clear_response_cache(self) -> int:
-        """Drop every cached answer; returns how many were held."""
+    def clear_response_cache(self) -> Freed:
+        """Drop every cached answer; returns how many were held and their bytes."""
         ...
 
-    def forget_idle_conversations(self) -> int:
-        """Forget conversations past their session timeout; returns how many."""
+    def forget_idle_conversations(self) -> Freed:
+        """Forget conversations past their session timeout; returns how many and their bytes."""
         ...
 
     async def trim_history(self, keep_s: float) -> int:

@@ -81,20 +81,26 @@ class MemoryRemedy(_Remedy):
         self._bot = bot
 
     async def _on(self, alert: Alert, first: bool) -> ActionResult:
+        # bytes_freed is what the cache and the conversations held by their own accounting:
+        # it cannot go negative. RSS moves for other reasons too (the allocator keeps freed
+        # pages, other tasks allocate meanwhile), so it is reported beside, not as the result.
         before = _PROCESS.memory_info().rss
-        cleared = self._bot.clear_response_cache()
-        forgotten = self._bot.forget_idle_conversations()
+        cache = self._bot.clear_response_cache()
+        idle = self._bot.forget_idle_conversations()
         trimmed = await self._bot.trim_history(HISTORY_KEEP_S)
         collected = gc.collect()
         after = _PROCESS.memory_info().rss
+        freed = max(0, cache.bytes) + max(0, idle.bytes)
         return ActionResult.success(
-            f"cleared {cleared} cache entries, {forgotten} idle conversations; "
-            f"RSS {before / 1_048_576:.1f} -> {after / 1_048_576:.1f} MiB",
-            bytes_freed=float(before - after),
+            f"freed {freed / 1024:.1f} KiB: {cache.items} cache entries, {idle.items} idle "
+            f"conversations; RSS {before / 1_048_576:.1f} -> {after / 1_048_576:.1f} MiB",
+            bytes_freed=float(freed),
+            cache_bytes_freed=float(max(0, cache.bytes)),
+            conversation_bytes_freed=float(max(0, idle.bytes)),
             rss_before_bytes=float(before),
             rss_after_bytes=float(after),
-            cache_entries_cleared=float(cleared),
-            conversations_forgotten=float(forgotten),
+            cache_entries_cleared=float(cache.items),
+            conversations_forgotten=float(idle.items),
             history_trimmed=float(trimmed),
             gc_objects_collected=float(collected),
         )

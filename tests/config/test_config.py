@@ -121,3 +121,21 @@ def test_unknown_settings_name_the_nearest_known_one() -> None:
         "unknown setting CACHE_TTL_SECOND in .env: did you mean CACHE_TTL_SECONDS?",
         "unknown setting FOO in .env: no such setting (see .env.example)",
     ]
+
+
+def test_heal_enabled_takes_the_original_name_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings(_env_file=None).heal_enabled is True
+    monkeypatch.setenv("HEALTH_ALERTS_ENABLED", "false")
+    assert load_settings(_env_file=None).heal_enabled is False
+    monkeypatch.setenv("HEAL_ENABLED", "true")  # the new name wins when both are set
+    assert load_settings(_env_file=None).heal_enabled is True
+    monkeypatch.setenv("HEAL_ENABLED", "perhaps")
+    with pytest.raises(ConfigError, match="HEAL_ENABLED"):
+        load_settings(_env_file=None)
+
+
+@pytest.mark.parametrize("value", ["0", "100001", "many"])
+def test_heal_audit_size_is_bounded(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("HEAL_AUDIT_MAX_ENTRIES", value)
+    with pytest.raises(ConfigError, match="HEAL_AUDIT_MAX_ENTRIES"):
+        load_settings(_env_file=None)

@@ -581,3 +581,64 @@ def test_sent_message_is_a_plain_record() -> None:
     sent = SentMessage(1, 2, "x", {}, {}, None, None)
     assert sent.edits == []
     assert sent.files == {}
+
+
+async def test_channel_webhook_posts_into_its_channel(emu: DiscordEmulator) -> None:
+    guild_id = emu.create_guild()
+    ops = emu.create_channel(guild_id, "ops")
+    url = emu.create_webhook(ops, "Alertmanager")
+    assert url.startswith(f"{emu.base_url}/api/webhooks/")
+    embed = {"title": "[FIRING:1] LLMBotDown", "description": "The bot is down.", "color": 1}
+    async with aiohttp.ClientSession() as http:
+        # Alertmanager's Discord receiver: no bot token, an empty content beside the embed.
+        async with http.post(url, json={"content": "", "embeds": [embed]}) as response:
+            assert response.status == 204
+        async with http.post(f"{url}?wait=true", json={"content": "resolved"}) as response:
+            assert response.status == 200
+            message = await response.json()
+        # Posted messages are in the channel's history like any other.
+        history_url = f"{emu.rest_url}/channels/{ops}/messages"
+        auth = {"Authorization": f"Bot {emu.token}"}
+        async with http.get(history_url, headers=auth) as response:
+            history = [m["id"] for m in await response.json()]
+    assert message["webhook_id"] == url.split("/")[-2]
+    assert message["channel_id"] == str(ops)
+    assert message["author"]["username"] == "Alertmanager"
+    first, second = emu.webhook_messages
+    assert (first.channel_id, first.embeds, first.content) == (ops, [embed], "")
+    assert second.content == "resolved"
+    assert history == [str(second.id), str(first.id)]  # newest first
+    assert emu.spec_violations == []
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        ({"content": ""}, 400, 50006),  # nothing to show
+        ({"embeds": [{"title": "t" * 257}]}, 400, 50035),  # over Discord's title limit
+        ({"embeds": [{"description": "d" * 4097}]}, 400, 50035),
+        # Two embeds of 4000 characters each: within each limit, over the 6000 of a message.
+        ({"embeds": [{"description": "d" * 4000}, {"description": "d" * 4000}]}, 400, 50035),
+        ({"content": "c" * 2001}, 400, 50035),
+    ],
+)
+async def test_channel_webhook_refuses_what_discord_refuses(
+    emu: DiscordEmulator, body: dict[str, Any], status: int, code: int
+) -> None:
+    url = emu.create_webhook(emu.create_channel(emu.create_guild(), "ops"))
+    async with aiohttp.ClientSession() as http, http.post(url, json=body) as response:
+        assert (response.status, (await response.json())["code"]) == (status, code)
+    assert emu.webhook_messages == []
+
+
+async def test_unknown_webhook_or_wrong_token(emu: DiscordEmulator) -> None:
+    url = emu.create_webhook(emu.create_channel(emu.create_guild(), "ops"))
+    base, webhook_id, token = url.rsplit("/", 2)
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{base}/{webhook_id}/{'0' * len(token)}", json={"content": "x"}) as r:
+            assert (r.status, (await r.json())["code"]) == (401, 50027)
+        async with http.post(f"{base}/{int(webhook_id) + 1}/{token}", json={"content": "x"}) as r:
+            assert (r.status, (await r.json())["code"]) == (404, 10015)
+    assert emu.webhook_messages == []
+    with pytest.raises(KeyError, match="guild channel"):
+        emu.create_webhook(emu.create_dm(emu.create_user("dee")))

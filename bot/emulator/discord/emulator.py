@@ -20,11 +20,18 @@ from bot.emulator.discord.ids import SnowflakeFactory, make_bot_token
 from bot.emulator.discord.messages import mentioned_ids, message_object, reply_reference
 from bot.emulator.discord.payloads import ChannelType
 from bot.emulator.discord.ratelimit import RateLimiter
-from bot.emulator.discord.records import Activity, InteractionRecord, Notifier, SentMessage
+from bot.emulator.discord.records import (
+    Activity,
+    InteractionRecord,
+    Notifier,
+    SentMessage,
+    WebhookMessage,
+)
 from bot.emulator.discord.rest import RestAPI, not_found
 from bot.emulator.discord.routes_app import AppRoutes
 from bot.emulator.discord.routes_channels import ChannelRoutes
 from bot.emulator.discord.routes_interactions import InteractionRoutes
+from bot.emulator.discord.routes_webhooks import WebhookRoutes
 from bot.emulator.discord.state import DiscordState
 from bot.emulator.local_server import LocalServer
 
@@ -78,6 +85,21 @@ class DiscordEmulator(LocalServer):
         )
         self._events = EventPublisher(self._state, self._gateway)
         base_url = lambda: self.base_url  # noqa: E731 - resolved once the port is known
+        interactions = InteractionRoutes(
+            self._state,
+            self._activity,
+            base_url,
+            application_id=self.application_id,
+            deadline=interaction_deadline,
+        )
+        self._webhooks = WebhookRoutes(
+            self._state,
+            self._activity,
+            self._events,
+            application_id=self.application_id,
+            interaction_follow_up=interactions.follow_up,
+            base_url=base_url,
+        )
         routes = [
             *AppRoutes(
                 self._state,
@@ -88,13 +110,8 @@ class DiscordEmulator(LocalServer):
                 gateway_url=lambda: self.gateway_url,
             ).routes(),
             *ChannelRoutes(self._state, self._activity, self._events, base_url).routes(),
-            *InteractionRoutes(
-                self._state,
-                self._activity,
-                base_url,
-                application_id=self.application_id,
-                deadline=interaction_deadline,
-            ).routes(),
+            *self._webhooks.routes(),
+            *interactions.routes(),
         ]
         self._rest = RestAPI(
             token=self.token,
@@ -181,6 +198,11 @@ class DiscordEmulator(LocalServer):
         )
         self._state.store_attachment(attachment, data)
         return attachment
+
+    def create_webhook(self, channel_id: int, name: str = "Alertmanager") -> str:
+        """Create a webhook in a guild text channel and return its execute URL (the secret a
+        sender such as Alertmanager's Discord receiver is given)."""
+        return self._webhooks.url(self._webhooks.create(channel_id, name))
 
     def message(self, message_id: int) -> JSON | None:
         """Return a stored message (a user's or the bot's) by id."""
@@ -351,6 +373,11 @@ class DiscordEmulator(LocalServer):
     def sent_messages(self) -> list[SentMessage]:
         """Every message the bot created with ``POST /channels/{id}/messages``, oldest first."""
         return self._activity.sent_messages
+
+    @property
+    def webhook_messages(self) -> list[WebhookMessage]:
+        """Messages posted through channel webhooks (``create_webhook``), oldest first."""
+        return self._activity.webhook_messages
 
     @property
     def spec_violations(self) -> list[str]:

@@ -470,6 +470,14 @@ class BotCollector(Collector):
         for code in _with_extra(WEBHOOK_CODES, heal.webhook_requests_total):
             webhook.add_metric([str(code)], heal.webhook_requests_total.get(code, 0))
         yield webhook
+        audit = _gauge("llmbot_heal_audit_entries", "Heal decisions and results in the audit.")
+        audit.add_metric([], heal.audit_entries)
+        audit_cap = _gauge(
+            "llmbot_heal_audit_capacity",
+            "Most entries the heal audit keeps (HEAL_AUDIT_MAX_ENTRIES).",
+        )
+        audit_cap.add_metric([], heal.audit_capacity)
+        yield from (audit, audit_cap)
 
     def _discord(self) -> Iterator[Metric]:
         shards: Mapping[int, ShardFigures] = self._read("shards", self._sources.shards, {})
