@@ -184,6 +184,18 @@ class BotApp:
             max_rps=s.discord_rest_max_rps,
             typing_delay_s=s.discord_typing_delay_seconds,
             telemetry=self.telemetry,
+            # Replies wait behind this breaker while Discord's REST API fails: one probe at a
+            # time, and one success closes it (the held replies are paced like any others).
+            breaker=CircuitBreaker(
+                "discord",
+                failure_threshold=s.discord_breaker_failure_threshold,
+                reset_timeout_s=s.discord_breaker_reset_timeout_seconds,
+                success_threshold=1,
+            ),
+            hold_max_replies=s.discord_hold_max_replies,
+            hold_max_seconds=s.discord_hold_max_seconds,
+            rest_max_retries=s.discord_rest_max_retries,
+            rest_timeout_s=s.discord_rest_timeout_seconds,
         )
         delivery = self.gateway.delivery
         self.pipeline = ChatPipeline(
@@ -296,7 +308,10 @@ class BotApp:
             cache=lambda: llm.cache.stats,
             quota=llm.quota.snapshot,
             llm_timeout=lambda: llm.timeout.current() if llm.timeout else None,
-            breakers=lambda: {llm.breaker.name: llm.breaker.state},
+            breakers=lambda: {
+                llm.breaker.name: llm.breaker.state,
+                "discord": gateway.delivery.hold.state,
+            },
             memory=self.memory.stats,
             gateway_connected=lambda: gateway.connected,
             guilds=gateway.guild_count,
@@ -307,6 +322,7 @@ class BotApp:
             maintenance=lambda: degradation.reason if degradation.maintenance else None,
             heal=lambda: self.healer.stats,
             health_snapshots=lambda: len(self.history),
+            discord_hold=lambda: gateway.delivery.hold.stats,
         )
 
     async def start(self) -> None:

@@ -15,6 +15,7 @@ from bot.config import ConfigError
 from bot.discord.commands import CommandServices, build_commands
 from bot.discord.convert import addresses_bot, to_incoming
 from bot.discord.delivery import DiscordDelivery, DiscordObserver
+from bot.resilience.breaker import CircuitBreaker
 
 __all__ = ["INTENTS", "DiscordGateway", "bot_id_from_token"]
 
@@ -57,6 +58,11 @@ class DiscordGateway:
         max_rps: float,
         telemetry: DiscordObserver,
         typing_delay_s: float = 0.0,
+        breaker: CircuitBreaker | None = None,
+        hold_max_replies: int = 100,
+        hold_max_seconds: float = 120.0,
+        rest_max_retries: int = 3,
+        rest_timeout_s: float = 10.0,
     ) -> None:
         self.bot_id = bot_id_from_token(token)
         self.bot = hikari.GatewayBot(
@@ -65,14 +71,28 @@ class DiscordGateway:
             rest_url=rest_url,
             banner=None,
             logs=None,
+            # hikari's own retries of a 5xx, timeout or lost connection, with its backoff;
+            # what still fails is counted by the "discord" breaker (DiscordDelivery).
+            max_retries=rest_max_retries,
             # Keep REST connections alive: hikari's default opens (and TLS-handshakes) a new
             # connection for every call.
-            http_settings=hikari.impl.HTTPSettings(force_close_transports=False),
+            http_settings=hikari.impl.HTTPSettings(
+                force_close_transports=False,
+                timeouts=hikari.impl.HTTPTimeoutSettings(total=rest_timeout_s),
+            ),
         )
         self._accepting = True
         self._typing_delay_s = typing_delay_s
         self._handler: Callable[[IncomingMessage], Awaitable[None]] | None = None
-        self.delivery = DiscordDelivery(self.bot.rest, self.bot_id, max_rps, telemetry)
+        self.delivery = DiscordDelivery(
+            self.bot.rest,
+            self.bot_id,
+            max_rps,
+            telemetry,
+            breaker=breaker,
+            hold_max_replies=hold_max_replies,
+            hold_max_seconds=hold_max_seconds,
+        )
         self._telemetry = telemetry
         self.lightbulb = lightbulb.client_from_app(self.bot)
         self.bot.subscribe(hikari.StartedEvent, self.lightbulb.start)
@@ -114,6 +134,7 @@ class DiscordGateway:
         self._accepting = False
 
     async def close(self) -> None:
+        self.delivery.hold.close()  # replies still waiting for Discord give up first
         await self.bot.close()
         await self.delivery.aclose()
 
