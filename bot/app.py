@@ -485,6 +485,9 @@ class _Controls:
     async def reconnect_shard(self, shard_id: int) -> None:
         await self._app.gateway.reconnect_shard(shard_id)
 
+    def probe_discord_now(self) -> bool:
+        return self._app.gateway.delivery.hold.probe_now()
+
     async def drop_expired_questions(self) -> int:
         expired = await self._app.queue.expire()
         for item in expired:

@@ -69,6 +69,11 @@ class BotControls(Protocol):
         """Close one Discord shard's websocket so that it reconnects and resumes."""
         ...
 
+    def probe_discord_now(self) -> bool:
+        """Let the open Discord REST breaker try the replies waiting behind it now; True when
+        it was open."""
+        ...
+
     # -- the queue of waiting questions --------------------------------------------------------
 
     async def drop_expired_questions(self) -> int:

@@ -160,7 +160,12 @@ class ApiHealthRemedy(_Remedy):
         if dependency == "discord":
             shard = int(alert.labels.get("shard", "0"))
             await self._bot.reconnect_shard(shard)
-            return ActionResult.success(f"Discord shard {shard} reconnected")
+            probing = self._bot.probe_discord_now()
+            return ActionResult.success(
+                f"Discord shard {shard} reconnected"
+                + ("; REST breaker half-open for the held replies" if probing else ""),
+                breaker_half_open=float(probing),
+            )
         await self._bot.reset_model_client()
         probing = self._bot.probe_model_now()
         return ActionResult.success(

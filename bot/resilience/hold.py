@@ -98,6 +98,13 @@ class BreakerHold:
             return "half_open"
         return state
 
+    def probe_now(self) -> bool:
+        """Let the open breaker admit a probe now and wake the waiters to make it (self-healing);
+        True when it was open."""
+        opened = self.breaker.force_half_open()
+        self._notify()
+        return opened
+
     def close(self) -> None:
         """Release every waiter with `shutdown`; later calls that would wait fail at once."""
         self._closed = True

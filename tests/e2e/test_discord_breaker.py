@@ -7,6 +7,7 @@ Discord carried out but whose answer was lost (a timeout, a dropped connection).
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from typing import Any, Literal
@@ -16,6 +17,9 @@ import pytest
 
 from bot.app import BotApp
 from bot.emulator.discord import DiscordEmulator
+from bot.healing.payload import Alert
+from bot.healing.remedies import build_remedies
+from bot.healing.testing import sample_alert
 from tests.e2e.test_observability import parse_samples, scrape, value
 
 # No hikari-internal retries and a short reset timeout: the breaker's own behaviour, fast.
@@ -58,14 +62,15 @@ async def _status(app: BotApp) -> dict[str, Any]:
 async def test_an_outage_holds_the_replies_and_delivers_each_exactly_once_after_it(
     start_bot: Callable[..., Any], discord: DiscordEmulator
 ) -> None:
-    app: BotApp = await start_bot(**FAST_BREAKER)
+    # A reset timeout long enough for the checks below to see the breaker still open.
+    app: BotApp = await start_bot(**{**FAST_BREAKER, "discord_breaker_reset_timeout_seconds": 1})
     breaker = app.gateway.delivery.hold.breaker
     discord.inject_rest_fault(503, count=None, route_contains="/messages")
 
     ids = await _dm_burst(discord, 5)
     await discord.wait_for(lambda: app.gateway.delivery.hold.stats.held == 5, timeout=10)
-    # Two failed probes: the breaker opens, lets one reply probe, and opens again.
-    await discord.wait_for(lambda: breaker.stats.transitions_total["half_open"] >= 2, timeout=10)
+    # A failed probe: the breaker opened, let one held reply probe, and opened again.
+    await discord.wait_for(lambda: breaker.stats.transitions_total["half_open"] >= 1, timeout=10)
     await discord.wait_for(lambda: breaker.state == "open", timeout=10)
 
     during = parse_samples(await scrape(app.ops.url))
@@ -92,10 +97,13 @@ async def test_an_outage_holds_the_replies_and_delivers_each_exactly_once_after_
     assert value(after, "llmbot_dependency_up", dependency="discord") == 1
     assert value(after, "llmbot_discord_held_replies") == 0
     assert value(after, "llmbot_discord_reply_holds_total") == 5
-    assert sum(
-        value(after, "llmbot_discord_replies_undelivered_total", reason=reason)
-        for reason in ("overflow", "expired", "shutdown")
-    ) == 0
+    assert (
+        sum(
+            value(after, "llmbot_discord_replies_undelivered_total", reason=reason)
+            for reason in ("overflow", "expired", "shutdown")
+        )
+        == 0
+    )
     assert value(after, "llmbot_errors_total", component="discord") == 0
     assert value(after, "llmbot_discord_rest_requests_total", status_class="5xx") >= 5
     assert (await _status(app))["discord_breaker_state"] == "closed"
@@ -156,3 +164,27 @@ async def test_replies_beyond_the_bounds_are_counted_and_logged_never_lost_silen
     assert sum("(overflow)" in line for line in lost) == 2
     assert sum("(expired)" in line for line in lost) == 1
     assert discord.sent_messages == []
+
+
+async def test_the_api_health_heal_lets_the_held_replies_probe_discord_at_once(
+    start_bot: Callable[..., Any], discord: DiscordEmulator
+) -> None:
+    app: BotApp = await start_bot(
+        discord_rest_max_retries=0,
+        discord_breaker_failure_threshold=1,
+        discord_breaker_reset_timeout_seconds=600,  # no probe of its own within the test
+    )
+    discord.inject_rest_fault(503, count=None, route_contains="/messages")
+    (question,) = await _dm_burst(discord, 1)
+    await discord.wait_for(lambda: app.gateway.delivery.hold.stats.held == 1, timeout=10)
+    discord.clear_rest_faults()
+
+    action = next(a for a in build_remedies(app.controls) if a.name == "api_health")
+    raw: dict[str, Any] = sample_alert(heal="api_health")
+    raw["labels"].update(dependency="discord", shard="0")
+    result = await action.apply(Alert.model_validate_json(json.dumps(raw)))
+
+    assert result.ok
+    assert result.figures["breaker_half_open"] == 1
+    await discord.wait_for(lambda: bool(_replies_to(discord, question)), timeout=10)
+    await discord.wait_for(lambda: app.gateway.delivery.hold.state == "closed")

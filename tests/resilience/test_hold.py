@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import pytest
 
@@ -54,9 +55,10 @@ def make_hold(
     )
 
 
-async def wait_for(condition: object, timeout: float = 5.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not condition():  # type: ignore[operator]
+async def wait_for(condition: Callable[[], bool]) -> None:
+    """Until `condition()` holds (the hold's figures change inside tasks), at most 5 s."""
+    async with asyncio.timeout(5.0):
+        while not condition():  # noqa: ASYNC110 - polling figures the tasks bump
             await asyncio.sleep(0.005)
 
 
