@@ -96,7 +96,10 @@ class BotApp:
     ) -> None:
         self.settings = s = settings
         self.started_at = time.time()
-        self.telemetry = Telemetry(models=[s.gemini_model])
+        self.telemetry = Telemetry(
+            models=[s.gemini_model],
+            block_threshold_s=s.event_loop_block_threshold_ms / 1000 or None,
+        )
         self.store = SqliteStore(
             s.data_dir / "bot.db", cleanup_interval_s=s.store_cleanup_interval_seconds
         )
