@@ -30,6 +30,7 @@ from bot.llm.gemini import GeminiClient
 from bot.llm.quota import QuotaLimiter, QuotaPersister
 from bot.llm.service import LLMService
 from bot.llm.types import GenerationSettings
+from bot.ops.diagnostics import MemoryTracer, debug_routes
 from bot.ops.health import take_snapshot
 from bot.ops.heap import freeze_startup_heap
 from bot.ops.history import HealthHistory
@@ -68,6 +69,19 @@ def _webhook_token(settings: Settings) -> str | None:
         raise ConfigError(str(exc)) from None
 
 
+def _admin_token(settings: Settings) -> str | None:
+    """The /debug routes' token: OPS_ADMIN_TOKEN[_FILE], else the alerts webhook's."""
+    try:
+        token = load_token(
+            settings.ops_admin_token.get_secret_value() if settings.ops_admin_token else None,
+            settings.ops_admin_token_file,
+            name="OPS_ADMIN_TOKEN",
+        )
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    return token or _webhook_token(settings)
+
+
 class _JsonState:
     """The quota limiter's state as one JSON value in a store namespace."""
 
@@ -96,6 +110,8 @@ class BotApp:
     ) -> None:
         self.settings = s = settings
         self.started_at = time.time()
+        # First, so that TRACEMALLOC_FRAMES sees what building the bot allocates.
+        self.tracer = MemoryTracer(s.tracemalloc_frames)
         self.telemetry = Telemetry(
             models=[s.gemini_model],
             block_threshold_s=s.event_loop_block_threshold_ms / 1000 or None,
@@ -289,7 +305,12 @@ class BotApp:
                         allow_insecure_loopback=s.alert_webhook_allow_insecure_loopback,
                         is_shutting_down=lambda: self._stopping,
                     ),
-                )
+                ),
+                *debug_routes(
+                    self.tracer,
+                    token=_admin_token(s),
+                    default_frames=s.tracemalloc_frames or 10,
+                ),
             ],
         )
         self._tasks: list[asyncio.Task[None]] = []
@@ -344,7 +365,9 @@ class BotApp:
         if self.settings.heal_instance is None:
             # With OPS_PORT=0 the real port is known only now; it is what Prometheus scrapes.
             self.healer.instance = self.ops.host_port
-        log.info("ops server on %s (/metrics /healthz /readyz /status /alerts)", self.ops.url)
+        log.info(
+            "ops server on %s (/metrics /healthz /readyz /status /alerts /debug)", self.ops.url
+        )
         await self.store.open()
         await self.quota_persister.load()
         self.quota_persister.start()
@@ -490,6 +513,9 @@ class _Controls:
 
     def probe_discord_now(self) -> bool:
         return self._app.gateway.delivery.hold.probe_now()
+
+    async def top_allocations(self, limit: int) -> list[tuple[str, int]]:
+        return await self._app.tracer.top_allocations(limit)
 
     async def drop_expired_questions(self) -> int:
         expired = await self._app.queue.expire()

@@ -74,6 +74,13 @@ class BotControls(Protocol):
         it was open."""
         ...
 
+    # -- diagnostics ---------------------------------------------------------------------------
+
+    async def top_allocations(self, limit: int) -> list[tuple[str, int]]:
+        """tracemalloc's largest allocation sites now, as ("file:line", bytes); empty while
+        tracing is off."""
+        ...
+
     # -- the queue of waiting questions --------------------------------------------------------
 
     async def drop_expired_questions(self) -> int:
