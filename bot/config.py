@@ -188,6 +188,14 @@ class Settings(BaseSettings):
                 raise ValueError("expected comma-separated numeric Discord ids") from None
         return value
 
+    @field_validator("event_loop_block_threshold_ms")
+    @classmethod
+    def _block_threshold(cls, value: float) -> float:
+        # The watchdog ticks five times per threshold: below 10 ms it would cost real CPU.
+        if 0 < value < 10:
+            raise ValueError("expected 0 (off) or at least 10 ms")
+        return value
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, value: Any) -> Any:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import linecache
+import logging
 import os
 import sysconfig
 import tracemalloc
@@ -38,6 +39,8 @@ __all__ = [
     "debug_routes",
     "task_report",
 ]
+
+logger = logging.getLogger(__name__)
 
 MAX_TASKS: Final = 500
 MAX_FRAMES: Final = 30
@@ -218,9 +221,10 @@ class MemoryTracer:
         return [(f"{s['file']}:{s['line']}", int(s["size_bytes"])) for s in sites]
 
     def _statistics(self, limit: int, group_by: str) -> tuple[list[dict[str, Any]], int]:
-        if not self.tracing:
+        try:
+            snapshot = tracemalloc.take_snapshot().filter_traces(self._FILTERS)
+        except RuntimeError:  # switched off meanwhile
             return [], 0
-        snapshot = tracemalloc.take_snapshot().filter_traces(self._FILTERS)
         stats = snapshot.statistics(group_by)
         sites = []
         for stat in stats[:limit]:
@@ -289,9 +293,18 @@ def debug_routes(
                 authorize(request)
                 body = await answer(request)
             except _Refused as refused:
+                logger.warning(
+                    "debug: %d for %s %s from %s: %s",
+                    refused.status,
+                    request.method,
+                    request.path,
+                    request.remote,
+                    refused.reason,
+                )
                 return web.json_response(
                     {"error": refused.reason}, status=refused.status, headers=refused.headers
                 )
+            logger.info("debug: %s %s from %s", request.method, request.path_qs, request.remote)
             return web.json_response(body)
 
         return handle

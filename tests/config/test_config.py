@@ -87,3 +87,22 @@ def test_secret_values_are_not_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_env_example_copied_to_env_loads_as_the_defaults() -> None:
     from_example = load_settings(_env_file=ROOT / ".env.example")
     assert from_example == load_settings(_env_file=None)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("EVENT_LOOP_BLOCK_THRESHOLD_MS", "5", "0 (off) or at least 10 ms"),
+        ("TRACEMALLOC_FRAMES", "101", "less than or equal to 100"),
+        ("DISCORD_REST_MAX_RETRIES", "6", "less than or equal to 5"),
+        ("DISCORD_HOLD_MAX_SECONDS", "0", "greater than 0"),
+        ("DISCORD_HOLD_MAX_REPLIES", "-1", "greater than or equal to 0"),
+    ],
+)
+def test_diagnostics_and_discord_hold_settings_are_checked(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, message: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=name) as err:
+        load_settings(_env_file=None)
+    assert message in str(err.value)
