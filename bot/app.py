@@ -33,6 +33,7 @@ from bot.llm.gemini import GeminiClient
 from bot.llm.quota import QuotaLimiter, QuotaPersister
 from bot.llm.service import LLMService
 from bot.llm.types import GenerationSettings
+from bot.ops.diagnostics import MemoryTracer, debug_routes
 from bot.ops.health import take_snapshot
 from bot.ops.heap import freeze_startup_heap
 from bot.ops.history import HealthHistory
@@ -72,6 +73,19 @@ def _webhook_token(settings: Settings) -> str | None:
         raise ConfigError(str(exc)) from None
 
 
+def _admin_token(settings: Settings) -> str | None:
+    """The /debug routes' token: OPS_ADMIN_TOKEN[_FILE], else the alerts webhook's."""
+    try:
+        token = load_token(
+            settings.ops_admin_token.get_secret_value() if settings.ops_admin_token else None,
+            settings.ops_admin_token_file,
+            name="OPS_ADMIN_TOKEN",
+        )
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    return token or _webhook_token(settings)
+
+
 class _JsonState:
     """The quota limiter's state as one JSON value in a store namespace."""
 
@@ -100,7 +114,12 @@ class BotApp:
     ) -> None:
         self.settings = s = settings
         self.started_at = time.time()
-        self.telemetry = Telemetry(models=[s.gemini_model])
+        # First, so that TRACEMALLOC_FRAMES sees what building the bot allocates.
+        self.tracer = MemoryTracer(s.tracemalloc_frames)
+        self.telemetry = Telemetry(
+            models=[s.gemini_model],
+            block_threshold_s=s.event_loop_block_threshold_ms / 1000 or None,
+        )
         self.store = SqliteStore(
             s.data_dir / "bot.db", cleanup_interval_s=s.store_cleanup_interval_seconds
         )
@@ -190,6 +209,18 @@ class BotApp:
             typing_delay_s=s.discord_typing_delay_seconds,
             telemetry=self.telemetry,
             cdn_hosts=s.discord_cdn_hosts,
+            # Replies wait behind this breaker while Discord's REST API fails: one probe at a
+            # time, and one success closes it (the held replies are paced like any others).
+            breaker=CircuitBreaker(
+                "discord",
+                failure_threshold=s.discord_breaker_failure_threshold,
+                reset_timeout_s=s.discord_breaker_reset_timeout_seconds,
+                success_threshold=1,
+            ),
+            hold_max_replies=s.discord_hold_max_replies,
+            hold_max_seconds=s.discord_hold_max_seconds,
+            rest_max_retries=s.discord_rest_max_retries,
+            rest_timeout_s=s.discord_rest_timeout_seconds,
         )
         delivery = self.gateway.delivery
         self.pipeline = ChatPipeline(
@@ -298,6 +329,11 @@ class BotApp:
                         allow_insecure_loopback=s.alert_webhook_allow_insecure_loopback,
                     ),
                 ),
+                *debug_routes(
+                    self.tracer,
+                    token=_admin_token(s),
+                    default_frames=s.tracemalloc_frames or 10,
+                ),
             ],
         )
         self._tasks: list[asyncio.Task[None]] = []
@@ -319,7 +355,10 @@ class BotApp:
             cache=lambda: llm.cache.stats,
             quota=llm.quota.snapshot,
             llm_timeout=lambda: llm.timeout.current() if llm.timeout else None,
-            breakers=lambda: {llm.breaker.name: llm.breaker.state},
+            breakers=lambda: {
+                llm.breaker.name: llm.breaker.state,
+                "discord": gateway.delivery.hold.state,
+            },
             memory=self.memory.stats,
             gateway_connected=lambda: gateway.connected,
             guilds=gateway.guild_count,
@@ -330,6 +369,7 @@ class BotApp:
             maintenance=lambda: degradation.reason if degradation.maintenance else None,
             heal=lambda: self.healer.stats,
             health_snapshots=lambda: len(self.history),
+            discord_hold=lambda: gateway.delivery.hold.stats,
         )
 
     async def start(self) -> None:
@@ -352,7 +392,7 @@ class BotApp:
             # With OPS_PORT=0 the real port is known only now; it is what Prometheus scrapes.
             self.healer.instance = self.ops.host_port
         log.info(
-            "ops server on %s (/metrics /healthz /readyz /status /alerts /heal/audit)",
+            "ops server on %s (/metrics /healthz /readyz /status /alerts /heal/audit /debug)",
             self.ops.url,
         )
         await self.store.open()
@@ -527,6 +567,12 @@ class _Controls:
 
     async def reconnect_shard(self, shard_id: int) -> None:
         await self._app.gateway.reconnect_shard(shard_id)
+
+    def probe_discord_now(self) -> bool:
+        return self._app.gateway.delivery.hold.probe_now()
+
+    async def top_allocations(self, limit: int) -> list[tuple[str, int]]:
+        return await self._app.tracer.top_allocations(limit)
 
     async def drop_expired_questions(self) -> int:
         expired = await self._app.queue.expire()

@@ -67,6 +67,12 @@ class Settings(BaseSettings):
     discord_rest_url: str = DEFAULT_DISCORD_REST_URL
     discord_rest_max_rps: float = Field(default=45.0, gt=0)
     discord_typing_delay_seconds: float = Field(default=1.0, ge=0)
+    discord_rest_timeout_seconds: float = Field(default=10.0, gt=0)
+    discord_rest_max_retries: int = Field(default=3, ge=0, le=5)
+    discord_breaker_failure_threshold: int = Field(default=5, ge=1)
+    discord_breaker_reset_timeout_seconds: float = Field(default=15.0, gt=0)
+    discord_hold_max_replies: int = Field(default=100, ge=0)
+    discord_hold_max_seconds: float = Field(default=120.0, gt=0)
     gemini_base_url: str = DEFAULT_GEMINI_BASE_URL
     gemini_api_version: str = "v1beta"
 
@@ -189,6 +195,12 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)
 
+    # --- diagnostics on demand (GET /debug/tasks, /debug/memory) and slow-operation logging ---
+    ops_admin_token: SecretStr | None = None
+    ops_admin_token_file: Path | None = None
+    tracemalloc_frames: int = Field(default=0, ge=0, le=100)
+    event_loop_block_threshold_ms: float = Field(default=100.0, ge=0)
+
     @field_validator(
         "admin_user_ids",
         "allowed_user_ids",
@@ -218,6 +230,14 @@ class Settings(BaseSettings):
                 if "/" in host or ":" in host or " " in host:
                     raise ValueError(f"expected host names like cdn.discordapp.com, got {host!r}")
             return frozenset(hosts)
+        return value
+
+    @field_validator("event_loop_block_threshold_ms")
+    @classmethod
+    def _block_threshold(cls, value: float) -> float:
+        # The watchdog ticks five times per threshold: below 10 ms it would cost real CPU.
+        if 0 < value < 10:
+            raise ValueError("expected 0 (off) or at least 10 ms")
         return value
 
     @field_validator("log_level", mode="before")
@@ -292,6 +312,7 @@ SETTING_PREFIXES = (
     "CONVERSATION_",
     "DEGRADATION_",
     "DISCORD_",
+    "EVENT_LOOP_",
     "FALLBACK_",
     "GEMINI_",
     "HEAL_",
@@ -307,6 +328,7 @@ SETTING_PREFIXES = (
     "SHUTDOWN_",
     "STORE_",
     "TRACE_",
+    "TRACEMALLOC_",
     "VIDEO_",
 )
 

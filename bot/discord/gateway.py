@@ -17,6 +17,7 @@ from bot.discord.commands import CommandServices, build_commands
 from bot.discord.convert import addresses_bot, to_incoming
 from bot.discord.delivery import DiscordDelivery, DiscordObserver
 from bot.discord.downloads import DEFAULT_CDN_HOSTS, AttachmentFetcher
+from bot.resilience.breaker import CircuitBreaker
 
 __all__ = ["INTENTS", "DiscordGateway", "bot_id_from_token"]
 
@@ -72,6 +73,11 @@ class DiscordGateway:
         telemetry: DiscordObserver,
         typing_delay_s: float = 0.0,
         cdn_hosts: Iterable[str] = (),
+        breaker: CircuitBreaker | None = None,
+        hold_max_replies: int = 100,
+        hold_max_seconds: float = 120.0,
+        rest_max_retries: int = 3,
+        rest_timeout_s: float = 10.0,
     ) -> None:
         self.bot_id = bot_id_from_token(token)
         self._rest_url = rest_url
@@ -81,9 +87,15 @@ class DiscordGateway:
             rest_url=rest_url,
             banner=None,
             logs=None,
+            # hikari's own retries of a 5xx, timeout or lost connection, with its backoff;
+            # what still fails is counted by the "discord" breaker (DiscordDelivery).
+            max_retries=rest_max_retries,
             # Keep REST connections alive: hikari's default opens (and TLS-handshakes) a new
             # connection for every call.
-            http_settings=hikari.impl.HTTPSettings(force_close_transports=False),
+            http_settings=hikari.impl.HTTPSettings(
+                force_close_transports=False,
+                timeouts=hikari.impl.HTTPTimeoutSettings(total=rest_timeout_s),
+            ),
         )
         self._accepting = True
         self._typing_delay_s = typing_delay_s
@@ -94,7 +106,14 @@ class DiscordGateway:
             local_origins=[rest_url] if rest_url != DEFAULT_DISCORD_REST_URL else [],
         )
         self.delivery = DiscordDelivery(
-            self.bot.rest, self.bot_id, max_rps, telemetry, fetcher=fetcher
+            self.bot.rest,
+            self.bot_id,
+            max_rps,
+            telemetry,
+            fetcher=fetcher,
+            breaker=breaker,
+            hold_max_replies=hold_max_replies,
+            hold_max_seconds=hold_max_seconds,
         )
         self._telemetry = telemetry
         self.lightbulb = lightbulb.client_from_app(self.bot)
@@ -149,6 +168,7 @@ class DiscordGateway:
 
     async def close(self) -> None:
         """Close the gateway and REST sessions (idempotent: also after a failed start)."""
+        self.delivery.hold.close()  # replies still waiting for Discord give up first
         with contextlib.suppress(hikari.ComponentStateConflictError):  # never started, or closed
             await self.bot.close()
         await self.delivery.aclose()

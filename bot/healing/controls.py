@@ -79,6 +79,18 @@ class BotControls(Protocol):
         """Close one Discord shard's websocket so that it reconnects and resumes."""
         ...
 
+    def probe_discord_now(self) -> bool:
+        """Let the open Discord REST breaker try the replies waiting behind it now; True when
+        it was open."""
+        ...
+
+    # -- diagnostics ---------------------------------------------------------------------------
+
+    async def top_allocations(self, limit: int) -> list[tuple[str, int]]:
+        """tracemalloc's largest allocation sites now, as ("file:line", bytes); empty while
+        tracing is off."""
+        ...
+
     # -- the queue of waiting questions --------------------------------------------------------
 
     async def drop_expired_questions(self) -> int:

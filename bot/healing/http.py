@@ -57,31 +57,30 @@ class _Answer(Exception):
         self.headers = headers or {}
 
 
-def load_token(token: str | None, token_file: Path | None) -> str | None:
-    """The webhook bearer token from ALERT_WEBHOOK_TOKEN or ALERT_WEBHOOK_TOKEN_FILE, or None.
+def load_token(
+    token: str | None, token_file: Path | None, *, name: str = "ALERT_WEBHOOK_TOKEN"
+) -> str | None:
+    """A bearer token from `name` or `name`_FILE (ALERT_WEBHOOK_TOKEN[_FILE] by default), or None.
 
     Setting both is a configuration error, so nobody has to guess which one wins.
     """
     value = token.strip() if token is not None else ""
     if value and token_file is not None:
         raise ValueError(
-            "ALERT_WEBHOOK_TOKEN and ALERT_WEBHOOK_TOKEN_FILE are both set: keep one "
+            f"{name} and {name}_FILE are both set: keep one "
             "(the file keeps the token out of the environment)"
         )
     if token_file is not None:
         try:
             value = token_file.read_text(encoding="utf-8").strip()
         except (OSError, UnicodeDecodeError) as exc:
-            raise ValueError(
-                f"ALERT_WEBHOOK_TOKEN_FILE {token_file} is unreadable: {exc}"
-            ) from None
+            raise ValueError(f"{name}_FILE {token_file} is unreadable: {exc}") from None
         if not value:
             raise ValueError(
-                f"ALERT_WEBHOOK_TOKEN_FILE {token_file} is empty: put the token in it "
-                "or unset the setting"
+                f"{name}_FILE {token_file} is empty: put the token in it or unset the setting"
             )
     if any(char.isspace() or not char.isprintable() for char in value):
-        source = "ALERT_WEBHOOK_TOKEN_FILE" if token_file is not None else "ALERT_WEBHOOK_TOKEN"
+        source = f"{name}_FILE" if token_file is not None else name
         raise ValueError(f"{source}: a bearer token is one word without spaces or control chars")
     return value or None
 

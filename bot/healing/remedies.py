@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import gc
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import psutil
 
@@ -26,6 +26,11 @@ log = logging.getLogger(__name__)
 _PROCESS = psutil.Process()
 HEAL_OVERRIDE_SOURCE = "heal:error_rate"
 HISTORY_KEEP_S = 86_400.0
+TOP_ALLOCATIONS = 5  # allocation sites the memory heal records while tracemalloc is on
+
+
+def _sites(sites: list[tuple[str, int]]) -> str:
+    return ", ".join(f"{where} {size / 1_048_576:.1f} MiB" for where, size in sites) or "none"
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +84,18 @@ class MemoryRemedy(_Remedy):
     def __init__(self, bot: BotControls) -> None:
         super().__init__()
         self._bot = bot
+
+    async def apply(self, alert: Alert) -> ActionResult:
+        """The clean-up, with tracemalloc's top allocations before and after while tracing."""
+        before = await self._bot.top_allocations(TOP_ALLOCATIONS)
+        result = await super().apply(alert)
+        if not before:
+            return result
+        after = await self._bot.top_allocations(TOP_ALLOCATIONS)
+        detail = (
+            f"{result.detail}; top allocations before: {_sites(before)}; after: {_sites(after)}"
+        )
+        return replace(result, detail=detail)
 
     async def _on(self, alert: Alert, first: bool) -> ActionResult:
         # bytes_freed is what the cache and the conversations held by their own accounting:
@@ -166,7 +183,12 @@ class ApiHealthRemedy(_Remedy):
         if dependency == "discord":
             shard = int(alert.labels.get("shard", "0"))
             await self._bot.reconnect_shard(shard)
-            return ActionResult.success(f"Discord shard {shard} reconnected")
+            probing = self._bot.probe_discord_now()
+            return ActionResult.success(
+                f"Discord shard {shard} reconnected"
+                + ("; REST breaker half-open for the held replies" if probing else ""),
+                breaker_half_open=float(probing),
+            )
         await self._bot.reset_model_client()
         probing = self._bot.probe_model_now()
         return ActionResult.success(

@@ -139,3 +139,22 @@ def test_heal_audit_size_is_bounded(monkeypatch: pytest.MonkeyPatch, value: str)
     monkeypatch.setenv("HEAL_AUDIT_MAX_ENTRIES", value)
     with pytest.raises(ConfigError, match="HEAL_AUDIT_MAX_ENTRIES"):
         load_settings(_env_file=None)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("EVENT_LOOP_BLOCK_THRESHOLD_MS", "5", "0 (off) or at least 10 ms"),
+        ("TRACEMALLOC_FRAMES", "101", "less than or equal to 100"),
+        ("DISCORD_REST_MAX_RETRIES", "6", "less than or equal to 5"),
+        ("DISCORD_HOLD_MAX_SECONDS", "0", "greater than 0"),
+        ("DISCORD_HOLD_MAX_REPLIES", "-1", "greater than or equal to 0"),
+    ],
+)
+def test_diagnostics_and_discord_hold_settings_are_checked(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, message: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=name) as err:
+        load_settings(_env_file=None)
+    assert message in str(err.value)

@@ -7,7 +7,7 @@ import json
 import zlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 import hikari
@@ -642,3 +642,67 @@ async def test_unknown_webhook_or_wrong_token(emu: DiscordEmulator) -> None:
     assert emu.webhook_messages == []
     with pytest.raises(KeyError, match="guild channel"):
         emu.create_webhook(emu.create_dm(emu.create_user("dee")))
+
+
+async def test_an_enforced_nonce_answers_the_first_message_instead_of_posting_again(
+    emu: DiscordEmulator, start_bot: BotFactory
+) -> None:
+    channel = emu.guild_text_channel(emu.create_guild())
+    bot = await start_bot(emu)
+
+    # hikari sends `enforce_nonce: true` with every nonce.
+    first = await bot.rest.create_message(channel, "once", nonce="nonce-1")
+    again = await bot.rest.create_message(channel, "once", nonce="nonce-1")
+    other = await bot.rest.create_message(channel, "twice", nonce="nonce-2")
+
+    assert again.id == first.id
+    assert other.id != first.id
+    assert [m.content for m in emu.messages_in(channel)] == ["once", "twice"]
+    assert emu.spec_violations == []
+
+
+async def test_a_nonce_that_is_not_enforced_does_not_deduplicate(emu: DiscordEmulator) -> None:
+    channel = emu.guild_text_channel(emu.create_guild())
+    url = f"{emu.rest_url}/channels/{channel}/messages"
+    headers = {"Authorization": f"Bot {emu.token}"}
+    async with aiohttp.ClientSession() as http:
+        for _ in range(2):
+            async with http.post(url, json={"content": "x", "nonce": "n"}, headers=headers) as r:
+                assert r.status == 200
+
+    assert [m.content for m in emu.messages_in(channel)] == ["x", "x"]
+
+
+@pytest.mark.parametrize("kind", ["slow", "drop"])
+async def test_a_lost_answer_fails_the_client_though_the_message_was_created(
+    emu: DiscordEmulator, start_bot: BotFactory, kind: Literal["slow", "drop"]
+) -> None:
+    channel = emu.guild_text_channel(emu.create_guild())
+    timeouts = hikari.impl.HTTPTimeoutSettings(total=0.3)
+    bot = await start_bot(
+        emu, max_retries=0, http_settings=hikari.impl.HTTPSettings(timeouts=timeouts)
+    )
+    emu.inject_rest_lost_answer(kind, route_contains="/messages", delay_s=1.0)
+
+    with pytest.raises(hikari.HTTPError):
+        await bot.rest.create_message(channel, "sent anyway")
+    await bot.rest.create_message(channel, "and the next one normally")
+
+    assert [m.content for m in emu.messages_in(channel)] == [
+        "sent anyway",
+        "and the next one normally",
+    ]
+
+
+async def test_an_outage_lasts_until_cleared(emu: DiscordEmulator, start_bot: BotFactory) -> None:
+    channel = emu.guild_text_channel(emu.create_guild())
+    bot = await start_bot(emu, max_retries=0)
+    emu.inject_rest_fault(status=503, count=None, route_contains="/messages")
+
+    for _ in range(3):
+        with pytest.raises(hikari.InternalServerError):
+            await bot.rest.create_message(channel, "lost")
+    emu.clear_rest_faults()
+    await bot.rest.create_message(channel, "back")
+
+    assert [m.content for m in emu.messages_in(channel)] == ["back"]

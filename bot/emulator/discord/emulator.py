@@ -7,7 +7,7 @@ import time
 import urllib.parse
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import web
 
@@ -414,12 +414,28 @@ class DiscordEmulator(LocalServer):
     def inject_rest_fault(
         self,
         status: int = 500,
-        count: int = 1,
+        count: int | None = 1,
         route_contains: str | None = None,
         retry_after: float = 0.05,
     ) -> None:
-        """Make the next ``count`` REST requests (whose path contains ``route_contains``) fail."""
+        """Make the next ``count`` REST requests (whose path contains ``route_contains``) fail;
+        ``count=None``: every one until ``clear_rest_faults()``."""
         self._faults.add(Fault(status, count, route_contains, retry_after))
+
+    def inject_rest_lost_answer(
+        self,
+        kind: Literal["slow", "drop"],
+        count: int | None = 1,
+        route_contains: str | None = None,
+        delay_s: float = 5.0,
+    ) -> None:
+        """Carry out the next ``count`` matching REST requests but lose the answer: ``slow``
+        answers after ``delay_s`` (past the client's timeout), ``drop`` closes the connection."""
+        self._faults.add(Fault(0, count, route_contains, kind=kind, delay_s=delay_s))
+
+    def clear_rest_faults(self) -> None:
+        """Drop every pending REST fault (ends an outage injected with ``count=None``)."""
+        self._faults.clear()
 
     async def disconnect_gateway(self, shard: int = 0, code: int | None = 4000) -> None:
         """Close a shard's connection (``code=None`` drops TCP); the client should RESUME."""

@@ -33,7 +33,7 @@ QUOTA_WINDOWS: Final[tuple[Window, ...]] = ("minute", "day")
 CACHE_RESULTS: Final = ("hit", "miss")
 DEPENDENCIES: Final = ("gemini", "discord")
 # Dependencies behind a circuit breaker; a source may add more, never fewer.
-CIRCUIT_DEPENDENCIES: Final = ("gemini",)
+CIRCUIT_DEPENDENCIES: Final = ("gemini", "discord")
 LLM_OUTCOMES: Final = ("ok", "error", "timeout", "rate_limited", "bad_request", "configuration")
 TOKEN_TYPES: Final = ("input", "output", "thoughts", "cached")
 REST_STATUS_CLASSES: Final = ("2xx", "4xx", "429", "5xx", "error")
