@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import sys
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, TypeVar
 
-from bot.config import ConfigError, Settings, load_settings
+from bot.config import ConfigError, Settings, ensure_data_dir, load_settings, unknown_settings
 from bot.logs import setup_logging
 from bot.ops.runtime import detect_build_info
 from bot.ops.tracing import install_log_correlation, setup_tracing
@@ -18,6 +19,8 @@ if TYPE_CHECKING:
     from bot.emulator.fault_schedule import FaultPhase
 
 __all__ = ["main"]
+
+_N = TypeVar("_N", int, float)
 
 EXIT_OK = 0
 EXIT_CONFIG = 2
@@ -32,13 +35,16 @@ def _parser() -> argparse.ArgumentParser:
         "demo",
         help="run the real bot against local Discord and Gemini emulators with simulated users",
     )
-    demo.add_argument("--users", type=int, default=4, help="simulated users (default 4)")
+    demo.add_argument("--users", type=_positive(int), default=4, help="simulated users (default 4)")
     demo.add_argument(
-        "--rate", type=float, default=0.5, help="messages per second across all users (default 0.5)"
+        "--rate",
+        type=_positive(float),
+        default=0.5,
+        help="messages per second across all users (default 0.5)",
     )
     demo.add_argument(
         "--duration",
-        type=float,
+        type=_positive(float),
         default=None,
         help="stop after this many seconds (default: Ctrl-C)",
     )
@@ -65,6 +71,21 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _positive(kind: Callable[[str], _N]) -> Callable[[str], _N]:
+    """An argparse type: a number above 0 (argparse prints the message and exits 2)."""
+
+    def parse(text: str) -> _N:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+        return value
+
+    return parse
+
+
 def _fault_schedule(text: str) -> list[FaultPhase]:
     # Imported on use: the emulators are only needed by the demo.
     from bot.emulator.fault_schedule import parse_schedule
@@ -81,6 +102,15 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings()
         setup_logging(settings.log_level, settings.log_format)
         install_log_correlation()
+        unknown = unknown_settings()
+        if args.command == "check" and unknown:
+            for line in unknown:
+                print(f"error: {line}", file=sys.stderr)
+            return EXIT_CONFIG
+        for line in unknown:  # a typo must not pass silently, nor stop a running bot
+            logging.getLogger("bot").warning("%s", line)
+        if args.command in ("run", "demo"):
+            ensure_data_dir(settings)
         if args.command == "run":
             return _run(settings)
         if args.command == "demo":
@@ -109,9 +139,9 @@ def main(argv: list[str] | None = None) -> int:
             from bot.export import main as run_export
 
             return run_export(settings, args)
-    except ConfigError as exc:
+    except ConfigError as exc:  # ServiceUnavailable included, with its own code
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        return exc.exit_code
     except KeyboardInterrupt:
         return EXIT_OK
     return EXIT_OK

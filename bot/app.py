@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import signal
 import time
@@ -22,7 +23,9 @@ from bot.config import ConfigError, Settings
 from bot.discord.commands import CommandServices
 from bot.discord.gateway import DiscordGateway
 from bot.healing.actions import ActionRegistry
-from bot.healing.http import alerts_handler, load_token
+from bot.healing.audit import HealAudit
+from bot.healing.controls import Freed
+from bot.healing.http import alerts_handler, audit_handler, load_token
 from bot.healing.receiver import HealReceiver
 from bot.healing.remedies import build_remedies
 from bot.llm.cache import ResponseCache
@@ -30,6 +33,7 @@ from bot.llm.gemini import GeminiClient
 from bot.llm.quota import QuotaLimiter, QuotaPersister
 from bot.llm.service import LLMService
 from bot.llm.types import GenerationSettings
+from bot.ops.diagnostics import MemoryTracer, debug_routes
 from bot.ops.health import take_snapshot
 from bot.ops.heap import freeze_startup_heap
 from bot.ops.history import HealthHistory
@@ -55,8 +59,9 @@ ASSESS_INTERVAL_S = 5.0
 # The degradation level judges errors and reply times over this window: back to none within
 # DEGRADATION_WINDOW_S + ASSESS_INTERVAL_S of a recovery (docs/runbooks.md, degradation levels).
 DEGRADATION_WINDOW_S = 30.0
-STORE_HEALTH_INTERVAL_S = 30.0
+STORE_HEALTH_INTERVAL_S = 10.0  # a probe is one small write, a stat and 16 bytes read
 EXIT_ESCALATED = 70  # EX_SOFTWARE: "restart me"
+EXIT_GATEWAY_CLOSED = 78  # EX_CONFIG: Discord will not take the session back; fix a setting
 
 
 def _webhook_token(settings: Settings) -> str | None:
@@ -69,6 +74,19 @@ def _webhook_token(settings: Settings) -> str | None:
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+
+
+def _admin_token(settings: Settings) -> str | None:
+    """The /debug routes' token: OPS_ADMIN_TOKEN[_FILE], else the alerts webhook's."""
+    try:
+        token = load_token(
+            settings.ops_admin_token.get_secret_value() if settings.ops_admin_token else None,
+            settings.ops_admin_token_file,
+            name="OPS_ADMIN_TOKEN",
+        )
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    return token or _webhook_token(settings)
 
 
 class _JsonState:
@@ -99,7 +117,12 @@ class BotApp:
     ) -> None:
         self.settings = s = settings
         self.started_at = time.time()
-        self.telemetry = Telemetry(models=[s.gemini_model])
+        # First, so that TRACEMALLOC_FRAMES sees what building the bot allocates.
+        self.tracer = MemoryTracer(s.tracemalloc_frames)
+        self.telemetry = Telemetry(
+            models=[s.gemini_model],
+            block_threshold_s=s.event_loop_block_threshold_ms / 1000 or None,
+        )
         self.store = SqliteStore(
             s.data_dir / "bot.db", cleanup_interval_s=s.store_cleanup_interval_seconds
         )
@@ -119,6 +142,7 @@ class BotApp:
                 s.gemini_rate_limit_safety_margin,
                 s.gemini_rate_limit_tpm,
                 clock=clock,
+                max_provider_hold_s=s.gemini_provider_hold_max_seconds,
             ),
             breaker=CircuitBreaker(
                 "gemini",
@@ -187,6 +211,19 @@ class BotApp:
             max_rps=s.discord_rest_max_rps,
             typing_delay_s=s.discord_typing_delay_seconds,
             telemetry=self.telemetry,
+            cdn_hosts=s.discord_cdn_hosts,
+            # Replies wait behind this breaker while Discord's REST API fails: one probe at a
+            # time, and one success closes it (the held replies are paced like any others).
+            breaker=CircuitBreaker(
+                "discord",
+                failure_threshold=s.discord_breaker_failure_threshold,
+                reset_timeout_s=s.discord_breaker_reset_timeout_seconds,
+                success_threshold=1,
+            ),
+            hold_max_replies=s.discord_hold_max_replies,
+            hold_max_seconds=s.discord_hold_max_seconds,
+            rest_max_retries=s.discord_rest_max_retries,
+            rest_timeout_s=s.discord_rest_timeout_seconds,
         )
         delivery = self.gateway.delivery
         self.pipeline = ChatPipeline(
@@ -198,6 +235,7 @@ class BotApp:
                 delivery,
                 image_max_bytes=s.image_max_bytes,
                 video_max_bytes=s.video_max_bytes,
+                total_max_bytes=s.attachments_max_total_bytes,
                 video_limiter=VideoLimiter(
                     tokens_per_hour=s.video_tokens_per_hour,
                     tokens_per_day=s.video_tokens_per_day,
@@ -244,6 +282,9 @@ class BotApp:
             interval_s=s.health_snapshot_interval_seconds,
             retention_s=s.health_history_retention_days * 86_400,
         )
+        self.heal_audit = HealAudit(
+            s.heal_audit_max_entries, store=self.store.namespace("heal_audit")
+        )
         self.healer = HealReceiver(
             ActionRegistry(build_remedies(self.controls)),
             instance=s.heal_instance_label,
@@ -252,6 +293,9 @@ class BotApp:
             escalate_after=s.heal_escalate_after,
             exit_on_escalation=s.heal_exit_on_escalation,
             on_escalation_exit=self._exit_after_escalation,
+            enabled=s.heal_enabled,
+            dry_run=s.heal_dry_run,
+            audit=self.heal_audit,
         )
         self.gateway.attach(
             self.pipeline.handle,
@@ -261,6 +305,7 @@ class BotApp:
         )
         self.exit_code = 0
         self.telemetry.bind(self.view.metric_sources())
+        webhook_token = _webhook_token(s)
         self.ops = OpsServer(
             s.ops_host,
             s.ops_port,
@@ -274,11 +319,25 @@ class BotApp:
                     "/alerts",
                     alerts_handler(
                         self.healer,
-                        token=_webhook_token(s),
+                        token=webhook_token,
                         allow_insecure_loopback=s.alert_webhook_allow_insecure_loopback,
                         is_shutting_down=lambda: self._stopping,
                     ),
-                )
+                ),
+                (
+                    "GET",
+                    "/heal/audit",
+                    audit_handler(
+                        self.healer,
+                        token=webhook_token,
+                        allow_insecure_loopback=s.alert_webhook_allow_insecure_loopback,
+                    ),
+                ),
+                *debug_routes(
+                    self.tracer,
+                    token=_admin_token(s),
+                    default_frames=s.tracemalloc_frames or 10,
+                ),
             ],
         )
         self._tasks: list[asyncio.Task[None]] = []
@@ -300,7 +359,10 @@ class BotApp:
             cache=lambda: llm.cache.stats,
             quota=llm.quota.snapshot,
             llm_timeout=lambda: llm.timeout.current() if llm.timeout else None,
-            breakers=lambda: {llm.breaker.name: llm.breaker.state},
+            breakers=lambda: {
+                llm.breaker.name: llm.breaker.state,
+                "discord": gateway.delivery.hold.state,
+            },
             memory=self.memory.stats,
             gateway_connected=lambda: gateway.connected,
             guilds=gateway.guild_count,
@@ -311,6 +373,7 @@ class BotApp:
             maintenance=lambda: degradation.reason if degradation.maintenance else None,
             heal=lambda: self.healer.stats,
             health_snapshots=lambda: len(self.history),
+            discord_hold=lambda: gateway.delivery.hold.stats,
         )
 
     async def start(self) -> None:
@@ -321,15 +384,21 @@ class BotApp:
             await self.ops.start()
         except OSError as exc:
             await self.telemetry.stop()
-            raise ConfigError(
-                f"cannot listen on OPS_HOST:OPS_PORT = {self.settings.ops_host}:"
-                f"{self.settings.ops_port} ({exc.strerror}): set OPS_PORT to a free port "
-                "(0 picks one)"
-            ) from None
+            where = f"OPS_HOST:OPS_PORT = {self.settings.ops_host}:{self.settings.ops_port}"
+            if exc.errno == errno.EADDRINUSE:
+                fix = "set OPS_PORT to a free port (0 picks one)"
+            elif exc.errno == errno.EACCES:
+                fix = "set OPS_PORT to 1024 or above (or run with the right to bind it)"
+            else:  # an unknown name, or an address this machine does not have
+                fix = "set OPS_HOST to an address of this machine (127.0.0.1, or 0.0.0.0 for all)"
+            raise ConfigError(f"cannot listen on {where} ({exc.strerror}): {fix}") from None
         if self.settings.heal_instance is None:
             # With OPS_PORT=0 the real port is known only now; it is what Prometheus scrapes.
             self.healer.instance = self.ops.host_port
-        log.info("ops server on %s (/metrics /healthz /readyz /status /alerts)", self.ops.url)
+        log.info(
+            "ops server on %s (/metrics /healthz /readyz /status /alerts /heal/audit /debug)",
+            self.ops.url,
+        )
         await self.store.open()
         await self.quota_persister.load()
         self.quota_persister.start()
@@ -338,6 +407,8 @@ class BotApp:
             restored = await self.memory_persistence.load()
             log.info("%d conversations restored", restored)
         expired = await self.queue.load()
+        await self.heal_audit.load()
+        self._tasks.append(asyncio.create_task(self.heal_audit.run(), name="heal audit writer"))
         self.healer.start()
         await self.gateway.start()
         for dropped in expired:  # only now can their users be told
@@ -345,6 +416,9 @@ class BotApp:
         if self.queue.size:
             log.info("%d queued questions restored; they will be answered", self.queue.size)
         self._tasks.append(asyncio.create_task(self.queue_worker.run(), name="queue worker"))
+        self._tasks.append(
+            asyncio.create_task(self._exit_on_fatal_gateway_close(), name="gateway watch")
+        )
         self._every(SWEEP_INTERVAL_S, self._sweep, "sweep memory and cache")
         self._every(ASSESS_INTERVAL_S, self._assess, "assess degradation")
         self._every(STORE_HEALTH_INTERVAL_S, self.store.health_check, "store health check")
@@ -359,6 +433,7 @@ class BotApp:
         self.gateway.stop_accepting()
         await self._drain(self.settings.shutdown_grace_seconds)
         await self.healer.stop(grace_s=self.settings.shutdown_grace_seconds)
+        await self.heal_audit.stop()  # the last decisions and results, to disk
         await self.history.stop()
         for task in self._tasks:
             task.cancel()
@@ -380,7 +455,11 @@ class BotApp:
 
     async def run(self) -> int:
         """Run until SIGINT or SIGTERM (or an escalation that asks for a restart)."""
-        await self.start()
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()  # close what did start (ops server, store), then report
+            raise
         freeze_startup_heap()  # the process is ours alone (tests call start(), not run())
         try:
             await run_until_signal(self._exit_requested.wait())
@@ -388,6 +467,20 @@ class BotApp:
             log.info("stopping: finishing replies in flight")
             await self.stop()
         return self.exit_code
+
+    @property
+    def exit_requested(self) -> bool:
+        """The bot asked to be stopped (and restarted or fixed): see `exit_code`."""
+        return self._exit_requested.is_set()
+
+    async def _exit_on_fatal_gateway_close(self) -> None:
+        """A shard closed for good leaves no working bot: say why in one line and exit non-zero
+        (so a restart policy or an operator notices), instead of idling as a zombie."""
+        reason = await self.gateway.wait_for_fatal_close()
+        if reason and not self._stopping:
+            log.error("%s; stopping", reason)
+            self.exit_code = EXIT_GATEWAY_CLOSED
+            self._exit_requested.set()
 
     def _exit_after_escalation(self) -> None:
         """HEAL_EXIT_ON_ESCALATION: drain and exit non-zero so an orchestrator restarts us."""
@@ -431,11 +524,17 @@ class _Controls:
     def __init__(self, app: BotApp) -> None:
         self._app = app
 
-    def clear_response_cache(self) -> int:
-        return self._app.llm.cache.clear()
+    def clear_response_cache(self) -> Freed:
+        cache = self._app.llm.cache
+        held = cache.stats.bytes
+        cleared = cache.clear()
+        return Freed(cleared, max(0, held - cache.stats.bytes))
 
-    def forget_idle_conversations(self) -> int:
-        return self._app.memory.sweep()
+    def forget_idle_conversations(self) -> Freed:
+        memory = self._app.memory
+        held = memory.stats().approx_bytes
+        forgotten = memory.sweep()
+        return Freed(forgotten, max(0, held - memory.stats().approx_bytes))
 
     async def trim_history(self, keep_s: float) -> int:
         return await self._app.history.trim(keep_s)
@@ -472,6 +571,12 @@ class _Controls:
 
     async def reconnect_shard(self, shard_id: int) -> None:
         await self._app.gateway.reconnect_shard(shard_id)
+
+    def probe_discord_now(self) -> bool:
+        return self._app.gateway.delivery.hold.probe_now()
+
+    async def top_allocations(self, limit: int) -> list[tuple[str, int]]:
+        return await self._app.tracer.top_allocations(limit)
 
     async def drop_expired_questions(self) -> int:
         expired = await self._app.queue.expire()

@@ -2,30 +2,35 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import aiohttp
 
 from bot.config import Settings
 
 __all__ = ["run_check"]
 
-EXIT_OK, EXIT_REJECTED = 0, 3
+# 0: both accepted; 3: one was rejected; 4: nothing rejected, but one could not be verified.
+EXIT_OK, EXIT_REJECTED, EXIT_UNVERIFIED = 0, 3, 4
+Verdict = Literal["ok", "rejected", "unverified"]
 
 
 async def _probe(
     session: aiohttp.ClientSession, url: str, headers: dict[str, str]
-) -> tuple[str, bool]:
-    """("ok" | "rejected (401)" | "unreachable: ...", accepted-or-unknown)."""
+) -> tuple[str, Verdict]:
+    """("ok" | "rejected (401)" | "could not verify: ...", the verdict)."""
     try:
         async with session.get(url, headers=headers) as response:
             if response.status == 200:
-                return "ok", True
-            return f"rejected ({response.status})", False
+                return "ok", "ok"
+            return f"rejected ({response.status})", "rejected"
     except (aiohttp.ClientError, TimeoutError) as exc:
-        return f"not reachable from here ({type(exc).__name__}); not checked", True
+        return f"could not verify: not reachable from here ({type(exc).__name__})", "unverified"
 
 
 async def run_check(settings: Settings) -> int:
-    """Print one line per check; the exit code is 0 when nothing was rejected."""
+    """Print one line per check; exit 0 when both were accepted, 3 when one was rejected, 4
+    when nothing was rejected but Discord or Gemini could not be reached to verify."""
     token, api_key = settings.require_credentials()
     print("settings: ok")
     timeout = aiohttp.ClientTimeout(total=10)
@@ -38,4 +43,7 @@ async def run_check(settings: Settings) -> int:
         model_url = f"{base}/models/{settings.gemini_model}"
         gemini, gemini_ok = await _probe(session, model_url, {"x-goog-api-key": api_key})
         print(f"GEMINI_API_KEY for {settings.gemini_model}: {gemini}")
-    return EXIT_OK if discord_ok and gemini_ok else EXIT_REJECTED
+    verdicts = {discord_ok, gemini_ok}
+    if "rejected" in verdicts:
+        return EXIT_REJECTED
+    return EXIT_UNVERIFIED if "unverified" in verdicts else EXIT_OK

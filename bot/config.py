@@ -6,15 +6,29 @@ keeps the two in step.
 
 from __future__ import annotations
 
+import difflib
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-__all__ = ["ConfigError", "Settings", "load_settings"]
+__all__ = [
+    "SETTING_PREFIXES",
+    "ConfigError",
+    "ServiceUnavailable",
+    "Settings",
+    "ensure_data_dir",
+    "known_setting_names",
+    "load_settings",
+    "unknown_settings",
+]
 
 IdSet = Annotated[frozenset[int], NoDecode]
+HostSet = Annotated[frozenset[str], NoDecode]
 
 DEFAULT_DISCORD_REST_URL = "https://discord.com/api/v10"
 DEFAULT_GEMINI_BASE_URL = "https://generativelanguage.googleapis.com"
@@ -22,6 +36,14 @@ DEFAULT_GEMINI_BASE_URL = "https://generativelanguage.googleapis.com"
 
 class ConfigError(Exception):
     """A configuration mistake, phrased as what the operator should set."""
+
+    exit_code = 2
+
+
+class ServiceUnavailable(ConfigError):
+    """A service the bot needs at start (Discord) cannot be reached: say which, and where."""
+
+    exit_code = 69  # EX_UNAVAILABLE
 
 
 class Settings(BaseSettings):
@@ -45,6 +67,12 @@ class Settings(BaseSettings):
     discord_rest_url: str = DEFAULT_DISCORD_REST_URL
     discord_rest_max_rps: float = Field(default=45.0, gt=0)
     discord_typing_delay_seconds: float = Field(default=1.0, ge=0)
+    discord_rest_timeout_seconds: float = Field(default=10.0, gt=0)
+    discord_rest_max_retries: int = Field(default=3, ge=0, le=5)
+    discord_breaker_failure_threshold: int = Field(default=5, ge=1)
+    discord_breaker_reset_timeout_seconds: float = Field(default=15.0, gt=0)
+    discord_hold_max_replies: int = Field(default=100, ge=0)
+    discord_hold_max_seconds: float = Field(default=120.0, gt=0)
     gemini_base_url: str = DEFAULT_GEMINI_BASE_URL
     gemini_api_version: str = "v1beta"
 
@@ -67,6 +95,7 @@ class Settings(BaseSettings):
     gemini_rate_limit_daily: int = Field(default=500, ge=1)
     gemini_rate_limit_tpm: int | None = Field(default=None, ge=1)
     gemini_rate_limit_safety_margin: float = Field(default=0.9, gt=0, le=1.0)
+    gemini_provider_hold_max_seconds: float = Field(default=300.0, gt=0)
     retry_max_attempts: int = Field(default=4, ge=1)
     retry_initial_backoff_seconds: float = Field(default=1.0, ge=0)
     retry_max_backoff_seconds: float = Field(default=20.0, ge=0)
@@ -123,6 +152,9 @@ class Settings(BaseSettings):
     # --- attachments ---------------------------------------------------------------------------
     image_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1)
     video_max_bytes: int = Field(default=20 * 1024 * 1024, ge=1)
+    # Gemini takes at most 20 MB per request, and inline files travel base64-encoded (4/3).
+    attachments_max_total_bytes: int = Field(default=14 * 1024 * 1024, ge=1, le=15 * 1024 * 1024)
+    discord_cdn_hosts: HostSet = frozenset()
     video_tokens_per_hour: int = Field(default=100_000, ge=0)
     video_tokens_per_day: int = Field(default=500_000, ge=0)
     video_requests_per_hour: int = Field(default=10, ge=0)
@@ -147,6 +179,13 @@ class Settings(BaseSettings):
     heal_escalate_after: int = Field(default=3, ge=1)
     heal_exit_on_escalation: bool = False
     heal_max_concurrency: int = Field(default=2, ge=1)
+    # Off: alerts still fire and reach people; the webhook records them and runs nothing.
+    # HEALTH_ALERTS_ENABLED is the original bot's name (HEAL_ENABLED wins when both are set).
+    heal_enabled: bool = Field(
+        default=True, validation_alias=AliasChoices("HEAL_ENABLED", "HEALTH_ALERTS_ENABLED")
+    )
+    heal_dry_run: bool = False
+    heal_audit_max_entries: int = Field(default=1000, ge=1, le=100_000)
 
     # --- process -------------------------------------------------------------------------------
     data_dir: Path = Path("./data")
@@ -155,6 +194,12 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)
+
+    # --- diagnostics on demand (GET /debug/tasks, /debug/memory) and slow-operation logging ---
+    ops_admin_token: SecretStr | None = None
+    ops_admin_token_file: Path | None = None
+    tracemalloc_frames: int = Field(default=0, ge=0, le=100)
+    event_loop_block_threshold_ms: float = Field(default=100.0, ge=0)
 
     @field_validator(
         "admin_user_ids",
@@ -174,6 +219,25 @@ class Settings(BaseSettings):
                 return frozenset(int(p) for p in parts if p)
             except ValueError:
                 raise ValueError("expected comma-separated numeric Discord ids") from None
+        return value
+
+    @field_validator("discord_cdn_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            hosts = [p.strip().lower() for p in value.replace(";", ",").split(",") if p.strip()]
+            for host in hosts:
+                if "/" in host or ":" in host or " " in host:
+                    raise ValueError(f"expected host names like cdn.discordapp.com, got {host!r}")
+            return frozenset(hosts)
+        return value
+
+    @field_validator("event_loop_block_threshold_ms")
+    @classmethod
+    def _block_threshold(cls, value: float) -> float:
+        # The watchdog ticks five times per threshold: below 10 ms it would cost real CPU.
+        if 0 < value < 10:
+            raise ValueError("expected 0 (off) or at least 10 ms")
         return value
 
     @field_validator("log_level", mode="before")
@@ -231,3 +295,103 @@ def load_settings(**overrides: Any) -> Settings:
         return Settings(**overrides)
     except ValidationError as exc:
         raise ConfigError(_describe(exc)) from None
+
+
+# Variables starting with one of these are taken to be meant for the bot, so an unknown one is
+# reported (with the nearest known name) instead of silently ignored. Generic words some other
+# program might use (DATA_, LOG_, MAX_, USER_, GOOGLE_) are left out: a typo there is only
+# caught in `.env`, which is the bot's own file. tests/config keeps this list complete.
+SETTING_PREFIXES = (
+    "ADMIN_",
+    "ALERT_",
+    "ALLOWED_",
+    "ATTACHMENTS_",
+    "BLOCKED_",
+    "BREAKER_",
+    "CACHE_",
+    "CONVERSATION_",
+    "DEGRADATION_",
+    "DISCORD_",
+    "EVENT_LOOP_",
+    "FALLBACK_",
+    "GEMINI_",
+    "HEAL_",
+    "HEALTH_",
+    "IMAGE_",
+    "MAINTENANCE_",
+    "OPS_",
+    "PERSIST_",
+    "QUEUE_",
+    "QUOTA_",
+    "REPLY_",
+    "RETRY_",
+    "SHUTDOWN_",
+    "STORE_",
+    "TRACE_",
+    "TRACEMALLOC_",
+    "VIDEO_",
+)
+
+
+def known_setting_names() -> frozenset[str]:
+    """Every environment variable `Settings` reads (aliases included), upper-cased."""
+    names: set[str] = set()
+    for name, info in Settings.model_fields.items():
+        names.add(name.upper())
+        alias = info.validation_alias
+        if isinstance(alias, AliasChoices):
+            names.update(str(choice).upper() for choice in alias.choices)
+        elif isinstance(alias, str):
+            names.add(alias.upper())
+    return frozenset(names)
+
+
+def unknown_settings(
+    environ: Mapping[str, str] | None = None, dotenv_keys: Iterable[str] | None = None
+) -> list[str]:
+    """One line per variable that looks meant for the bot but is no setting: the bot's prefixes
+    in the environment, any key in `.env` (OTEL_* belong to OpenTelemetry and are not checked)."""
+    known = known_setting_names()
+    environ = os.environ if environ is None else environ
+    if dotenv_keys is None:
+        dotenv_keys = _dotenv_keys(Path(".env"))
+    lines = []
+    seen: set[str] = set()
+    candidates = [(k, "the environment") for k in environ if k.upper().startswith(SETTING_PREFIXES)]
+    candidates += [(k, ".env") for k in dotenv_keys if not k.upper().startswith("OTEL_")]
+    for key, where in candidates:
+        name = key.upper()
+        if name in known or name in seen:
+            continue
+        seen.add(name)
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.75)
+        hint = f": did you mean {close[0]}?" if close else ": no such setting (see .env.example)"
+        lines.append(f"unknown setting {key} in {where}{hint}")
+    return lines
+
+
+def _dotenv_keys(path: Path) -> list[str]:
+    if not path.is_file():
+        return []
+    from dotenv import dotenv_values  # python-dotenv, which pydantic-settings reads .env with
+
+    try:
+        return [key for key in dotenv_values(path) if key]
+    except (OSError, UnicodeDecodeError):
+        return []  # pydantic-settings reports an unreadable .env itself
+
+
+def ensure_data_dir(settings: Settings) -> Path:
+    """Create DATA_DIR if needed and prove it writable, or say in one line what to set."""
+    path = settings.data_dir
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ConfigError(
+            f"DATA_DIR = {path} cannot be used ({reason}): set DATA_DIR to a folder the bot can "
+            "create and write"
+        ) from None
+    return path

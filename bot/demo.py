@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import random
 import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bot.app import BotApp, run_until_signal
@@ -90,7 +92,8 @@ async def run_demo(
             print(
                 f"demo: the bot is connected to the Discord emulator at {discord.base_url}\n"
                 f"demo: Gemini emulator at {gemini.base_url}\n"
-                f"demo: ops endpoints at {app.ops.url}/metrics /healthz /readyz /status /alerts\n"
+                f"demo: ops endpoints at {app.ops.url}/metrics /healthz /readyz /status /alerts "
+                "/heal/audit\n"
                 + (
                     f"demo: webhook token in {token_file}; watch alerts heal the bot with:\n"
                     f"      python deploy/local_stack.py --bot {app.ops.host_port} "
@@ -110,6 +113,61 @@ async def run_demo(
             if schedule is not None:
                 schedule.cancel()
             await app.stop()
-        answered = sum(1 for t in traffic.turns if t.answer is not None)
-        print(f"demo: stopped after {len(traffic.turns)} turns ({answered} answered)", flush=True)
-    return 0 if answered or not traffic.turns else 1
+        summary = summarise(
+            traffic.turns,
+            lambda mid: [m.content for m in discord.sent_messages if m.reply_to == mid],
+        )
+        print(f"demo: stopped after {len(traffic.turns)} turns ({summary.text()})", flush=True)
+        for line in summary.told:
+            print(f"demo: told: {line}", flush=True)
+    return 0 if summary.answered or not traffic.turns else 1
+
+
+_QUEUED_MARK = "your question is queued"
+
+
+@dataclass
+class Summary:
+    """How the demo's questions ended: a queued notice is not an answer."""
+
+    answered: int = 0  # a real answer, at once or later from the queue
+    answered_later: int = 0
+    queued: int = 0  # still waiting when the demo stopped
+    notices: int = 0  # refused, failed or dropped, with a reply saying so
+    unanswered: int = 0  # nothing came back in time
+    told: list[str] = field(default_factory=list)
+
+    def text(self) -> str:
+        parts = [f"{self.answered} answered"]
+        if self.answered_later:
+            parts[0] += f", {self.answered_later} of them later from the queue"
+        if self.queued:
+            parts.append(f"{self.queued} still queued")
+        if self.notices:
+            parts.append(f"{self.notices} told they could not be answered")
+        if self.unanswered:
+            parts.append(f"{self.unanswered} without a reply")
+        return "; ".join(parts)
+
+
+def summarise(turns: list[TurnRecord], replies_to: Callable[[int], list[str]]) -> Summary:
+    """Each question's last word from the bot (`replies_to(message id)` lists the bot's replies
+    to it, in order): answered, still queued, or a notice."""
+    summary = Summary()
+    for turn in turns:
+        if turn.answer is None:
+            summary.unanswered += 1
+            continue
+        replies = [turn.answer]
+        if turn.message_id is not None:
+            replies = replies_to(turn.message_id) or replies
+        last, queued_first = replies[-1], _QUEUED_MARK in replies[0]
+        if _QUEUED_MARK in last:
+            summary.queued += 1
+        elif last.startswith("Sorry") or last.startswith("I can't"):
+            summary.notices += 1
+            summary.told.append(f"{turn.user} in {turn.place}: {_short(last)}")
+        else:
+            summary.answered += 1
+            summary.answered_later += queued_first
+    return summary

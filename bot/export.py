@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import sqlite3
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Final
@@ -80,6 +83,34 @@ async def export_history(
     path = settings.data_dir / "bot.db"
     if not path.is_file():
         raise NoHistory(f"no history yet under DATA_DIR={settings.data_dir}: run the bot first")
+    with tempfile.TemporaryDirectory(prefix="llmbot-export-") as scratch:
+        copy = Path(scratch) / "bot.db"
+        await asyncio.to_thread(_snapshot, path, copy)
+        return await _export_from(copy, settings, from_ts, to_ts, fmt)
+
+
+def _snapshot(source: Path, target: Path) -> None:
+    """A consistent copy of the bot's database (WAL included) through a read-only connection:
+    loading the history rolls it up and prunes it, which must never touch DATA_DIR, and a
+    damaged file must stay where the bot will find (and move aside) it."""
+    try:
+        with (
+            contextlib.closing(
+                sqlite3.connect(source.resolve().as_uri() + "?mode=ro", uri=True)
+            ) as src,
+            contextlib.closing(sqlite3.connect(target)) as dst,
+        ):
+            src.backup(dst)
+    except sqlite3.DatabaseError as exc:
+        raise NoHistory(
+            f"the database {source} cannot be read ({exc}); the bot moves a damaged file aside "
+            "at its next start"
+        ) from None
+
+
+async def _export_from(
+    path: Path, settings: Settings, from_ts: float, to_ts: float, fmt: str
+) -> tuple[str, int]:
     store = SqliteStore(path, cleanup_interval_s=settings.store_cleanup_interval_seconds)
     await store.open()
     try:
@@ -102,15 +133,23 @@ def main(settings: Settings, args: argparse.Namespace) -> int:
     if from_ts > to_ts:
         print("error: --from must not be after --to", file=sys.stderr)
         return EXIT_USAGE
+    output: Path | None = args.output
+    if output is not None and (output.is_dir() or not output.parent.is_dir()):
+        problem = "is a folder" if output.is_dir() else "is in a folder that does not exist"
+        print(f"error: --output {output} {problem}: give a file path", file=sys.stderr)
+        return EXIT_USAGE
     try:
         text, count = asyncio.run(export_history(settings, from_ts, to_ts, args.format))
     except NoHistory as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_NO_HISTORY
-    output: Path | None = args.output
     if output is None:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
         return EXIT_OK
-    output.write_text(text, encoding="utf-8")
+    try:
+        output.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        print(f"error: cannot write --output {output}: {exc.strerror}", file=sys.stderr)
+        return EXIT_USAGE
     print(f"wrote {count} health history points to {output}", file=sys.stderr)
     return EXIT_OK

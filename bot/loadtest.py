@@ -360,13 +360,17 @@ def classify_reply(text: str) -> str:
 
 def parse_latency(spec: str, seed: int = 1) -> Latency:
     """`fixed:S`, `uniform:A,B` or `lognormal:MEAN,SIGMA` (seconds; SIGMA of the log) or `S`."""
-    kind, _, args = spec.partition(":")
-    if not args:
+    kind, colon, args = spec.partition(":")
+    if not colon:
         kind, args = "fixed", kind
     try:
         numbers = [float(part) for part in args.split(",")]
     except ValueError:
-        raise ValueError(f"bad latency {spec!r}: numbers expected after the colon") from None
+        where = "after the colon" if colon else "(seconds, or kind:numbers)"
+        raise ValueError(
+            f"bad latency {spec!r}: numbers expected {where}; use fixed:0.2, uniform:0.1,0.5 "
+            "or lognormal:0.3,0.5"
+        ) from None
     rng = random.Random(seed)
     if kind == "fixed" and len(numbers) == 1 and numbers[0] >= 0:
         return numbers[0]

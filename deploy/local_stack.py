@@ -5,6 +5,11 @@ loopback targets (optionally with shorter intervals), then runs the Debian binar
 (`prometheus`, `prometheus-alertmanager`) on loopback ports and waits until they are ready.
 Routes, receivers, rules and inhibitions stay as committed; only addresses and timings change.
 
+Pages and warnings go to the ops channel's Discord webhook: its URL comes from
+ALERT_DISCORD_WEBHOOK_URL, or --discord-webhook-url-file, or deploy/secrets/discord_webhook_url,
+and is written into the rendered config (mode 0600), because Debian's Alertmanager 0.25 cannot
+read it from a file. Without one they go to a closed loopback port.
+
     python deploy/local_stack.py --bot 127.0.0.1:9464          # until Ctrl-C
     python deploy/local_stack.py --bot 127.0.0.1:9464 --fast   # 1 s scrapes, 5 s heal cooldown
     python deploy/local_stack.py --bot 127.0.0.1:9464 --fast --alert-for 0s  # alerts fire at once
@@ -15,6 +20,7 @@ Tests import this file by path (it is not part of the `bot` package).
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import secrets
 import shutil
@@ -24,6 +30,7 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -39,11 +46,13 @@ from bot.emulator.local_server import free_port
 __all__ = [
     "ALERTMANAGER_CONFIG",
     "DISCARD_URL",
+    "DISCORD_URL_ENV",
     "FAST_INTERVALS",
     "PROMETHEUS_CONFIG",
     "ManagedProcess",
     "RenderedConfigs",
     "StackError",
+    "discord_webhook_url",
     "find_binary",
     "free_port",
     "render_configs",
@@ -55,6 +64,10 @@ DEPLOY_DIR: Final = Path(__file__).resolve().parent
 PROMETHEUS_CONFIG: Final = DEPLOY_DIR / "prometheus" / "prometheus.yml"
 ALERTMANAGER_CONFIG: Final = DEPLOY_DIR / "alertmanager" / "alertmanager.yml"
 DEFAULT_TOKEN_FILE: Final = DEPLOY_DIR / "secrets" / "webhook_token"
+# The ops channel's Discord webhook URL: a secret, so an environment variable or a file (the
+# same file docker-compose.yml mounts), never a command-line argument that `ps` shows.
+DISCORD_URL_ENV: Final = "ALERT_DISCORD_WEBHOOK_URL"
+DEFAULT_DISCORD_URL_FILE: Final = DEPLOY_DIR / "secrets" / "discord_webhook_url"
 
 BOT_JOB: Final = "discord-llm-bot"
 HEAL_RECEIVER: Final = "bot-heal"
@@ -176,18 +189,56 @@ def _walk_routes(route: dict[str, Any]) -> Iterator[dict[str, Any]]:
         yield from _walk_routes(child)
 
 
+def discord_webhook_url(
+    url_file: Path | None = None, environ: Mapping[str, str] | None = None
+) -> tuple[str | None, str]:
+    """The ops channel's Discord webhook URL and where it came from, for the human receivers.
+
+    From ALERT_DISCORD_WEBHOOK_URL, or `url_file`, or deploy/secrets/discord_webhook_url when
+    it exists; (None, "nowhere") without any. A StackError names the source of a bad value and
+    never repeats the URL, which is a secret.
+    """
+    env = os.environ if environ is None else environ
+    from_env = env.get(DISCORD_URL_ENV, "").strip()
+    if from_env and url_file is not None:
+        raise StackError(f"{DISCORD_URL_ENV} and --discord-webhook-url-file are both set: keep one")
+    if from_env:
+        url, source = from_env, DISCORD_URL_ENV
+    elif url_file is not None or DEFAULT_DISCORD_URL_FILE.is_file():
+        path = url_file or DEFAULT_DISCORD_URL_FILE
+        try:
+            url = path.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise StackError(f"Discord webhook URL file {path} is unreadable: {exc}") from None
+        source = str(path)
+    else:
+        return None, "nowhere"
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc or any(c.isspace() for c in url):
+        raise StackError(
+            f"{source}: expected a Discord webhook URL such as "
+            "https://discord.com/api/webhooks/<id>/<token> (Server Settings > Integrations)"
+        )
+    return url, source
+
+
 def _render_alertmanager(
     out_dir: Path,
     webhook_url: str,
     token_file: Path,
     intervals: Mapping[str, str],
-    human_webhook_url: str,
+    human_webhook_url: str | None,
+    discord_url: str | None,
 ) -> Path:
     config = _load_yaml(ALERTMANAGER_CONFIG)
     receivers = {receiver["name"]: receiver for receiver in config.get("receivers", [])}
     missing = [name for name in (HEAL_RECEIVER, *HUMAN_RECEIVERS) if name not in receivers]
     if missing:
         raise StackError(f"{ALERTMANAGER_CONFIG} has no receiver named {', '.join(missing)}")
+    # Template globs are relative to the committed file, not to the rendered copy.
+    config["templates"] = [
+        str(ALERTMANAGER_CONFIG.parent / pattern) for pattern in config.get("templates", [])
+    ]
 
     for hook in receivers[HEAL_RECEIVER].get("webhook_configs", []):
         hook["url"] = webhook_url
@@ -195,15 +246,27 @@ def _render_alertmanager(
         authorization["type"] = "Bearer"
         authorization["credentials_file"] = str(token_file.resolve())
     for name in HUMAN_RECEIVERS:
-        for hook in receivers[name].get("webhook_configs", []):
-            hook["url"] = human_webhook_url
+        receiver = receivers[name]
+        if human_webhook_url is not None:
+            # Alertmanager's webhook JSON instead of Discord: for a relay or a test's sink.
+            receiver.pop("discord_configs", None)
+            receiver["webhook_configs"] = [{"url": human_webhook_url, "send_resolved": True}]
+            continue
+        # Copies: the receivers share one mapping through a YAML anchor in the committed file.
+        receiver["discord_configs"] = [dict(d) for d in receiver.get("discord_configs", [])]
+        for discord in receiver["discord_configs"]:
+            # Alertmanager 0.25 has no webhook_url_file: the URL goes into the rendered file.
+            discord.pop("webhook_url_file", None)
+            discord["webhook_url"] = discord_url or DISCARD_URL
 
     for route in _walk_routes(config["route"]):
         for key in _ROUTE_KEYS:
             # Only where the committed file sets a timing: inheritance stays as designed.
             if key in intervals and key in route:
                 route[key] = intervals[key]
-    return _dump_yaml(config, out_dir / "alertmanager.yml")
+    rendered = _dump_yaml(config, out_dir / "alertmanager.yml")
+    rendered.chmod(0o600)  # it may hold the Discord webhook URL, a secret
+    return rendered
 
 
 def render_configs(
@@ -214,12 +277,15 @@ def render_configs(
     intervals: Mapping[str, str] | None = None,
     *,
     alertmanager_target: str | None = None,
-    human_webhook_url: str = DISCARD_URL,
+    human_webhook_url: str | None = None,
+    discord_url: str | None = None,
 ) -> RenderedConfigs:
     """Write prometheus.yml and alertmanager.yml for local targets into `out_dir`.
 
     `intervals` may set scrape_interval, evaluation_interval, group_wait, group_interval,
     repeat_interval and alert_for (see FAST_INTERVALS); without it the committed timings stay.
+    Pages and warnings go to the Discord webhook `discord_url` (None: a closed loopback port),
+    or with `human_webhook_url` as Alertmanager webhook JSON to that URL instead.
     """
     intervals = dict(intervals or {})
     unknown = set(intervals) - INTERVAL_KEYS
@@ -232,7 +298,7 @@ def render_configs(
             out_dir, bot_target, intervals, rule_files, alertmanager_target
         ),
         alertmanager=_render_alertmanager(
-            out_dir, webhook_url, token_file, intervals, human_webhook_url
+            out_dir, webhook_url, token_file, intervals, human_webhook_url, discord_url
         ),
         rule_files=rule_files,
     )
@@ -379,7 +445,8 @@ def running_stack(
     *,
     prometheus_port: int | None = None,
     alertmanager_port: int | None = None,
-    human_webhook_url: str = DISCARD_URL,
+    human_webhook_url: str | None = None,
+    discord_url: str | None = None,
 ) -> Iterator[tuple[ManagedProcess, ManagedProcess]]:
     """Render the configs and run Alertmanager and Prometheus; both stop on exit."""
     am_port = alertmanager_port or free_port()
@@ -392,6 +459,7 @@ def running_stack(
         intervals,
         alertmanager_target=f"127.0.0.1:{am_port}",
         human_webhook_url=human_webhook_url,
+        discord_url=discord_url,
     )
     # Alertmanager first, so Prometheus finds it ready; both stop on the way out.
     with (
@@ -445,9 +513,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--prometheus-port", type=int, default=9090)
     parser.add_argument("--alertmanager-port", type=int, default=9093)
     parser.add_argument(
+        "--discord-webhook-url-file",
+        type=Path,
+        help=f"file holding the ops channel's Discord webhook URL (default: ${DISCORD_URL_ENV}, "
+        f"else {DEFAULT_DISCORD_URL_FILE} when it exists; without one pages go nowhere)",
+    )
+    parser.add_argument(
         "--human-webhook-url",
-        default=DISCARD_URL,
-        help="where pager and chat notifications go (default: nowhere)",
+        help="send pages and warnings as Alertmanager webhook JSON to this URL instead of "
+        "Discord (a relay you run)",
     )
     parser.add_argument("--fast", action="store_true", help="1 s scrapes, 5 s heal cooldown")
     parser.add_argument(
@@ -464,6 +538,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     try:
         token_file = _token_file(args.token_file, workdir)
+        discord_url, discord_source = discord_webhook_url(args.discord_webhook_url_file)
         webhook_url = args.webhook_url or f"http://{args.bot}/alerts"
         with running_stack(
             workdir,
@@ -474,10 +549,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             prometheus_port=args.prometheus_port,
             alertmanager_port=args.alertmanager_port,
             human_webhook_url=args.human_webhook_url,
+            discord_url=discord_url,
         ) as (prom, am):
             print(f"Prometheus   {prom.url}  (log {prom.log_path})")
             print(f"Alertmanager {am.url}  (log {am.log_path})")
             print(f"Scraping {args.bot}; heal webhook {webhook_url}; token file {token_file}")
+            if args.human_webhook_url is not None:
+                print(f"Pages and warnings: webhook JSON to {args.human_webhook_url}")
+            elif discord_url is None:
+                print(
+                    f"Pages and warnings: nowhere (set {DISCORD_URL_ENV} or write the ops "
+                    f"channel's webhook URL to {DEFAULT_DISCORD_URL_FILE})"
+                )
+            else:
+                print(f"Pages and warnings: Discord webhook from {discord_source}")
             if args.alert_for is not None:
                 print(f"Every alert fires after {args.alert_for} instead of its committed `for:`")
             print("Ctrl-C stops both.")

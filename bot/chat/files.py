@@ -1,4 +1,10 @@
-"""Turning a message's attachments into inline parts for the model, or a clear refusal."""
+"""Turning a message's attachments into inline parts for the model, or a clear refusal.
+
+All the files of one question (the message's and the replied-to message's) share one byte
+budget, `total_max_bytes` (ATTACHMENTS_MAX_TOTAL_BYTES), below what the provider takes in one
+request: a question whose files cannot fit is refused before anything is downloaded, and each
+download may use only what the files before it left, so lying sizes cannot get past it either.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +16,11 @@ from bot.chat.attachments import (
     check_size,
     classify,
     estimate_video_tokens,
+    format_size,
     media_type,
 )
 from bot.chat.models import IncomingMessage
-from bot.chat.ports import DiscordPort, DownloadTooLarge
+from bot.chat.ports import DiscordPort, DownloadRefused, DownloadTooLarge
 from bot.chat.refusal import Refusal
 from bot.llm.types import InlineFile
 
@@ -35,8 +42,10 @@ class FileLoader:
         image_max_bytes: int,
         video_max_bytes: int,
         video_limiter: VideoLimiter,
+        total_max_bytes: int = 14 * 1024 * 1024,
     ) -> None:
         self._discord = discord
+        self._total_max = total_max_bytes
         self._image_max = image_max_bytes
         self._video_max = video_max_bytes
         self._video_limiter = video_limiter
@@ -53,6 +62,10 @@ class FileLoader:
         checked: list[tuple[AttachmentInfo, str, int]] = []
         video_tokens = 0
         for att in attachments:
+            if att.size < 0:
+                return (), Refusal(
+                    "attachment_invalid", f"`{att.filename}` has an invalid size; I skipped it."
+                )
             info = AttachmentInfo(att.filename, att.content_type, att.size, att.url)
             kind = classify(info)
             if kind == "unsupported":
@@ -70,18 +83,33 @@ class FileLoader:
                 video_tokens += estimate_video_tokens(att.size)
             limit = self._video_max if kind == "video" else self._image_max
             checked.append((info, media_type(info) or "application/octet-stream", limit))
+        declared = sum(att.size for att in attachments)
+        if declared > self._total_max:
+            return (), Refusal(
+                "attachments_too_large",
+                f"These files add up to {format_size(declared)}, more than the "
+                f"{format_size(self._total_max)} I can send to the model with one question. "
+                "Try fewer or smaller ones.",
+            )
         if video_tokens:
             # Reserve the budget before downloading, so two videos at once cannot both pass.
             refusal = self._video_limiter.try_acquire(msg.author_id, video_tokens)
             if refusal is not None:
                 return (), refusal
         files: list[InlineFile] = []
+        left = self._total_max
         for att, (info, mime, limit) in zip(attachments, checked, strict=True):
             try:
-                data = await self._discord.download(att, limit)
+                data = await self._discord.download(att, min(limit, left))
             except DownloadTooLarge:
                 return (), Refusal(
                     "attachment_too_large", f"`{info.filename}` is larger than I can accept."
                 )
+            except DownloadRefused:
+                return (), Refusal(
+                    "attachment_not_on_discord",
+                    f"`{info.filename}` is not stored on Discord, so I did not open it.",
+                )
+            left -= len(data)
             files.append(InlineFile(mime, data, hashlib.sha256(data).hexdigest()))
         return tuple(files), None

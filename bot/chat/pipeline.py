@@ -32,7 +32,14 @@ from bot.chat.memory import ConversationMemory, Turn
 from bot.chat.models import IncomingMessage, Reply, message_from_payload, message_to_payload
 from bot.chat.ports import DiscordPort
 from bot.chat.split import split_message
-from bot.llm.errors import CircuitOpen, Degraded, LLMBadRequest, LLMError, QuotaExhausted
+from bot.llm.errors import (
+    CircuitOpen,
+    Degraded,
+    LLMBadRequest,
+    LLMConfigurationError,
+    LLMError,
+    QuotaExhausted,
+)
 from bot.llm.service import LLMService
 from bot.llm.types import GenerationSettings, LLMReply, LLMRequest, Message
 from bot.resilience.degradation import (
@@ -56,13 +63,28 @@ EMPTY_PROMPT_HINT = (
     "Hi! Ask me something after the mention, for example: `@me what is a monad?` (or use `/chat`)."
 )
 INTERNAL_ERROR_TEXT = "Sorry, something went wrong on my side. Please try again."
-BAD_REQUEST_TEXT = "Sorry, the model could not process that request. Try rephrasing it."
+BAD_REQUEST_TEXT = (
+    "Sorry, the model refused this request ({status}), so asking again the same way won't help. "
+    "{hint}"
+)
+BAD_REQUEST_FILES_HINT = (
+    "An attachment may be too large or of a kind it cannot read: try without it, or a smaller one."
+)
+BAD_REQUEST_HINT = "Try a shorter or different question."
+CONFIGURATION_TEXT = (
+    "Sorry, I can't use the model right now because of a configuration problem on my side. "
+    "The bot's admins can see what to fix in its logs."
+)
 BLOCKED_TEXT = (
     "I can't answer that one: the model declined to respond ({reason}). "
     "Try rephrasing your question."
 )
 QUEUED_TEXT = (
     "{why}, so your question is queued (position {position}). I'll answer here in about {wait}."
+)
+TOO_LONG_TEXT = (
+    "{why}, and it frees up in about {wait}: longer than I can keep questions waiting. "
+    "Please ask again then."
 )
 DROPPED_TEXT: dict[DropReason, str] = {
     "overflow": "Sorry, too many questions are waiting right now; I had to drop yours. "
@@ -213,9 +235,7 @@ class ChatPipeline:
         try:
             answer = await self.llm.answer(request, tag=msg.conversation_key)
         except LLMBadRequest as exc:
-            self.stats.errors["gemini"] += 1
-            log.warning("the model refused the request: %s", exc)
-            return _Thought(Reply.text(BAD_REQUEST_TEXT, "failed"))
+            return _Thought(self._refused_by_model(request, exc))
         except LLMError as exc:
             return _Thought(await self._later(msg, request, exc))
         return self._answer(msg, request, answer.reply, cached=answer.cached)
@@ -270,6 +290,22 @@ class ChatPipeline:
         chunks = tuple(split_message(reply.text))
         return _Thought(Reply(chunks, "cached" if cached else "answer"), (user_turn, reply.text))
 
+    def _refused_by_model(self, request: LLMRequest, exc: LLMBadRequest) -> Reply:
+        """A final answer for a request the model refused (never queued, never retried)."""
+        self.stats.errors["gemini"] += 1
+        if isinstance(exc, LLMConfigurationError):
+            log.error(
+                "Gemini refuses the bot itself (%s): check GEMINI_API_KEY, the key's project and "
+                "GEMINI_MODEL",
+                exc,
+            )
+            return Reply.text(CONFIGURATION_TEXT, "failed")
+        log.warning("the model refused a request: %s", exc)
+        has_files = any(m.files for m in request.messages)
+        status = str(exc.status_code) if exc.status_code is not None else "a client error"
+        hint = BAD_REQUEST_FILES_HINT if has_files else BAD_REQUEST_HINT
+        return Reply.text(BAD_REQUEST_TEXT.format(status=status, hint=hint), "failed")
+
     # -- when the model cannot answer now --------------------------------------------------
 
     async def _later(self, msg: IncomingMessage, request: LLMRequest, exc: LLMError) -> Reply:
@@ -277,6 +313,14 @@ class ChatPipeline:
         if not isinstance(exc, QuotaExhausted | CircuitOpen | Degraded):
             self.stats.errors["gemini"] += 1
             log.warning("model call failed after retries: %s (%s)", exc.kind, exc)
+        wait_s = exc.retry_after_s or 0.0
+        if wait_s >= self.queue.max_age_s:
+            # The queue would drop it before then: no promise it cannot keep.
+            return self._fallback(
+                request,
+                exc.kind,
+                too_long=TOO_LONG_TEXT.format(why=_why(exc), wait=format_wait(wait_s)),
+            )
         priority = 1 if msg.source == "slash" else 0  # an interaction token expires in 15 min
         decision = route(
             self.degradation.level,
@@ -307,7 +351,9 @@ class ChatPipeline:
                 return Reply.text(text, "queued")
         return self._fallback(request, exc.kind)
 
-    def _fallback(self, request: LLMRequest, reason: str) -> Reply:
+    def _fallback(self, request: LLMRequest, reason: str, *, too_long: str = "") -> Reply:
+        """A cached answer, the maintenance text or the generic one (`too_long`, when given,
+        replaces the generic text: the model is out of reach for longer than the queue waits)."""
         cached = self.llm.cached(request)
         kind = self.degradation.fallback_kind(cached_available=cached is not None)
         if self.degradation.maintenance and cached is None:
@@ -317,6 +363,8 @@ class ChatPipeline:
             return Reply(tuple(split_message(cached.text)), "fallback")
         if kind == "maintenance":
             return Reply.text(self.fallback_texts.maintenance, "fallback")
+        if too_long:
+            return Reply.text(too_long, "fallback")
         text = self.fallback_texts.generic.format(
             reason=reason.replace("_", " "), queue=self.queue.size
         )
@@ -339,7 +387,11 @@ class ChatPipeline:
             if request is None:
                 await self._send(msg, _Thought(Reply.text(refusal_text, "refused")))
                 return
-            answer = await self.llm.answer(request, tag=msg.conversation_key)
+            try:
+                answer = await self.llm.answer(request, tag=msg.conversation_key)
+            except LLMBadRequest as exc:  # final: answered with the reason, not retried
+                await self._send(msg, _Thought(self._refused_by_model(request, exc)))
+                return
             await self._send(msg, self._answer(msg, request, answer.reply, cached=answer.cached))
 
     async def notify_dropped(self, payload: dict[str, Any], reason: DropReason) -> None:
@@ -407,7 +459,8 @@ def _stricter(a: int | None, b: int | None) -> int | None:
 
 def _why(exc: LLMError) -> str:
     if isinstance(exc, QuotaExhausted):
-        return f"I've reached my {exc.window} request limit for the model"
+        window = "daily" if exc.window == "day" else exc.window
+        return f"I've reached my {window} request limit for the model"
     if isinstance(exc, CircuitOpen):
         return "The model is having trouble right now"
     if isinstance(exc, Degraded):

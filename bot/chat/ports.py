@@ -6,11 +6,15 @@ from typing import Protocol
 
 from bot.chat.models import Attachment, QuotedMessage, Reply, ReplyTarget
 
-__all__ = ["DiscordPort", "DownloadTooLarge"]
+__all__ = ["DiscordPort", "DownloadRefused", "DownloadTooLarge"]
 
 
 class DownloadTooLarge(Exception):
     """The file turned out bigger than allowed while it was being downloaded."""
+
+
+class DownloadRefused(Exception):
+    """The attachment's URL is not on Discord's CDN (or an allowed origin): not fetched."""
 
 
 class DiscordPort(Protocol):

@@ -22,6 +22,9 @@ REFUSAL_REASONS = (
     "video_degraded",
     "unsupported_attachment",
     "attachment_too_large",
+    "attachments_too_large",
+    "attachment_not_on_discord",
+    "attachment_invalid",
     "image_too_large",
     "video_too_large",
 )

@@ -14,6 +14,7 @@ import lightbulb
 from bot.chat.models import IncomingMessage, InteractionTarget
 from bot.chat.pipeline import ChatPipeline
 from bot.healing.actions import HEAL_ACTIONS
+from bot.healing.audit import safe_text
 from bot.healing.controls import BotControls
 from bot.healing.receiver import HealEvent, HealReceiver, ManualRunError, ReceiverClosedError
 
@@ -73,6 +74,12 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def _inert(text: str) -> str:
+    """Text from an alert (already escaped and cut by the audit) made inert in a message: no
+    code span it could close, no mention it could ping."""
+    return text.replace("`", "'").replace("@", "@\u200b").replace("<", "‹")
+
+
 def _seconds(value: float) -> str:
     minutes, seconds = divmod(round(value), 60)
     return f"{minutes}m {seconds:02d}s" if minutes else f"{seconds}s"
@@ -80,8 +87,10 @@ def _seconds(value: float) -> str:
 
 def _event_line(event: HealEvent) -> str:
     # <t:...:T> shows the time in each reader's own time zone.
-    detail = f" — {_clip(event.detail, _DETAIL_CHARS)}" if event.detail else ""
-    return f"<t:{int(event.time)}:T> `{event.action or '-'}` **{event.outcome}**{detail}"
+    detail = f" — {_inert(_clip(event.detail, _DETAIL_CHARS))}" if event.detail else ""
+    # Runs by hand say so in their detail; an alert's entry names the alert.
+    alert = f" {_inert(event.alertname)}" if event.alertname and not event.by else ""
+    return f"<t:{int(event.time)}:T> `{event.action or '-'}` **{event.outcome}**{alert}{detail}"
 
 
 def heal_status_text(healer: HealReceiver, now: float | None = None) -> str:
@@ -91,15 +100,21 @@ def heal_status_text(healer: HealReceiver, now: float | None = None) -> str:
     lines = [
         f"**Self-healing** on `{healer.instance}` (alert cooldown {_seconds(healer.cooldown_s)})"
     ]
+    if not healer.enabled:
+        lines.append("⏸️ **Off** (HEAL_ENABLED=false): alerts are recorded, no action runs.")
+    elif healer.dry_run:
+        lines.append("🧪 **Dry run** (HEAL_DRY_RUN=true): decisions are recorded, nothing runs.")
     active = healer.active()
-    if active:
+    if active and healer.dry_run:
+        lines.append(f"Would be in force: {', '.join(f'`{h.action}`' for h in active)}")
+    elif active:
         lines.append("In force:")
         for heal in active:
             origin = (
                 f"by hand; `/heal undo action:{heal.action}` ends it"
                 if heal.by_hand
-                else f"alert {heal.fingerprint[:12]}, applied {heal.applications}×"
-                + (", escalated" if heal.escalated else "")
+                else f"alert {_inert(safe_text(heal.fingerprint, 80)[:12])}, "
+                f"applied {heal.applications}×" + (", escalated" if heal.escalated else "")
             )
             lines.append(f"• `{heal.action}` since <t:{int(heal.since)}:R> ({origin})")
     else:
@@ -115,7 +130,11 @@ def heal_status_text(healer: HealReceiver, now: float | None = None) -> str:
     if not events:
         lines.append("Recent: no heal events yet.")
         return "\n".join(lines)
-    lines.append("Recent (newest first):")
+    audit = healer.audit
+    lines.append(
+        f"Recent (newest first; {len(audit)} of at most {audit.capacity} kept, "
+        "all in `GET /heal/audit`):"
+    )
     head = "\n".join(lines)
     body: list[str] = []
     for event in reversed(events):
@@ -131,6 +150,8 @@ def _run_text(event: HealEvent, *, undo: bool, lasting: bool) -> str:
     # The event says "apply by hand (who): what happened"; the operator knows the first part.
     said = event.detail.partition(": ")[2] if " by hand (" in event.detail else event.detail
     detail = f": {_clip(said, 1500)}" if said else ""
+    if event.outcome == "dry_run":
+        return f"🧪 Dry run (HEAL_DRY_RUN=true), nothing ran: {_clip(event.detail, 1500)}"
     if event.outcome == "failed":
         return f"❌ `{name}` {'undo ' if undo else ''}failed{detail}"
     if undo:

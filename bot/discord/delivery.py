@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-from collections.abc import Awaitable
+import secrets
+from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
 
 import aiohttp
@@ -14,10 +16,12 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
 from bot.chat.models import Attachment, InteractionTarget, QuotedMessage, Reply, ReplyTarget
-from bot.chat.ports import DownloadTooLarge
 from bot.discord.convert import to_quoted
+from bot.discord.downloads import AttachmentFetcher
+from bot.resilience.breaker import CircuitBreaker
+from bot.resilience.hold import BreakerHold
 
-__all__ = ["DiscordDelivery", "DiscordObserver"]
+__all__ = ["DiscordDelivery", "DiscordObserver", "is_outage"]
 
 TYPING_REFRESH_S = 8.0
 
@@ -34,8 +38,26 @@ class DiscordObserver(Protocol):
     def discord_rest(self, status: int | None) -> None: ...
 
 
+def is_outage(exc: BaseException) -> bool:
+    """Is this failure Discord being down (a 5xx, a timeout, a lost connection), which the
+    breaker counts and the hold retries? Client errors (4xx) are answers; a 429 that hikari
+    would not wait out is the rate limiter's business, not an outage."""
+    if isinstance(exc, hikari.RateLimitTooLongError):
+        return False
+    if isinstance(exc, hikari.HTTPResponseError):
+        return int(exc.status) >= 500
+    return isinstance(exc, hikari.HTTPError | aiohttp.ClientError | OSError | TimeoutError)
+
+
 class DiscordDelivery:
-    """The `DiscordPort` the chat pipeline talks to."""
+    """The `DiscordPort` the chat pipeline talks to.
+
+    Replies go out through the "discord" circuit breaker (`hold`): while Discord's REST API
+    fails, a reply waits (bounded) and is sent once it is back; see `bot.resilience.hold`.
+    Each channel message carries a nonce that Discord enforces (hikari sends
+    `enforce_nonce: true` with it), so a retry of a send that Discord carried out but whose
+    answer was lost returns the first message instead of posting a second one.
+    """
 
     def __init__(
         self,
@@ -43,11 +65,22 @@ class DiscordDelivery:
         bot_id: int,
         max_rps: float,
         telemetry: DiscordObserver,
+        *,
+        fetcher: AttachmentFetcher | None = None,
+        breaker: CircuitBreaker | None = None,
+        hold_max_replies: int = 100,
+        hold_max_seconds: float = 120.0,
     ) -> None:
+        self.hold = BreakerHold(
+            breaker or CircuitBreaker("discord"),
+            max_held=hold_max_replies,
+            max_wait_s=hold_max_seconds,
+            is_outage=is_outage,
+        )
         self._telemetry = telemetry
         self._rest = rest
         self._bot_id = bot_id
-        self._http: aiohttp.ClientSession | None = None
+        self._fetcher = fetcher or AttachmentFetcher()
         # Discord allows 50 requests/s per bot across all routes, and hikari only reacts to the
         # 429s: pacing our own calls keeps a burst of answers (a queue draining, many DMs at
         # once) under the limit instead of into a storm of retries.
@@ -55,9 +88,8 @@ class DiscordDelivery:
         self.pace = AsyncLimiter(1, 1.0 / max_rps)
 
     async def aclose(self) -> None:
-        if self._http is not None:
-            await self._http.close()
-            self._http = None
+        self.hold.close()
+        await self._fetcher.aclose()
 
     async def _rest_call(self, name: str, call: Awaitable[T]) -> T:
         """One paced REST call, in a span, counted by status class."""
@@ -76,16 +108,25 @@ class DiscordDelivery:
             self._telemetry.discord_rest(200)
             return result
 
+    async def _send(self, name: str, make: Callable[[], Awaitable[T]]) -> T:
+        """A REST call that creates or edits a message: through the breaker, held while
+        Discord is down; `make` builds the request anew for each try."""
+        return await self.hold.call(lambda: self._rest_call(name, make()))
+
     async def deliver(self, target: ReplyTarget, reply: Reply) -> list[int]:
         if isinstance(target, InteractionTarget):
             return await self._deliver_interaction(target, reply)
         ids: list[int] = []
         for index, chunk in enumerate(reply.chunks):
-            message = await self._rest_call(
+            # Discord allows 25 characters; a retry sends the same nonce.
+            nonce = secrets.token_hex(12)
+            message = await self._send(
                 "create_message",
-                self._rest.create_message(
+                functools.partial(
+                    self._rest.create_message,
                     target.channel_id,
                     chunk,
+                    nonce=nonce,
                     # The first chunk answers the user's message; the rest follow it in order.
                     reply=target.message_id if index == 0 else hikari.UNDEFINED,
                     reply_must_exist=False,
@@ -103,9 +144,12 @@ class DiscordDelivery:
     async def _deliver_interaction(self, target: InteractionTarget, reply: Reply) -> list[int]:
         ids: list[int] = []
         first, *rest = reply.chunks
-        message = await self._rest_call(
+        # Editing the deferred response is idempotent; a follow-up (execute webhook) has no
+        # nonce in Discord's API, so one whose answer was lost may appear twice.
+        message = await self._send(
             "edit_interaction_response",
-            self._rest.edit_interaction_response(
+            functools.partial(
+                self._rest.edit_interaction_response,
                 target.application_id,
                 target.token,
                 first,
@@ -117,9 +161,10 @@ class DiscordDelivery:
         ids.append(int(message.id))
         flags = hikari.MessageFlag.EPHEMERAL if target.ephemeral else hikari.UNDEFINED
         for chunk in rest:
-            message = await self._rest_call(
+            message = await self._send(
                 "execute_webhook",
-                self._rest.execute_webhook(
+                functools.partial(
+                    self._rest.execute_webhook,
                     target.application_id,
                     target.token,
                     chunk,
@@ -146,6 +191,9 @@ class DiscordDelivery:
         if delay_s > 0:
             await asyncio.sleep(delay_s)
         while True:
+            if self.hold.state == "open":  # cosmetic: no calls to a Discord that is down
+                await asyncio.sleep(TYPING_REFRESH_S)
+                continue
             try:
                 await self._rest_call("trigger_typing", self._rest.trigger_typing(channel_id))
             except hikari.HTTPError as exc:  # cosmetic: never let it fail the answer
@@ -154,15 +202,4 @@ class DiscordDelivery:
             await asyncio.sleep(TYPING_REFRESH_S)
 
     async def download(self, attachment: Attachment, max_bytes: int) -> bytes:
-        if self._http is None:  # made on first use, so a bot that never starts owns no session
-            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
-        async with self._http.get(attachment.url) as response:
-            response.raise_for_status()
-            if response.content_length is not None and response.content_length > max_bytes:
-                raise DownloadTooLarge(attachment.filename)
-            data = bytearray()
-            async for block in response.content.iter_chunked(64 * 1024):
-                data += block
-                if len(data) > max_bytes:
-                    raise DownloadTooLarge(attachment.filename)
-            return bytes(data)
+        return await self._fetcher.fetch(attachment.url, max_bytes)

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
 import hikari
 import lightbulb
 
 from bot.chat.models import IncomingMessage, MessageTarget, Reply
-from bot.config import ConfigError
+from bot.config import DEFAULT_DISCORD_REST_URL, ConfigError, ServiceUnavailable
 from bot.discord.commands import CommandServices, build_commands
 from bot.discord.convert import addresses_bot, to_incoming
 from bot.discord.delivery import DiscordDelivery, DiscordObserver
+from bot.discord.downloads import DEFAULT_CDN_HOSTS, AttachmentFetcher
+from bot.resilience.breaker import CircuitBreaker
 
 __all__ = ["INTENTS", "DiscordGateway", "bot_id_from_token"]
 
@@ -30,6 +33,18 @@ INTENTS = (
 
 # A close code from the 3000-3999 range that Discord treats as resumable (hikari uses it too).
 RESUMABLE_CLOSE_CODE = 3000
+
+# Close codes after which Discord will not take this session back, and what to change.
+FATAL_CLOSE_HINTS: dict[int, str] = {
+    4004: "Discord rejected DISCORD_TOKEN: reset the token on the Bot page of the developer "
+    "portal and set the new one",
+    4010: "the shard id is invalid for this bot: check its sharding settings",
+    4011: "Discord requires sharding for this bot (2,500 servers or more)",
+    4012: "the gateway API version is invalid: upgrade the bot",
+    4013: "the gateway intents are invalid: upgrade the bot",
+    4014: "a privileged intent is not enabled: turn on Message Content on the Bot page of the "
+    "developer portal",
+}
 
 RESTARTING_TEXT = "I'm restarting right now, so I can't take new questions. Ask again in a minute."
 
@@ -57,22 +72,49 @@ class DiscordGateway:
         max_rps: float,
         telemetry: DiscordObserver,
         typing_delay_s: float = 0.0,
+        cdn_hosts: Iterable[str] = (),
+        breaker: CircuitBreaker | None = None,
+        hold_max_replies: int = 100,
+        hold_max_seconds: float = 120.0,
+        rest_max_retries: int = 3,
+        rest_timeout_s: float = 10.0,
     ) -> None:
         self.bot_id = bot_id_from_token(token)
+        self._rest_url = rest_url
         self.bot = hikari.GatewayBot(
             token,
             intents=INTENTS,
             rest_url=rest_url,
             banner=None,
             logs=None,
+            # hikari's own retries of a 5xx, timeout or lost connection, with its backoff;
+            # what still fails is counted by the "discord" breaker (DiscordDelivery).
+            max_retries=rest_max_retries,
             # Keep REST connections alive: hikari's default opens (and TLS-handshakes) a new
             # connection for every call.
-            http_settings=hikari.impl.HTTPSettings(force_close_transports=False),
+            http_settings=hikari.impl.HTTPSettings(
+                force_close_transports=False,
+                timeouts=hikari.impl.HTTPTimeoutSettings(total=rest_timeout_s),
+            ),
         )
         self._accepting = True
         self._typing_delay_s = typing_delay_s
         self._handler: Callable[[IncomingMessage], Awaitable[None]] | None = None
-        self.delivery = DiscordDelivery(self.bot.rest, self.bot_id, max_rps, telemetry)
+        fetcher = AttachmentFetcher(
+            cdn_hosts=cdn_hosts or DEFAULT_CDN_HOSTS,
+            # A REST proxy or the emulator serves attachments from its own origin.
+            local_origins=[rest_url] if rest_url != DEFAULT_DISCORD_REST_URL else [],
+        )
+        self.delivery = DiscordDelivery(
+            self.bot.rest,
+            self.bot_id,
+            max_rps,
+            telemetry,
+            fetcher=fetcher,
+            breaker=breaker,
+            hold_max_replies=hold_max_replies,
+            hold_max_seconds=hold_max_seconds,
+        )
         self._telemetry = telemetry
         self.lightbulb = lightbulb.client_from_app(self.bot)
         self.bot.subscribe(hikari.StartedEvent, self.lightbulb.start)
@@ -93,10 +135,21 @@ class DiscordGateway:
         try:
             await self.bot.start(check_for_updates=False)
         except hikari.UnauthorizedError:
+            await self._close_after_failed_start()
             raise ConfigError(
                 "Discord rejected DISCORD_TOKEN (401): reset the token on the Bot page of the "
                 "developer portal and put the new one in .env"
             ) from None
+        except (hikari.HTTPError, OSError) as exc:  # hikari has retried three times already
+            await self._close_after_failed_start()
+            raise ServiceUnavailable(
+                f"cannot reach Discord at DISCORD_REST_URL = {self._rest_url} ({exc}): check "
+                "the network, a proxy, or DISCORD_REST_URL, then start again"
+            ) from None
+
+    async def _close_after_failed_start(self) -> None:
+        """Release what `start` opened (hikari's REST session), so nothing leaks at exit."""
+        await self.close()
 
     async def reconnect_shard(self, shard_id: int) -> None:
         """Close one shard's websocket and open it again (self-healing for Discord)."""
@@ -114,12 +167,36 @@ class DiscordGateway:
         self._accepting = False
 
     async def close(self) -> None:
-        await self.bot.close()
+        """Close the gateway and REST sessions (idempotent: also after a failed start)."""
+        self.delivery.hold.close()  # replies still waiting for Discord give up first
+        with contextlib.suppress(hikari.ComponentStateConflictError):  # never started, or closed
+            await self.bot.close()
         await self.delivery.aclose()
 
     @property
     def connected(self) -> bool:
-        return bool(self.bot.is_alive and self.bot.shards)
+        """Every shard of this process has a live, handshaken connection (a shard closed for
+        good, or reconnecting, is not connected)."""
+        shards = self.bot.shards
+        return bool(self.bot.is_alive and shards) and all(
+            shard.is_connected for shard in shards.values()
+        )
+
+    async def wait_for_fatal_close(self) -> str:
+        """Wait until a shard is closed for good (4004, 4010-4014, or another close hikari will
+        not reconnect after) and return one line saying what happened and what to set."""
+        while True:
+            try:
+                await self.bot.join()
+            except hikari.GatewayServerClosedConnectionError as exc:
+                if exc.can_reconnect:
+                    continue
+                code = int(exc.code) if exc.code is not None else 0
+                hint = FATAL_CLOSE_HINTS.get(code, "see the Discord gateway close codes")
+                return f"Discord closed the gateway for good (close code {code}): {hint}"
+            except hikari.GatewayError as exc:
+                return f"the Discord gateway failed for good: {exc}"
+            return ""  # the bot was closed (a normal stop): nothing fatal
 
     def guild_count(self) -> int:
         """Discord servers in the gateway's cache (0 before the first connection)."""

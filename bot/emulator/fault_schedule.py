@@ -41,7 +41,10 @@ def parse_schedule(text: str) -> list[FaultPhase]:
         kind = next((k for k in KINDS if k == match.group("kind")), None)
         if kind is None:
             raise ValueError(f"fault kind {match.group('kind')!r} is not one of {', '.join(KINDS)}")
-        phases.append(FaultPhase(kind, float(match.group("start")), float(match.group("length"))))
+        length = float(match.group("length"))
+        if not length > 0:
+            raise ValueError(f"fault {part!r} lasts {length:g} s: give it a duration above 0")
+        phases.append(FaultPhase(kind, float(match.group("start")), length))
     return sorted(phases, key=lambda p: p.start_s)
 
 

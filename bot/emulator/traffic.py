@@ -58,6 +58,7 @@ class TurnRecord:
     answer: str | None  # None when nothing came back in time
     chunks: int
     seconds: float
+    message_id: int | None = None  # the user's message (None for slash commands)
 
 
 @dataclass
@@ -178,17 +179,20 @@ class Traffic:
         msg = await self._discord.send_message(
             channel, author=user.info, content=question, **kwargs
         )
+        msg_id = int(msg["id"])
         try:
-            reply = await self._discord.wait_for_reply(int(msg["id"]), timeout=self._timeout)
+            reply = await self._discord.wait_for_reply(msg_id, timeout=self._timeout)
         except TimeoutError:
             self._record(
-                TurnRecord(action, place, name, question, None, 0, time.monotonic() - started)
+                TurnRecord(
+                    action, place, name, question, None, 0, time.monotonic() - started, msg_id
+                )
             )
             return
         user.last_bot_message = (channel, reply.id)
         answer = reply.content
         self._record(
-            TurnRecord(action, place, name, question, answer, 1, time.monotonic() - started)
+            TurnRecord(action, place, name, question, answer, 1, time.monotonic() - started, msg_id)
         )
 
     async def _slash(self, user: _User, started: float) -> None:

@@ -8,11 +8,21 @@ here and nowhere else.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 from bot.resilience.degradation import DegradationLevel
 
-__all__ = ["BotControls"]
+__all__ = ["BotControls", "Freed"]
+
+
+@dataclass(frozen=True, slots=True)
+class Freed:
+    """What a clean-up dropped: how many items, and the bytes they held by their owner's own
+    accounting (never negative, unlike a before/after reading of the process's RSS)."""
+
+    items: int
+    bytes: int
 
 
 class BotControls(Protocol):
@@ -20,12 +30,12 @@ class BotControls(Protocol):
 
     # -- memory and disk -----------------------------------------------------------------------
 
-    def clear_response_cache(self) -> int:
-        """Drop every cached answer; returns how many were held."""
+    def clear_response_cache(self) -> Freed:
+        """Drop every cached answer; returns how many were held and their bytes."""
         ...
 
-    def forget_idle_conversations(self) -> int:
-        """Forget conversations past their session timeout; returns how many."""
+    def forget_idle_conversations(self) -> Freed:
+        """Forget conversations past their session timeout; returns how many and their bytes."""
         ...
 
     async def trim_history(self, keep_s: float) -> int:
@@ -67,6 +77,18 @@ class BotControls(Protocol):
 
     async def reconnect_shard(self, shard_id: int) -> None:
         """Close one Discord shard's websocket so that it reconnects and resumes."""
+        ...
+
+    def probe_discord_now(self) -> bool:
+        """Let the open Discord REST breaker try the replies waiting behind it now; True when
+        it was open."""
+        ...
+
+    # -- diagnostics ---------------------------------------------------------------------------
+
+    async def top_allocations(self, limit: int) -> list[tuple[str, int]]:
+        """tracemalloc's largest allocation sites now, as ("file:line", bytes); empty while
+        tracing is off."""
         ...
 
     # -- the queue of waiting questions --------------------------------------------------------

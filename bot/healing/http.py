@@ -1,4 +1,5 @@
-"""`POST /alerts`: the Alertmanager webhook, answered within milliseconds.
+"""`POST /alerts`: the Alertmanager webhook, answered within milliseconds; `GET /heal/audit`:
+what it decided and did, behind the same bearer token.
 
 Alertmanager retries 5xx and gives up on 4xx, so 4xx means "do not send this again" (bad token,
 bad payload, too large) and 503 means "try again later" (shutting down, backlog full).
@@ -9,8 +10,10 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
 
@@ -22,16 +25,26 @@ from opentelemetry.trace import SpanKind
 from bot.healing.payload import PayloadError, parse_payload
 from bot.healing.receiver import HealReceiver, ReceiverClosedError
 
-__all__ = ["DEFAULT_MAX_BODY_BYTES", "AlertsHandler", "alerts_handler", "load_token"]
+__all__ = [
+    "AUDIT_DEFAULT_LIMIT",
+    "DEFAULT_MAX_BODY_BYTES",
+    "AlertsHandler",
+    "alerts_handler",
+    "audit_handler",
+    "load_token",
+]
 
 logger = logging.getLogger(__name__)
 _tracer = trace.get_tracer(__name__)
 
 DEFAULT_MAX_BODY_BYTES: Final = 256 * 1024
 
+AUDIT_DEFAULT_LIMIT: Final = 100
+
 AlertsHandler = Callable[[web.Request], Awaitable[web.Response]]
 
 _REALM: Final = 'Bearer realm="alerts"'
+_AUDIT_PARAMS: Final = frozenset({"limit", "since"})
 
 
 class _Answer(Exception):
@@ -44,31 +57,30 @@ class _Answer(Exception):
         self.headers = headers or {}
 
 
-def load_token(token: str | None, token_file: Path | None) -> str | None:
-    """The webhook bearer token from ALERT_WEBHOOK_TOKEN or ALERT_WEBHOOK_TOKEN_FILE, or None.
+def load_token(
+    token: str | None, token_file: Path | None, *, name: str = "ALERT_WEBHOOK_TOKEN"
+) -> str | None:
+    """A bearer token from `name` or `name`_FILE (ALERT_WEBHOOK_TOKEN[_FILE] by default), or None.
 
     Setting both is a configuration error, so nobody has to guess which one wins.
     """
     value = token.strip() if token is not None else ""
     if value and token_file is not None:
         raise ValueError(
-            "ALERT_WEBHOOK_TOKEN and ALERT_WEBHOOK_TOKEN_FILE are both set: keep one "
+            f"{name} and {name}_FILE are both set: keep one "
             "(the file keeps the token out of the environment)"
         )
     if token_file is not None:
         try:
             value = token_file.read_text(encoding="utf-8").strip()
         except (OSError, UnicodeDecodeError) as exc:
-            raise ValueError(
-                f"ALERT_WEBHOOK_TOKEN_FILE {token_file} is unreadable: {exc}"
-            ) from None
+            raise ValueError(f"{name}_FILE {token_file} is unreadable: {exc}") from None
         if not value:
             raise ValueError(
-                f"ALERT_WEBHOOK_TOKEN_FILE {token_file} is empty: put the token in it "
-                "or unset the setting"
+                f"{name}_FILE {token_file} is empty: put the token in it or unset the setting"
             )
     if any(char.isspace() or not char.isprintable() for char in value):
-        source = "ALERT_WEBHOOK_TOKEN_FILE" if token_file is not None else "ALERT_WEBHOOK_TOKEN"
+        source = f"{name}_FILE" if token_file is not None else name
         raise ValueError(f"{source}: a bearer token is one word without spaces or control chars")
     return value or None
 
@@ -89,6 +101,27 @@ def _is_json(content_type: str) -> bool:
     return content_type == "application/json" or content_type.endswith("+json")
 
 
+def _authorize(
+    request: web.Request, expected: bytes | None, allow_insecure_loopback: bool, verb: str
+) -> None:
+    """The webhook's bearer token check, shared by `/alerts` and `/heal/audit`."""
+    if expected is None:
+        if not allow_insecure_loopback:
+            raise _Answer(404, "alerts webhook is disabled: no ALERT_WEBHOOK_TOKEN is set")
+        if not _is_loopback(request.remote):
+            raise _Answer(403, f"without a token only loopback clients may {verb}")
+        return
+    header = request.headers.get(hdrs.AUTHORIZATION)
+    if header is None:
+        raise _Answer(401, "bearer token required", {hdrs.WWW_AUTHENTICATE: _REALM})
+    scheme, _, credentials = header.strip().partition(" ")
+    # Encoded back the way aiohttp decoded it, so any header bytes compare without errors.
+    given = credentials.strip().encode("utf-8", "surrogateescape")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given, expected):
+        challenge = f'{_REALM}, error="invalid_token"'
+        raise _Answer(401, "invalid bearer token", {hdrs.WWW_AUTHENTICATE: challenge})
+
+
 def alerts_handler(
     receiver: HealReceiver,
     *,
@@ -107,21 +140,7 @@ def alerts_handler(
     expected = token.encode("utf-8") if token else None
 
     def authorize(request: web.Request) -> None:
-        if expected is None:
-            if not allow_insecure_loopback:
-                raise _Answer(404, "alerts webhook is disabled: no ALERT_WEBHOOK_TOKEN is set")
-            if not _is_loopback(request.remote):
-                raise _Answer(403, "without a token only loopback clients may post alerts")
-            return
-        header = request.headers.get(hdrs.AUTHORIZATION)
-        if header is None:
-            raise _Answer(401, "bearer token required", {hdrs.WWW_AUTHENTICATE: _REALM})
-        scheme, _, credentials = header.strip().partition(" ")
-        # Encoded back the way aiohttp decoded it, so any header bytes compare without errors.
-        given = credentials.strip().encode("utf-8", "surrogateescape")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given, expected):
-            challenge = f'{_REALM}, error="invalid_token"'
-            raise _Answer(401, "invalid bearer token", {hdrs.WWW_AUTHENTICATE: challenge})
+        _authorize(request, expected, allow_insecure_loopback, "post alerts")
 
     async def read_body(request: web.Request) -> bytes:
         if request.content_length is not None and request.content_length > max_body_bytes:
@@ -192,5 +211,69 @@ def alerts_handler(
                 note,
             )
             return response
+
+    return handle
+
+
+def _since(text: str) -> float:
+    """`since` as epoch seconds: a number, or an ISO 8601 time (naive means UTC)."""
+    try:
+        value = float(text)
+    except ValueError:
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            raise _Answer(
+                400, "since must be epoch seconds or an ISO 8601 time such as 2025-01-31T12:00Z"
+            ) from None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return moment.timestamp()
+    if not math.isfinite(value):
+        raise _Answer(400, "since must be a finite number of epoch seconds")
+    return value
+
+
+def audit_handler(
+    receiver: HealReceiver, *, token: str | None, allow_insecure_loopback: bool
+) -> AlertsHandler:
+    """An aiohttp handler for `GET /heal/audit?limit=N&since=T`: the heal audit as JSON, newest
+    entry first, behind the `/alerts` bearer token (401 without or with a wrong one, 404 when
+    no token is set, 400 on a bad parameter)."""
+    expected = token.encode("utf-8") if token else None
+    audit = receiver.audit
+
+    def answer(request: web.Request) -> web.Response:
+        _authorize(request, expected, allow_insecure_loopback, "read the audit")
+        unknown = sorted(set(request.query) - _AUDIT_PARAMS)
+        if unknown:
+            raise _Answer(400, f"unknown parameter {unknown[0][:40]!r}: use limit and since")
+        if len(request.query.getall("limit", [])) > 1 or len(request.query.getall("since", [])) > 1:
+            raise _Answer(400, "give limit and since at most once")
+        limit = AUDIT_DEFAULT_LIMIT
+        if "limit" in request.query:
+            raw = request.query["limit"]
+            if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= audit.capacity:
+                raise _Answer(400, f"limit must be a whole number from 1 to {audit.capacity}")
+            limit = int(raw)
+        since = _since(request.query["since"]) if "since" in request.query else None
+        entries = audit.query(limit=limit, since=since)
+        return web.json_response(
+            {
+                "instance": receiver.instance,
+                "enabled": receiver.enabled,
+                "dry_run": receiver.dry_run,
+                "capacity": audit.capacity,
+                "size": len(audit),
+                "count": len(entries),
+                "entries": [entry.to_json() for entry in entries],
+            }
+        )
+
+    async def handle(request: web.Request) -> web.Response:
+        try:
+            return answer(request)
+        except _Answer as exc:
+            return web.json_response({"error": exc.reason}, status=exc.status, headers=exc.headers)
 
     return handle

@@ -12,7 +12,13 @@ while each accepted job runs in its own task, one at a time per action and at mo
 - cooldown: the action was applied less than `cooldown_s` ago (firing alerts only);
 - rejected: the job backlog is full; the webhook answers 503 so that Alertmanager retries, and
   nothing about the alert is remembered, so the retry is decided afresh;
-- apply / revert: queued.
+- disabled: self-healing is off (HEAL_ENABLED=false): the alert is recorded, nothing runs;
+- apply / revert: queued; with `dry_run` (HEAL_DRY_RUN) recorded as `dry_run` with what would
+  have run instead, the receiver's own bookkeeping (dedup, cooldown, escalation) kept as if it
+  had, so the audit shows what a real run would decide.
+
+Every decision and job result goes to the audit (`bot.healing.audit`), with the alert's name,
+fingerprint, the trace id, and the action's figures.
 
 `run_by_hand()` runs an action once for an operator (the `/heal run` slash command) through
 the same locks, slots, timeout, counters and events. A lasting action applied by hand stays
@@ -25,7 +31,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Final, Literal
@@ -34,6 +40,15 @@ from opentelemetry import trace
 from opentelemetry.trace import StatusCode
 
 from bot.healing.actions import HEAL_ACTIONS, ActionRegistry, ActionResult, HealAction
+from bot.healing.audit import (
+    DETAIL_CHARS,
+    FINGERPRINT_CHARS,
+    NAME_CHARS,
+    HealAudit,
+    HealEvent,
+    bounded_figures,
+    safe_text,
+)
 from bot.healing.payload import Alert, AlertStatus, WebhookPayload
 
 __all__ = [
@@ -61,7 +76,17 @@ _tracer = trace.get_tracer(__name__)
 HEAL_LABEL: Final = "heal"
 INSTANCE_LABEL: Final = "instance"
 
-Decision = Literal["apply", "revert", "ignored", "duplicate", "cooldown", "escalated", "rejected"]
+Decision = Literal[
+    "apply",
+    "revert",
+    "ignored",
+    "duplicate",
+    "cooldown",
+    "escalated",
+    "rejected",
+    "disabled",
+    "dry_run",
+]
 
 # `llmbot_heal_actions_total{outcome}`: ok / failed / reverted are job results (a failed revert
 # counts as failed), the others are decisions that ran nothing.
@@ -73,6 +98,8 @@ HEAL_OUTCOMES: Final[tuple[str, ...]] = (
     "duplicate",
     "escalated",
     "rejected",
+    "disabled",
+    "dry_run",
 )
 # `llmbot_heal_alerts_ignored_total{reason}`: kept apart from the actions counter because an
 # ignored alert often has no valid action to label it with.
@@ -139,8 +166,13 @@ class SubmitSummary:
 
     @property
     def http_status(self) -> int:
-        """202, or 503 so that Alertmanager retries what could not be queued."""
-        return 503 if any(d.decision == "rejected" for d in self.decisions) else 202
+        """202; 200 when healing is off or rehearsing and nothing was queued; 503 so that
+        Alertmanager retries what could not be queued."""
+        if any(d.decision == "rejected" for d in self.decisions):
+            return 503
+        if not self.queued and any(d.decision in ("disabled", "dry_run") for d in self.decisions):
+            return 200
+        return 202
 
     def to_json(self) -> dict[str, object]:
         """The summary as a JSON object for the webhook answer."""
@@ -157,17 +189,6 @@ class ActiveHeal:
     applications: int
     escalated: bool = False
     by_hand: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class HealEvent:
-    """A recent decision or job outcome, for `/heal status`; `outcome` is a decision or result."""
-
-    time: float
-    action: str | None
-    outcome: str
-    fingerprint: str
-    detail: str
 
 
 def _zero_actions() -> dict[tuple[str, str], int]:
@@ -192,6 +213,8 @@ class HealStats:
     active_heals: int = 0
     queued_jobs: int = 0  # accepted, waiting for the action's lock or a global slot
     running_jobs: int = 0
+    audit_entries: int = 0  # held by the heal audit, at most audit_capacity
+    audit_capacity: int = 0
 
 
 @dataclass(slots=True)
@@ -230,6 +253,9 @@ class HealReceiver:
         events_capacity: int = 100,
         clock: Callable[[], float] = time.time,
         on_escalation_exit: Callable[[], None] | None = None,
+        enabled: bool = True,
+        dry_run: bool = False,
+        audit: HealAudit | None = None,
     ) -> None:
         if cooldown_s < 0:
             raise ValueError("cooldown_s must not be negative")
@@ -249,7 +275,10 @@ class HealReceiver:
         self.exit_on_escalation = exit_on_escalation
         self.max_pending = max_pending
         self.action_timeout_s = action_timeout_s
-        self.events: deque[HealEvent] = deque(maxlen=events_capacity)
+        self.enabled = enabled
+        self.dry_run = dry_run
+        # The audit holds the recent events (`events`); without one, a memory-only one.
+        self.audit = audit if audit is not None else HealAudit(events_capacity, clock=clock)
         self._registry = registry
         self._dedup_capacity = dedup_capacity
         self._clock = clock
@@ -298,13 +327,20 @@ class HealReceiver:
     # -- figures -----------------------------------------------------------------------------
 
     @property
+    def events(self) -> deque[HealEvent]:
+        """The recent decisions and results, oldest first (the audit's entries)."""
+        return self.audit.entries
+
+    @property
     def stats(self) -> HealStats:
         """Counters by label, with the gauges brought up to date."""
-        self._stats.active_heals = sum(state.active for state in self._alerts.values()) + len(
-            self._by_hand
-        )
+        in_force = sum(state.active for state in self._alerts.values()) + len(self._by_hand)
+        # A dry run keeps its bookkeeping, but nothing it decided is in force.
+        self._stats.active_heals = 0 if self.dry_run else in_force
         self._stats.queued_jobs = len(self._tasks) - self._running
         self._stats.running_jobs = self._running
+        self._stats.audit_entries = len(self.audit)
+        self._stats.audit_capacity = self.audit.capacity
         return self._stats
 
     def active(self) -> list[ActiveHeal]:
@@ -356,12 +392,18 @@ class HealReceiver:
         name = alert.labels.get(HEAL_LABEL)
         # No instance label: a rule on a bot-wide aggregate (sum without instance) is ours too.
         if instance is not None and instance != self.instance:
-            return self._ignore(alert, name, "other_instance", f"instance {instance!r} is not ours")
+            shown = safe_text(instance, NAME_CHARS)
+            return self._ignore(alert, name, "other_instance", f"instance {shown!r} is not ours")
         if name is None:
             return self._ignore(alert, None, "no_heal_label", "alert has no heal label")
         action = self._registry.get(name)
         if action is None:
-            return self._ignore(alert, name, "unknown_action", f"no heal action {name!r}")
+            shown = safe_text(name, NAME_CHARS)
+            return self._ignore(alert, name, "unknown_action", f"no heal action {shown!r}")
+        if not self.enabled:
+            verb = "revert" if alert.status == "resolved" else "apply"
+            detail = f"self-healing is off (HEAL_ENABLED=false): did not {verb} {name}"
+            return self._refuse(alert, name, "disabled", detail)
         key: _DedupKey = (alert.fingerprint, alert.starts_at.isoformat(), name, alert.status)
         if key in self._seen:
             self._seen.move_to_end(key)
@@ -419,9 +461,10 @@ class HealReceiver:
                 "heal %s escalated: %s (fingerprint %s); not running it again until it resolves",
                 state.action,
                 detail,
-                alert.fingerprint,
+                _fingerprint(alert),
             )
-            if self.exit_on_escalation and not self._exit_requested:
+            # A dry run acts on nothing, exiting included.
+            if self.exit_on_escalation and not self.dry_run and not self._exit_requested:
                 self._exit_requested = True
                 self._request_exit()
         return decision
@@ -445,7 +488,8 @@ class HealReceiver:
         `by`. It ignores the alert cooldown and does not start one. A lasting action stays in
         force until undone by hand; only a run by hand can be undone by hand (an alert's heal
         is undone when the alert resolves), and undoing leaves alone whatever firing alerts
-        still hold. Returns the outcome event; raises `ManualRunError` when nothing ran.
+        still hold. Returns the outcome event (with HEAL_DRY_RUN the `dry_run` entry, and
+        nothing runs); raises `ManualRunError` when nothing ran.
         """
         if not self._accepting:
             raise ReceiverClosedError("the heal receiver is not accepting runs")
@@ -480,13 +524,17 @@ class HealReceiver:
             }
         )
         key: _DedupKey = (fingerprint, alert.starts_at.isoformat(), name, status)
+        job = _Job("revert" if undo else "apply", action, alert, key, by or "an operator")
+        if self.dry_run:
+            # Recorded like an alert's dry run; nothing is in force, so nothing to undo later.
+            self._queue(job)
+            return self.events[-1]
         if undo:
             del self._by_hand[name]
         elif lasting:
             # In force from now on, even if the apply fails: it may have half-applied.
             self._by_hand.setdefault(name, now)
-        job = _Job("revert" if undo else "apply", action, alert, key, by or "an operator")
-        logger.warning("heal %s %s by hand by %s", name, job.kind, job.by)
+        logger.warning("heal %s %s by hand by %s", name, job.kind, safe_text(job.by or "", 120))
         task = asyncio.create_task(self._run(job), name=f"heal-hand-{job.kind}-{name}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -515,42 +563,79 @@ class HealReceiver:
 
     # -- records -----------------------------------------------------------------------------
 
-    def _event(self, action: str | None, outcome: str, fingerprint: str, detail: str) -> HealEvent:
-        event = HealEvent(self._clock(), action, outcome, fingerprint, detail)
-        self.events.append(event)
-        trace.get_current_span().add_event(
+    def _event(
+        self,
+        action: str | None,
+        outcome: str,
+        alert: Alert,
+        detail: str,
+        *,
+        kind: str = "",
+        figures: Mapping[str, float] | None = None,
+        by: str | None = None,
+    ) -> HealEvent:
+        span = trace.get_current_span()
+        context = span.get_span_context()
+        event = self.audit.record(
+            HealEvent(
+                time=self._clock(),
+                action=action,
+                outcome=outcome,
+                fingerprint=_fingerprint(alert),
+                detail=safe_text(detail, DETAIL_CHARS),
+                alertname=safe_text(alert.labels.get("alertname", ""), NAME_CHARS),
+                status=alert.status,
+                kind=kind,
+                figures=bounded_figures(figures or {}),
+                by=safe_text(by or "", NAME_CHARS),
+                trace_id=trace.format_trace_id(context.trace_id) if context.is_valid else "",
+            )
+        )
+        span.add_event(
             "heal.decision",
-            {"heal.action": action or "", "heal.outcome": outcome, "heal.detail": detail},
+            {"heal.action": action or "", "heal.outcome": outcome, "heal.detail": event.detail},
         )
         return event
 
     def _ignore(self, alert: Alert, name: str | None, reason: str, detail: str) -> AlertDecision:
         self._stats.alerts_ignored_total[reason] += 1
-        self._event(None, "ignored", alert.fingerprint, f"{reason}: {detail}")
-        logger.info("heal ignored (%s): %s (fingerprint %s)", reason, detail, alert.fingerprint)
+        self._event(None, "ignored", alert, f"{reason}: {detail}")
+        logger.info("heal ignored (%s): %s (fingerprint %s)", reason, detail, _fingerprint(alert))
         return AlertDecision(alert.fingerprint, alert.status, name, "ignored", reason)
 
     def _refuse(
         self, alert: Alert, name: str, decision: Decision, detail: str, *, log: bool = True
     ) -> AlertDecision:
         self._stats.actions_total[(name, decision)] += 1
-        self._event(name, decision, alert.fingerprint, detail)
+        self._event(name, decision, alert, detail)
         if log:
             level = logging.WARNING if decision == "rejected" else logging.INFO
             logger.log(
-                level, "heal %s %s: %s (fingerprint %s)", name, decision, detail, alert.fingerprint
+                level,
+                "heal %s %s: %s (fingerprint %s)",
+                name,
+                decision,
+                detail,
+                _fingerprint(alert),
             )
         return AlertDecision(alert.fingerprint, alert.status, name, decision, detail)
 
     def _queue(self, job: _Job) -> AlertDecision:
-        task = asyncio.create_task(self._run(job), name=f"heal-{job.kind}-{job.action.name}")
+        name = job.action.name
+        if self.dry_run:
+            detail = _would(job)
+            self._stats.actions_total[(name, "dry_run")] += 1
+            event = self._event(name, "dry_run", job.alert, detail, kind=job.kind, by=job.by)
+            logger.info(
+                "heal %s dry run: %s (fingerprint %s)", name, event.detail, event.fingerprint
+            )
+            return AlertDecision(job.alert.fingerprint, job.alert.status, name, "dry_run", detail)
+        task = asyncio.create_task(self._run(job), name=f"heal-{job.kind}-{name}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        self._event(job.action.name, "queued", job.alert.fingerprint, job.kind)
-        logger.info(
-            "heal %s queued %s (fingerprint %s)", job.action.name, job.kind, job.alert.fingerprint
-        )
-        return AlertDecision(job.alert.fingerprint, job.alert.status, job.action.name, job.kind)
+        self._event(name, "queued", job.alert, job.kind, kind=job.kind, by=job.by)
+        logger.info("heal %s queued %s (fingerprint %s)", name, job.kind, _fingerprint(job.alert))
+        return AlertDecision(job.alert.fingerprint, job.alert.status, name, job.kind)
 
     # -- jobs --------------------------------------------------------------------------------
 
@@ -568,7 +653,7 @@ class HealReceiver:
         attributes: dict[str, str | bool] = {
             "heal.action": name,
             "heal.kind": job.kind,
-            "heal.fingerprint": job.alert.fingerprint,
+            "heal.fingerprint": _fingerprint(job.alert),
             "heal.by_hand": job.by is not None,
         }
         with _tracer.start_as_current_span(
@@ -613,15 +698,36 @@ class HealReceiver:
         figures = ", ".join(f"{key}={value:g}" for key, value in result.figures.items())
         detail = "; ".join(part for part in (result.detail, figures) if part)
         kind = job.kind if job.by is None else f"{job.kind} by hand ({job.by})"
-        event = self._event(name, outcome, job.alert.fingerprint, f"{kind}: {detail}".rstrip(": "))
+        event = self._event(
+            name,
+            outcome,
+            job.alert,
+            f"{kind}: {detail}".rstrip(": "),
+            kind=job.kind,
+            figures=result.figures,
+            by=job.by,
+        )
         logger.log(
             logging.INFO if result.ok else logging.WARNING,
             "heal %s %s %s in %.2fs%s (fingerprint %s)",
             name,
-            kind,
+            safe_text(kind, NAME_CHARS),
             outcome,
             elapsed,
-            f": {detail}" if detail else "",
-            job.alert.fingerprint,
+            f": {event.detail}" if detail else "",
+            event.fingerprint,
         )
         return event
+
+
+def _fingerprint(alert: Alert) -> str:
+    """The alert's fingerprint as logs, spans and the audit show it (escaped, bounded)."""
+    return safe_text(alert.fingerprint, FINGERPRINT_CHARS)
+
+
+def _would(job: _Job) -> str:
+    """What a dry run would have done: the kind, the action and the first line of its doc."""
+    doc = (type(job.action).__doc__ or "").strip().splitlines()
+    what = f": {doc[0].rstrip('.')}" if doc and job.kind == "apply" else ""
+    by = f" by hand ({job.by})" if job.by is not None else ""
+    return f"would {job.kind} {job.action.name}{by}{what}"

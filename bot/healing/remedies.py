@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import gc
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import psutil
 
@@ -30,6 +30,11 @@ log = logging.getLogger(__name__)
 _PROCESS = psutil.Process()
 HEAL_OVERRIDE_SOURCE = "heal:error_rate"
 HISTORY_KEEP_S = 86_400.0
+TOP_ALLOCATIONS = 5  # allocation sites the memory heal records while tracemalloc is on
+
+
+def _sites(sites: list[tuple[str, int]]) -> str:
+    return ", ".join(f"{where} {size / 1_048_576:.1f} MiB" for where, size in sites) or "none"
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,21 +90,39 @@ class MemoryRemedy(_Remedy):
         super().__init__()
         self._bot = bot
 
+    async def apply(self, alert: Alert) -> ActionResult:
+        """The clean-up, with tracemalloc's top allocations before and after while tracing."""
+        before = await self._bot.top_allocations(TOP_ALLOCATIONS)
+        result = await super().apply(alert)
+        if not before:
+            return result
+        after = await self._bot.top_allocations(TOP_ALLOCATIONS)
+        detail = (
+            f"{result.detail}; top allocations before: {_sites(before)}; after: {_sites(after)}"
+        )
+        return replace(result, detail=detail)
+
     async def _on(self, alert: Alert, first: bool) -> ActionResult:
+        # bytes_freed is what the cache and the conversations held by their own accounting:
+        # it cannot go negative. RSS moves for other reasons too (the allocator keeps freed
+        # pages, other tasks allocate meanwhile), so it is reported beside, not as the result.
         before = _PROCESS.memory_info().rss
-        cleared = self._bot.clear_response_cache()
-        forgotten = self._bot.forget_idle_conversations()
+        cache = self._bot.clear_response_cache()
+        idle = self._bot.forget_idle_conversations()
         trimmed = await self._bot.trim_history(HISTORY_KEEP_S)
         collected = gc.collect()
         after = _PROCESS.memory_info().rss
+        freed = max(0, cache.bytes) + max(0, idle.bytes)
         return ActionResult.success(
-            f"cleared {cleared} cache entries, {forgotten} idle conversations; "
-            f"RSS {before / 1_048_576:.1f} -> {after / 1_048_576:.1f} MiB",
-            bytes_freed=float(before - after),
+            f"freed {freed / 1024:.1f} KiB: {cache.items} cache entries, {idle.items} idle "
+            f"conversations; RSS {before / 1_048_576:.1f} -> {after / 1_048_576:.1f} MiB",
+            bytes_freed=float(freed),
+            cache_bytes_freed=float(max(0, cache.bytes)),
+            conversation_bytes_freed=float(max(0, idle.bytes)),
             rss_before_bytes=float(before),
             rss_after_bytes=float(after),
-            cache_entries_cleared=float(cleared),
-            conversations_forgotten=float(forgotten),
+            cache_entries_cleared=float(cache.items),
+            conversations_forgotten=float(idle.items),
             history_trimmed=float(trimmed),
             gc_objects_collected=float(collected),
         )
@@ -166,7 +189,12 @@ class ApiHealthRemedy(_Remedy):
         if dependency == "discord":
             shard = int(alert.labels.get("shard", "0"))
             await self._bot.reconnect_shard(shard)
-            return ActionResult.success(f"Discord shard {shard} reconnected")
+            probing = self._bot.probe_discord_now()
+            return ActionResult.success(
+                f"Discord shard {shard} reconnected"
+                + ("; REST breaker half-open for the held replies" if probing else ""),
+                breaker_half_open=float(probing),
+            )
         await self._bot.reset_model_client()
         probing = self._bot.probe_model_now()
         return ActionResult.success(

@@ -13,6 +13,7 @@ __all__ = [
     "CircuitOpen",
     "Degraded",
     "LLMBadRequest",
+    "LLMConfigurationError",
     "LLMError",
     "LLMRateLimited",
     "LLMTimeout",
@@ -23,7 +24,7 @@ __all__ = [
     "retry_after_hint",
 ]
 
-CallOutcome = Literal["ok", "error", "timeout", "rate_limited"]
+CallOutcome = Literal["ok", "error", "timeout", "rate_limited", "bad_request", "configuration"]
 
 
 class LLMError(Exception):
@@ -60,9 +61,22 @@ class LLMTimeout(LLMError):
 
 
 class LLMBadRequest(LLMError):
-    """4xx other than 408/429: retrying would give the same answer."""
+    """4xx other than 408/429: the request's fault, not the provider's. Retrying it (now or from
+    the queue) would give the same answer, and it is no sign that the provider is failing, so it
+    never counts against the circuit breaker."""
 
     kind = "bad_request"
+
+    def __init__(self, message: str, *, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+class LLMConfigurationError(LLMBadRequest):
+    """401/403/404: the provider refuses the bot itself (key, project or model), whatever the
+    question; an operator has to change a setting."""
+
+    kind = "configuration"
 
 
 class QuotaExhausted(LLMError):
@@ -105,4 +119,8 @@ def call_outcome(error: BaseException | None) -> CallOutcome:
         return "timeout"
     if isinstance(error, LLMRateLimited):
         return "rate_limited"
+    if isinstance(error, LLMConfigurationError):
+        return "configuration"
+    if isinstance(error, LLMBadRequest):
+        return "bad_request"
     return "error"

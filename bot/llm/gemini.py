@@ -18,12 +18,22 @@ from google.genai import errors as genai_errors
 from google.genai import types
 
 from bot.llm import gemini_speedups
-from bot.llm.errors import LLMBadRequest, LLMError, LLMRateLimited, LLMTimeout, LLMUnavailable
+from bot.llm.errors import (
+    LLMBadRequest,
+    LLMConfigurationError,
+    LLMError,
+    LLMRateLimited,
+    LLMTimeout,
+    LLMUnavailable,
+)
 from bot.llm.types import LLMReply, LLMRequest, Message, TokenUsage
 
 __all__ = ["GeminiClient", "parse_retry_delay"]
 
 log = logging.getLogger(__name__)
+
+# Answers that refuse the bot itself (API key, project permissions, model name), not a question.
+CONFIGURATION_STATUSES = frozenset({401, 403, 404})
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)s\s*$")
 
@@ -210,7 +220,14 @@ def _map_error(exc: Exception) -> LLMError:
             )
         if code == 408 or code >= 500:
             return LLMUnavailable(f"Gemini answered {code} {status}".strip())
-        return LLMBadRequest(f"Gemini refused the request: {code} {status}".strip())
+        if code in CONFIGURATION_STATUSES:
+            return LLMConfigurationError(
+                f"Gemini refused the bot's credentials or model: {code} {status}".strip(),
+                status_code=code,
+            )
+        return LLMBadRequest(
+            f"Gemini refused the request: {code} {status}".strip(), status_code=code
+        )
     if isinstance(exc, aiohttp.ClientError | ConnectionError | OSError):
         return LLMUnavailable(f"cannot reach Gemini: {type(exc).__name__}")
     return LLMUnavailable(f"unexpected Gemini client failure: {type(exc).__name__}")

@@ -64,6 +64,8 @@ Window = Literal["minute", "day"]
 
 PROVIDER_TIMEZONE: Final = "America/Los_Angeles"
 STATE_VERSION: Final = 1
+# GEMINI_PROVIDER_HOLD_MAX_SECONDS: the longest provider retry delay held as a per-minute limit.
+DEFAULT_MAX_PROVIDER_HOLD_S: Final = 300.0
 
 # Midnight PST is 01:00 PDT: if the tz database is missing, this fixed offset resets our day an
 # hour late in summer, i.e. it errs towards refusing rather than towards a 429.
@@ -181,7 +183,10 @@ class QuotaLimiter:
         safety_margin: float = 0.9,
         tpm: int | None = None,
         clock: Callable[[], float] = time.time,
+        max_provider_hold_s: float = DEFAULT_MAX_PROVIDER_HOLD_S,
     ) -> None:
+        if not max_provider_hold_s > 0:
+            raise ValueError(f"max_provider_hold_s must be positive, got {max_provider_hold_s}")
         if rpm < 1 or daily < 1 or (tpm is not None and tpm < 1):
             raise ValueError("quota limits must be positive (rpm, daily and tpm if set)")
         if not 0.0 < safety_margin <= 1.0:
@@ -200,6 +205,10 @@ class QuotaLimiter:
         self._tokens_used = 0  # counted in the minute window
         self._minute_cap: int | None = None  # shrunk limit after a 429, this minute only
         self._blocked_until = 0.0
+        # Which window a provider hold stands for: "day" when its delay was too long for a
+        # per-minute limit (see on_provider_rate_limited).
+        self._blocked_window: Window = "minute"
+        self.max_provider_hold_s = max_provider_hold_s
         self.stats = QuotaStats()
         # The one dirty flag: set by every change worth persisting, cleared by QuotaPersister.
         self.dirty = False
@@ -223,7 +232,7 @@ class QuotaLimiter:
         if self._day.used >= self.day_limit:
             return self._refuse("day", max(self._day.end - now, blocked_for))
         if blocked_for > 0:
-            return self._refuse("minute", blocked_for)
+            return self._refuse(self._blocked_window, blocked_for)
         if self._minute.used >= self._current_minute_limit():
             return self._refuse("minute", self._minute.end - now)
         if self.token_limit is not None and self._tokens_used >= self.token_limit:
@@ -245,10 +254,13 @@ class QuotaLimiter:
         self._tokens_used += max(0, input_tokens) + max(0, output_tokens)
         self.dirty = True
 
-    def on_provider_rate_limited(self, retry_delay_s: float | None) -> float:
+    def on_provider_rate_limited(self, retry_delay_s: float | None) -> QuotaDecision:
         """The provider said 429: stop at what this minute used and wait out delay and window.
 
-        Returns the seconds until calls are allowed again.
+        A delay longer than `max_provider_hold_s` is no per-minute limit: it is held as the
+        day's quota being used up (the refusal names the "day" window), until the provider's
+        delay or the provider's day ends, whichever is first. Returns the refusal, with the
+        seconds until calls are allowed again.
         """
         now = self._clock()
         self._roll(now)
@@ -256,9 +268,17 @@ class QuotaLimiter:
         # The provider is the authority: whatever we counted so far is all this minute allows.
         self._minute_cap = self._minute.used
         delay = max(0.0, retry_delay_s or 0.0)
-        self._blocked_until = max(self._blocked_until, now + delay, self._minute.end)
+        if self._blocked_until <= now:
+            self._blocked_window = "minute"  # an earlier hold is over
+        if delay > self.max_provider_hold_s:
+            self._blocked_window = "day"
+            self._blocked_until = max(self._blocked_until, min(now + delay, self._day.end))
+        else:
+            self._blocked_until = max(self._blocked_until, now + delay, self._minute.end)
         self.dirty = True
-        return self._blocked_until - now
+        return QuotaDecision(
+            allowed=False, window=self._blocked_window, retry_after_s=self._blocked_until - now
+        )
 
     def start_conservatively(self, reason: str) -> None:
         """After losing the saved state: treat the current minute as full (see module doc)."""
@@ -318,6 +338,7 @@ class QuotaLimiter:
             },
             "day": {"id": self._day.id, "used": self._day.used},
             "blocked_until": self._blocked_until,
+            "blocked_window": self._blocked_window,
         }
 
     def from_state(self, state: object) -> bool:
@@ -341,6 +362,8 @@ class QuotaLimiter:
             self._day.used = max(self._day.used, parsed.day_used)
         if parsed.blocked_until > now:
             self._blocked_until = max(self._blocked_until, parsed.blocked_until)
+            if parsed.blocked_window == "day":
+                self._blocked_window = "day"
         return True
 
 
@@ -353,6 +376,7 @@ class _ParsedState:
     day_id: str
     day_used: int
     blocked_until: float
+    blocked_window: Window = "minute"
 
 
 def _count(section: Mapping[str, object], key: str) -> int:
@@ -392,6 +416,8 @@ def _parse_state(state: object) -> _ParsedState:
         day_id=str(day["id"]),
         day_used=_count(day, "used"),
         blocked_until=float(blocked),
+        # Absent in states written before provider holds were capped: a minute hold.
+        blocked_window="day" if state.get("blocked_window") == "day" else "minute",
     )
 
 

@@ -17,6 +17,7 @@ from opentelemetry import trace
 from bot.llm.cache import ResponseCache, make_cache_key
 from bot.llm.errors import (
     CircuitOpen,
+    LLMBadRequest,
     LLMError,
     LLMRateLimited,
     LLMTimeout,
@@ -114,9 +115,11 @@ class LLMService:
             except LLMRateLimited as exc:
                 # The provider said stop: the limiter now holds calls until its retry delay and
                 # the window end, so waiting here would only keep the user in silence.
-                wait_s = self.quota.on_provider_rate_limited(exc.retry_after_s)
+                hold = self.quota.on_provider_rate_limited(exc.retry_after_s)
                 raise QuotaExhausted(
-                    "Gemini said the quota is used up", window="minute", retry_after_s=wait_s
+                    f"Gemini said the {hold.window} quota is used up",
+                    window=hold.window or "minute",
+                    retry_after_s=hold.retry_after_s,
                 ) from exc
             except LLMError as exc:
                 failed_calls += 1
@@ -139,6 +142,11 @@ class LLMService:
                 self.breaker.record_failure()
             else:
                 self.breaker.release()
+            raise
+        except LLMBadRequest:
+            # The request's fault (or the bot's configuration), not a failing provider: it
+            # neither counts against the breaker nor uses up a half-open probe.
+            self.breaker.release()
             raise
         except LLMError:
             self.breaker.record_failure()

@@ -52,6 +52,9 @@ class HealthSnapshot:
     # Added for the health history; defaulted so code building snapshots by hand keeps working.
     heap_bytes: int = 0
     guilds: int = 0
+    # Discord's REST breaker, and the replies waiting behind it.
+    discord_breaker_state: str = "closed"
+    discord_held_replies: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -69,6 +72,8 @@ def take_snapshot(view: BotView) -> HealthSnapshot:
     recent = sorted(stats.recent_seconds) if stats is not None else []
     lookups = cache.hits + cache.misses
     dependencies = view.dependencies()
+    breakers = view.breakers()
+    hold = view.discord_hold()
     now = time.time()
     return HealthSnapshot(
         timestamp=now,
@@ -88,7 +93,7 @@ def take_snapshot(view: BotView) -> HealthSnapshot:
         response_p99_s=percentile(recent, 99, empty=0.0),
         gemini_up=dependencies["gemini"],
         discord_up=dependencies["discord"],
-        breaker_state=view.breakers().get("gemini", "closed"),
+        breaker_state=breakers.get("gemini", "closed"),
         cache_hits=cache.hits,
         cache_misses=cache.misses,
         cache_hit_rate=cache.hits / lookups if lookups else 0.0,
@@ -97,4 +102,6 @@ def take_snapshot(view: BotView) -> HealthSnapshot:
         in_flight=stats.in_flight if stats is not None else 0,
         heap_bytes=python_heap_bytes(),
         guilds=view.guilds(),
+        discord_breaker_state=breakers.get("discord", "closed"),
+        discord_held_replies=hold.held if hold is not None else 0,
     )

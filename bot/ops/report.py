@@ -50,6 +50,8 @@ class StatusReport:
                 f"Memory: {_mb(s.rss_bytes)} RSS, {s.active_conversations} conversations "
                 f"({s.context_chars:,} characters)",
                 f"Gemini breaker: {s.breaker_state}",
+                f"Discord breaker: {s.discord_breaker_state}, "
+                f"{s.discord_held_replies} replies waiting",
             ]
         )
 

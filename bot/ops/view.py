@@ -25,6 +25,7 @@ from bot.llm.cache import CacheStats
 from bot.llm.quota import QuotaSnapshot
 from bot.ops.metrics import AlertThresholds, MetricSources, ShardFigures
 from bot.resilience.degradation import DegradationStats
+from bot.resilience.hold import HoldStats
 from bot.resilience.queue import QueueStats
 from bot.store.stats import StoreStats
 
@@ -75,15 +76,19 @@ class BotView:
     maintenance: Callable[[], str | None] | None = None
     heal: Callable[[], HealStats | None] = _absent
     health_snapshots: Callable[[], int] = _zero
+    # Replies waiting for Discord while its REST API fails (the "discord" breaker's hold).
+    discord_hold: Callable[[], HoldStats | None] = _absent
 
     def dependencies(self) -> dict[str, bool]:
-        """Is each dependency usable: Gemini unless its breaker is open, Discord while connected.
+        """Is each dependency usable: Gemini unless its breaker is open, Discord while the
+        gateway is connected and its REST breaker is not open.
 
         The one definition behind `/status`, the history and `llmbot_dependency_up`.
         """
+        breakers = self.breakers()
         return {
-            "gemini": self.breakers().get("gemini") != "open",
-            "discord": self.gateway_connected(),
+            "gemini": breakers.get("gemini") != "open",
+            "discord": self.gateway_connected() and breakers.get("discord") != "open",
         }
 
     def metric_sources(self) -> MetricSources:
@@ -103,6 +108,7 @@ class BotView:
             shards=self.shards,
             guilds=self.guilds,
             health_snapshots=self.health_snapshots,
+            discord_hold=self.discord_hold,
             data_dir=self.data_dir,
             thresholds=self.thresholds,
         )

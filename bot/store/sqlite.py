@@ -59,6 +59,7 @@ _SQLITE_CORRUPT: Final = 11
 _SQLITE_NOTADB: Final = 26
 
 _SIDE_FILES: Final = ("-wal", "-shm", "-journal")
+_SQLITE_HEADER: Final = b"SQLite format 3\x00"
 
 # "Not expired at the bound time": expired rows stay invisible even before cleanup runs.
 _LIVE: Final = "(expires_at IS NULL OR expires_at > ?)"
@@ -96,6 +97,7 @@ class SqliteStore(KeyValueStore):
         self._synchronous = synchronous
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
+        self._file_identity: tuple[int, int] | None = None  # (st_dev, st_ino) once connected
 
     @property
     def path(self) -> Path:
@@ -209,6 +211,8 @@ class SqliteStore(KeyValueStore):
         except BaseException:
             conn.close()
             raise
+        stat = self._path.stat()
+        self._file_identity = (stat.st_dev, stat.st_ino)
         return conn
 
     def _close_sync(self) -> None:
@@ -296,6 +300,12 @@ class SqliteStore(KeyValueStore):
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
     def _health_sync(self) -> None:
+        damage = self._file_damage()
+        if damage is not None:
+            raise StoreError(
+                f"the store database {self._path} {damage} while the bot was running; restart "
+                "the bot: it moves a damaged file aside and starts a fresh one"
+            )
         # A write, not just SELECT 1: it also catches a read-only or vanished file system.
         conn = self._connection
         with _transaction(conn):
@@ -303,6 +313,27 @@ class SqliteStore(KeyValueStore):
                 "INSERT OR REPLACE INTO store_meta (name, value) VALUES ('health_probe', ?)",
                 (time.time(),),
             )
+
+    def _file_damage(self) -> str | None:
+        """Has the file under the open connection been replaced, removed or overwritten?
+
+        SQLite does not notice: in WAL mode writes go to the -wal file and reads are served from
+        its page cache, so a clobbered main file surfaces only at the next checkpoint or cold
+        read, minutes later. Two cheap checks (a stat and 16 bytes) catch it at the next probe.
+        """
+        try:
+            stat = self._path.stat()
+            with self._path.open("rb") as file:
+                header = file.read(len(_SQLITE_HEADER))
+        except FileNotFoundError:
+            return "was removed"
+        except OSError as exc:
+            return f"cannot be read ({exc.strerror})"
+        if self._file_identity is not None and (stat.st_dev, stat.st_ino) != self._file_identity:
+            return "was replaced by another file"
+        if header != _SQLITE_HEADER:
+            return "was overwritten (it no longer starts with the SQLite header)"
+        return None
 
     # -- helpers ---------------------------------------------------------------------------
 

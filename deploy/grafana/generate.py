@@ -865,6 +865,38 @@ def discord() -> model.Dashboard:
                         ],
                         span=24,
                     ),
+                    ts(
+                        "Replies waiting for Discord",
+                        "Replies held while Discord's REST API fails (the discord circuit "
+                        "breaker open, or a send failed), and how many may wait at once "
+                        "(DISCORD_HOLD_MAX_REPLIES).",
+                        "short",
+                        [
+                            query(f"sum(llmbot_discord_held_replies{sel()})", "waiting"),
+                            query(f"max(llmbot_discord_hold_capacity{sel()})", "capacity"),
+                        ],
+                        span=12,
+                    ),
+                    ts(
+                        "Replies held and given up",
+                        "Per minute: replies that had to wait for Discord, and those given up "
+                        "(overflow: no room to wait; expired: waited DISCORD_HOLD_MAX_SECONDS; "
+                        "shutdown), each logged.",
+                        "short",
+                        [
+                            query(
+                                "sum(" + rate("llmbot_discord_reply_holds_total") + ") * 60",
+                                "held",
+                            ),
+                            query(
+                                "sum by (reason) ("
+                                + rate("llmbot_discord_replies_undelivered_total")
+                                + ") * 60",
+                                "given up: {{reason}}",
+                            ),
+                        ],
+                        span=12,
+                    ),
                 ],
             ),
         ],
@@ -960,6 +992,15 @@ def runtime() -> model.Dashboard:
                             )
                         ],
                         span=8,
+                    ),
+                    ts(
+                        "Event-loop blocks",
+                        "Times one piece of code held the loop longer than "
+                        "EVENT_LOOP_BLOCK_THRESHOLD_MS (100 ms), per interval; the log has "
+                        "the blocking stack of each (rate-limited).",
+                        "short",
+                        [query(increase("llmbot_event_loop_blocks_total"), "{{instance}}")],
+                        span=24,
                     ),
                 ],
             ),

@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from bot.config import ConfigError, Settings, load_settings
+from bot.config import (
+    SETTING_PREFIXES,
+    ConfigError,
+    Settings,
+    known_setting_names,
+    load_settings,
+    unknown_settings,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -87,3 +94,67 @@ def test_secret_values_are_not_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_env_example_copied_to_env_loads_as_the_defaults() -> None:
     from_example = load_settings(_env_file=ROOT / ".env.example")
     assert from_example == load_settings(_env_file=None)
+
+
+def test_every_setting_is_covered_by_the_typo_check() -> None:
+    """A new setting with a new first word must get its prefix in SETTING_PREFIXES (or be one
+    of the generic names deliberately left to the `.env` check)."""
+    generic = {"DATA_DIR", "LOG_LEVEL", "LOG_FORMAT", "USER_COOLDOWN_SECONDS", "GOOGLE_API_KEY"}
+    uncovered = {
+        name
+        for name in known_setting_names()
+        if not name.startswith(SETTING_PREFIXES)
+        and name not in generic
+        and not name.startswith("MAX_")
+    }
+    assert not uncovered, f"add their prefixes to bot.config.SETTING_PREFIXES: {uncovered}"
+
+
+def test_unknown_settings_name_the_nearest_known_one() -> None:
+    lines = unknown_settings(
+        {"GEMINI_RATE_LIMT_RPM": "5", "GEMINI_MODEL": "x", "PATH": "/bin", "OTEL_X": "1"},
+        dotenv_keys=["CACHE_TTL_SECOND", "OTEL_SERVICE_NAME", "FOO"],
+    )
+    assert lines == [
+        "unknown setting GEMINI_RATE_LIMT_RPM in the environment: "
+        "did you mean GEMINI_RATE_LIMIT_RPM?",
+        "unknown setting CACHE_TTL_SECOND in .env: did you mean CACHE_TTL_SECONDS?",
+        "unknown setting FOO in .env: no such setting (see .env.example)",
+    ]
+
+
+def test_heal_enabled_takes_the_original_name_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings(_env_file=None).heal_enabled is True
+    monkeypatch.setenv("HEALTH_ALERTS_ENABLED", "false")
+    assert load_settings(_env_file=None).heal_enabled is False
+    monkeypatch.setenv("HEAL_ENABLED", "true")  # the new name wins when both are set
+    assert load_settings(_env_file=None).heal_enabled is True
+    monkeypatch.setenv("HEAL_ENABLED", "perhaps")
+    with pytest.raises(ConfigError, match="HEAL_ENABLED"):
+        load_settings(_env_file=None)
+
+
+@pytest.mark.parametrize("value", ["0", "100001", "many"])
+def test_heal_audit_size_is_bounded(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("HEAL_AUDIT_MAX_ENTRIES", value)
+    with pytest.raises(ConfigError, match="HEAL_AUDIT_MAX_ENTRIES"):
+        load_settings(_env_file=None)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("EVENT_LOOP_BLOCK_THRESHOLD_MS", "5", "0 (off) or at least 10 ms"),
+        ("TRACEMALLOC_FRAMES", "101", "less than or equal to 100"),
+        ("DISCORD_REST_MAX_RETRIES", "6", "less than or equal to 5"),
+        ("DISCORD_HOLD_MAX_SECONDS", "0", "greater than 0"),
+        ("DISCORD_HOLD_MAX_REPLIES", "-1", "greater than or equal to 0"),
+    ],
+)
+def test_diagnostics_and_discord_hold_settings_are_checked(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, message: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=name) as err:
+        load_settings(_env_file=None)
+    assert message in str(err.value)

@@ -110,8 +110,15 @@ def test_bot_service(resolved: dict[str, Any]) -> None:
 
 def test_secrets_come_from_files_and_env(resolved: dict[str, Any]) -> None:
     assert resolved["secrets"]["webhook_token"]["file"].endswith("deploy/secrets/webhook_token")
-    (am_secret,) = resolved["services"]["alertmanager"]["secrets"]
-    assert am_secret["target"] == "/etc/alertmanager/secrets/webhook_token"
+    assert resolved["secrets"]["discord_webhook_url"]["file"].endswith(
+        "deploy/secrets/discord_webhook_url"
+    )
+    am_secrets = {s["source"]: s["target"] for s in resolved["services"]["alertmanager"]["secrets"]}
+    assert am_secrets == {
+        "webhook_token": "/etc/alertmanager/secrets/webhook_token",
+        # alertmanager.yml's Discord receivers read the URL here (webhook_url_file).
+        "discord_webhook_url": "/etc/alertmanager/secrets/discord_webhook_url",
+    }
     grafana = resolved["services"]["grafana"]["environment"]
     assert grafana["GF_SECURITY_ADMIN_PASSWORD"] == PASSWORD
     assert grafana["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
@@ -132,6 +139,12 @@ def test_prometheus_flags_and_mounts(resolved: dict[str, Any]) -> None:
                 assert Path(volume["source"]).exists(), volume["source"]
     grafana_targets = {v["target"] for v in services["grafana"]["volumes"]}
     assert {"/etc/grafana/provisioning", "/etc/grafana/dashboards"} <= grafana_targets
+    # alertmanager.yml names its templates relative to itself.
+    am_targets = {v["target"] for v in services["alertmanager"]["volumes"]}
+    assert {"/etc/alertmanager/alertmanager.yml", "/etc/alertmanager/templates"} <= am_targets
+    # webhook_url_file of discord_configs needs Alertmanager 0.28 or later.
+    version = services["alertmanager"]["image"].rsplit(":v", 1)[1]
+    assert tuple(map(int, version.split("."))) >= (0, 28, 0)
 
 
 def test_dockerfile() -> None:

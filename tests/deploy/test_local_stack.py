@@ -104,9 +104,11 @@ def test_committed_timings_stay_without_intervals(
     prometheus = load_yaml(rendered.prometheus)
     assert prometheus["global"] == load_yaml(PROMETHEUS_DIR / "prometheus.yml")["global"]
     assert "alerting" not in prometheus
-    # By default pages and chat messages go to a closed loopback port, never off the machine.
+    # Without a Discord URL pages and chat messages go to a closed loopback port, never off
+    # the machine.
     receivers = {r["name"]: r for r in config["receivers"]}
-    assert receivers["pager"]["webhook_configs"][0]["url"] == stack.DISCARD_URL
+    for name in ("pager", "chat"):
+        assert receivers[name]["discord_configs"][0]["webhook_url"] == stack.DISCARD_URL
 
 
 def test_alert_for_override(stack: Any, tmp_path: Path, token_file: Path, promtool: str) -> None:

@@ -62,3 +62,57 @@ async def test_oversized_and_unsupported_attachments_are_refused_with_a_reply(
     assert "limit" in refused_big.content.lower()
     assert "paper.exe" in refused_odd.content
     assert len(gemini.requests) == 0
+
+
+async def test_files_that_cannot_fit_one_request_are_refused_before_any_download(
+    start_bot: Callable[..., Any], discord: DiscordEmulator, gemini: GeminiEmulator
+) -> None:
+    """Issue #16 item 1: one question's files share one budget below the provider's limit."""
+    await start_bot(attachments_max_total_bytes=150)
+    bob = discord.create_user("bob")
+    dm = discord.create_dm(bob)
+    files = [discord.add_attachment(PNG, f"p{i}.png", "image/png") for i in range(3)]
+
+    msg = await discord.send_message(dm, author=bob, content="all of them", attachments=files)
+    reply = await discord.wait_for_reply(int(msg["id"]))
+
+    assert "add up to 216 bytes" in reply.content
+    assert "150 bytes" in reply.content
+    assert list(discord.attachment_downloads) == []
+    assert gemini.requests == []
+
+
+async def test_a_lying_size_cannot_get_past_the_budget(
+    start_bot: Callable[..., Any], discord: DiscordEmulator, gemini: GeminiEmulator
+) -> None:
+    await start_bot(attachments_max_total_bytes=100)
+    bob = discord.create_user("bob")
+    dm = discord.create_dm(bob)
+    first = discord.add_attachment(PNG, "a.png", "image/png")
+    second = dict(discord.add_attachment(PNG, "b.png", "image/png"), size=1)  # says 1 byte
+
+    msg = await discord.send_message(dm, author=bob, content="two", attachments=[first, second])
+    reply = await discord.wait_for_reply(int(msg["id"]))
+
+    assert "`b.png` is larger than I can accept" in reply.content
+    assert gemini.requests == []
+
+
+async def test_attachment_urls_off_discord_are_never_fetched(
+    start_bot: Callable[..., Any], discord: DiscordEmulator, gemini: GeminiEmulator
+) -> None:
+    """Issue #16 item 3 (SSRF): a URL at the bot's own ops server is refused, not fetched."""
+    app: BotApp = await start_bot(ops_port=0)
+    bob = discord.create_user("bob")
+    dm = discord.create_dm(bob)
+    image = discord.add_attachment(PNG, "status.png", "image/png")
+    for url in (
+        f"{app.ops.url}/status",
+        "http://169.254.169.254/latest/meta-data/x.png",
+        "file:///etc/passwd",
+    ):
+        forged = dict(image, url=url)
+        msg = await discord.send_message(dm, author=bob, content="look", attachments=[forged])
+        reply = await discord.wait_for_reply(int(msg["id"]))
+        assert "is not stored on Discord" in reply.content, url
+    assert gemini.requests == []

@@ -125,3 +125,141 @@ def test_ops_port_in_use_is_one_clear_line(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "OPS_PORT" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_misspelt_setting_is_an_error_for_check_with_the_nearest_name(tmp_path: Path) -> None:
+    """Issue #17 part 4: GEMINI_RATE_LIMT_RPM=5 used to be ignored without a word."""
+    (tmp_path / ".env").write_text("GEMINI_MODLE=gemini-2.5-pro\nOTEL_SERVICE_NAME=mine\n")
+    result = _bot(
+        ["check"], tmp_path, GEMINI_RATE_LIMT_RPM="5", DISCORD_TOKEN="x.y.z", GEMINI_API_KEY="k"
+    )
+
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines == [
+        "error: unknown setting GEMINI_RATE_LIMT_RPM in the environment: "
+        "did you mean GEMINI_RATE_LIMIT_RPM?",
+        "error: unknown setting GEMINI_MODLE in .env: did you mean GEMINI_MODEL?",
+    ]
+
+
+def test_a_misspelt_setting_is_a_warning_when_running(tmp_path: Path) -> None:
+    result = _bot(["run"], tmp_path, GEMINI_RATE_LIMT_RPM="5")
+
+    assert result.returncode == 2  # for the missing tokens, not for the typo
+    assert "did you mean GEMINI_RATE_LIMIT_RPM?" in result.stderr
+    assert "DISCORD_TOKEN" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_check_that_cannot_reach_discord_or_gemini_says_so_with_its_own_code(
+    tmp_path: Path,
+) -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]  # bound, never listening: connections are refused
+        result = _bot(
+            ["check"],
+            tmp_path,
+            DISCORD_REST_URL=f"http://127.0.0.1:{port}",
+            GEMINI_BASE_URL=f"http://127.0.0.1:{port}",
+            DISCORD_TOKEN="x.y.z",
+            GEMINI_API_KEY="k",
+        )
+
+    assert result.returncode == 4, result.stdout + result.stderr
+    assert result.stdout.count("could not verify") == 2
+
+
+def _one_clear_line(result: subprocess.CompletedProcess[str], code: int) -> str:
+    assert result.returncode == code, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if "error:" in line.lower()]
+    assert len(errors) == 1, result.stderr
+    return errors[0]
+
+
+def test_a_data_dir_that_cannot_be_used_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("in the way")
+    result = _bot(["demo", "--duration", "1"], tmp_path, DATA_DIR=str(tmp_path / "a-file" / "d"))
+    line = _one_clear_line(result, 2)
+    assert "DATA_DIR" in line and "Not a directory" in line
+
+
+def test_an_ops_host_that_does_not_exist_names_ops_host(tmp_path: Path) -> None:
+    result = _bot(["demo", "--duration", "1"], tmp_path, OPS_HOST="not.a.host")
+    line = _one_clear_line(result, 2)
+    assert "set OPS_HOST" in line
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--users", "-2"], ["--rate", "0"], ["--duration", "-5"], ["--faults", "slow:10+0"]],
+)
+def test_demo_refuses_arguments_that_make_no_sense(tmp_path: Path, args: list[str]) -> None:
+    result = _bot(["demo", *args], tmp_path)
+    line = _one_clear_line(result, 2)
+    assert args[0] in line
+
+
+def test_loadtest_explains_a_latency_without_a_colon(tmp_path: Path) -> None:
+    result = _bot(["loadtest", "--gemini-latency", "bogus"], tmp_path)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert "after the colon" not in result.stderr
+    assert "fixed:0.2" in result.stderr
+
+
+@pytest.mark.parametrize("where", ["missing-folder/out.csv", "."])
+def test_export_to_a_path_it_cannot_write_is_one_line(tmp_path: Path, where: str) -> None:
+    result = _bot(["export", "--output", str(tmp_path / where)], tmp_path)
+    line = _one_clear_line(result, 2)
+    assert "--output" in line
+
+
+def test_export_reads_only_and_never_changes_data_dir(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "bot.db").write_bytes(b"this is not a database" * 100)
+    before = {p.name: p.read_bytes() for p in data.iterdir()}
+
+    result = _bot(["export"], tmp_path, DATA_DIR=str(data))
+
+    line = _one_clear_line(result, 1)
+    assert "cannot be read" in line
+    assert {p.name: p.read_bytes() for p in data.iterdir()} == before
+
+
+async def test_a_rejected_token_is_one_line_and_leaks_no_session(
+    tmp_path: Path, discord: DiscordEmulator
+) -> None:
+    env = {
+        "DISCORD_REST_URL": discord.rest_url,
+        "DISCORD_TOKEN": "MTIzNDU2Nzg5MDEyMzQ1Njc4.AAAAAA.not-the-emulators",
+        "GEMINI_API_KEY": "k",
+        "OPS_PORT": "0",
+    }
+    result = await _async_bot(["run"], tmp_path, env)
+
+    assert result.returncode == 2, result.stderr
+    assert "Discord rejected DISCORD_TOKEN" in result.stderr
+    assert "Unclosed" not in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_discord_unreachable_at_start_is_one_line_with_its_own_code(tmp_path: Path) -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]  # bound, never listening
+        result = _bot(
+            ["run"],
+            tmp_path,
+            DISCORD_REST_URL=f"http://127.0.0.1:{port}",
+            DISCORD_TOKEN="MTIzNDU2Nzg5MDEyMzQ1Njc4.AAAAAA.xxxx",
+            GEMINI_API_KEY="k",
+            OPS_PORT="0",
+        )
+
+    line = _one_clear_line(result, 69)
+    assert "cannot reach Discord at DISCORD_REST_URL" in line
+    assert "Unclosed" not in result.stderr

@@ -35,6 +35,8 @@ async def test_memory_action_frees_the_cache_and_reports_rss(
 ) -> None:
     await _chat(discord, discord.create_user("a"), "fill the cache")
     assert bot.llm.cache.stats.entries == 1
+    held = bot.llm.cache.stats.bytes
+    assert held > 0
 
     result = await _action(bot, "memory").apply(_alert("memory"))
 
@@ -42,7 +44,11 @@ async def test_memory_action_frees_the_cache_and_reports_rss(
     assert bot.llm.cache.stats.entries == 0
     assert result.figures["rss_before_bytes"] > 0
     assert result.figures["rss_after_bytes"] > 0
-    assert "bytes_freed" in result.figures
+    # What the cache held, by its own accounting (the conversation is not idle yet): honest
+    # and never negative, whatever RSS did meanwhile.
+    assert result.figures["cache_bytes_freed"] == held
+    assert result.figures["conversation_bytes_freed"] == 0
+    assert result.figures["bytes_freed"] == held
 
 
 async def test_response_time_reduced_mode_until_the_last_alert_resolves(

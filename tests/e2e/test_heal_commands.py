@@ -212,7 +212,7 @@ async def test_status_shows_an_alerts_heal_and_its_cooldown(
     assert "• `error_rate` since <t:" in status
     assert "(alert ab12cd34, applied 1×)" in status
     assert re.search(r"Cooldowns: `error_rate` (5m 00s|4m 5\ds)", status)  # 300 s from now
-    assert "`error_rate` **ok** — apply: degradation medium" in status
+    assert "`error_rate` **ok** LLMBotHighMemory — apply: degradation medium" in status
     # The alert's heal is not the operator's to undo by hand.
     undo = await _heal(discord, place, "undo", "error_rate")
     assert undo.startswith("Nothing ran: error_rate was not applied by hand")

@@ -7,7 +7,7 @@ import json
 import zlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 import hikari
@@ -581,3 +581,128 @@ def test_sent_message_is_a_plain_record() -> None:
     sent = SentMessage(1, 2, "x", {}, {}, None, None)
     assert sent.edits == []
     assert sent.files == {}
+
+
+async def test_channel_webhook_posts_into_its_channel(emu: DiscordEmulator) -> None:
+    guild_id = emu.create_guild()
+    ops = emu.create_channel(guild_id, "ops")
+    url = emu.create_webhook(ops, "Alertmanager")
+    assert url.startswith(f"{emu.base_url}/api/webhooks/")
+    embed = {"title": "[FIRING:1] LLMBotDown", "description": "The bot is down.", "color": 1}
+    async with aiohttp.ClientSession() as http:
+        # Alertmanager's Discord receiver: no bot token, an empty content beside the embed.
+        async with http.post(url, json={"content": "", "embeds": [embed]}) as response:
+            assert response.status == 204
+        async with http.post(f"{url}?wait=true", json={"content": "resolved"}) as response:
+            assert response.status == 200
+            message = await response.json()
+        # Posted messages are in the channel's history like any other.
+        history_url = f"{emu.rest_url}/channels/{ops}/messages"
+        auth = {"Authorization": f"Bot {emu.token}"}
+        async with http.get(history_url, headers=auth) as response:
+            history = [m["id"] for m in await response.json()]
+    assert message["webhook_id"] == url.split("/")[-2]
+    assert message["channel_id"] == str(ops)
+    assert message["author"]["username"] == "Alertmanager"
+    first, second = emu.webhook_messages
+    assert (first.channel_id, first.embeds, first.content) == (ops, [embed], "")
+    assert second.content == "resolved"
+    assert history == [str(second.id), str(first.id)]  # newest first
+    assert emu.spec_violations == []
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        ({"content": ""}, 400, 50006),  # nothing to show
+        ({"embeds": [{"title": "t" * 257}]}, 400, 50035),  # over Discord's title limit
+        ({"embeds": [{"description": "d" * 4097}]}, 400, 50035),
+        # Two embeds of 4000 characters each: within each limit, over the 6000 of a message.
+        ({"embeds": [{"description": "d" * 4000}, {"description": "d" * 4000}]}, 400, 50035),
+        ({"content": "c" * 2001}, 400, 50035),
+    ],
+)
+async def test_channel_webhook_refuses_what_discord_refuses(
+    emu: DiscordEmulator, body: dict[str, Any], status: int, code: int
+) -> None:
+    url = emu.create_webhook(emu.create_channel(emu.create_guild(), "ops"))
+    async with aiohttp.ClientSession() as http, http.post(url, json=body) as response:
+        assert (response.status, (await response.json())["code"]) == (status, code)
+    assert emu.webhook_messages == []
+
+
+async def test_unknown_webhook_or_wrong_token(emu: DiscordEmulator) -> None:
+    url = emu.create_webhook(emu.create_channel(emu.create_guild(), "ops"))
+    base, webhook_id, token = url.rsplit("/", 2)
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{base}/{webhook_id}/{'0' * len(token)}", json={"content": "x"}) as r:
+            assert (r.status, (await r.json())["code"]) == (401, 50027)
+        async with http.post(f"{base}/{int(webhook_id) + 1}/{token}", json={"content": "x"}) as r:
+            assert (r.status, (await r.json())["code"]) == (404, 10015)
+    assert emu.webhook_messages == []
+    with pytest.raises(KeyError, match="guild channel"):
+        emu.create_webhook(emu.create_dm(emu.create_user("dee")))
+
+
+async def test_an_enforced_nonce_answers_the_first_message_instead_of_posting_again(
+    emu: DiscordEmulator, start_bot: BotFactory
+) -> None:
+    channel = emu.guild_text_channel(emu.create_guild())
+    bot = await start_bot(emu)
+
+    # hikari sends `enforce_nonce: true` with every nonce.
+    first = await bot.rest.create_message(channel, "once", nonce="nonce-1")
+    again = await bot.rest.create_message(channel, "once", nonce="nonce-1")
+    other = await bot.rest.create_message(channel, "twice", nonce="nonce-2")
+
+    assert again.id == first.id
+    assert other.id != first.id
+    assert [m.content for m in emu.messages_in(channel)] == ["once", "twice"]
+    assert emu.spec_violations == []
+
+
+async def test_a_nonce_that_is_not_enforced_does_not_deduplicate(emu: DiscordEmulator) -> None:
+    channel = emu.guild_text_channel(emu.create_guild())
+    url = f"{emu.rest_url}/channels/{channel}/messages"
+    headers = {"Authorization": f"Bot {emu.token}"}
+    async with aiohttp.ClientSession() as http:
+        for _ in range(2):
+            async with http.post(url, json={"content": "x", "nonce": "n"}, headers=headers) as r:
+                assert r.status == 200
+
+    assert [m.content for m in emu.messages_in(channel)] == ["x", "x"]
+
+
+@pytest.mark.parametrize("kind", ["slow", "drop"])
+async def test_a_lost_answer_fails_the_client_though_the_message_was_created(
+    emu: DiscordEmulator, start_bot: BotFactory, kind: Literal["slow", "drop"]
+) -> None:
+    channel = emu.guild_text_channel(emu.create_guild())
+    timeouts = hikari.impl.HTTPTimeoutSettings(total=0.3)
+    bot = await start_bot(
+        emu, max_retries=0, http_settings=hikari.impl.HTTPSettings(timeouts=timeouts)
+    )
+    emu.inject_rest_lost_answer(kind, route_contains="/messages", delay_s=1.0)
+
+    with pytest.raises(hikari.HTTPError):
+        await bot.rest.create_message(channel, "sent anyway")
+    await bot.rest.create_message(channel, "and the next one normally")
+
+    assert [m.content for m in emu.messages_in(channel)] == [
+        "sent anyway",
+        "and the next one normally",
+    ]
+
+
+async def test_an_outage_lasts_until_cleared(emu: DiscordEmulator, start_bot: BotFactory) -> None:
+    channel = emu.guild_text_channel(emu.create_guild())
+    bot = await start_bot(emu, max_retries=0)
+    emu.inject_rest_fault(status=503, count=None, route_contains="/messages")
+
+    for _ in range(3):
+        with pytest.raises(hikari.InternalServerError):
+            await bot.rest.create_message(channel, "lost")
+    emu.clear_rest_faults()
+    await bot.rest.create_message(channel, "back")
+
+    assert [m.content for m in emu.messages_in(channel)] == ["back"]

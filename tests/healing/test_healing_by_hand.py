@@ -146,11 +146,13 @@ async def test_status_text_lists_heals_in_force_cooldowns_and_events() -> None:
     assert "• `error_rate` since <t:1714557600:R> (alert abcdef123456, applied 1×)" in text
     assert "Cooldowns: `error_rate` 4m 00s" in text
     lines = text.splitlines()
-    recent = lines[lines.index("Recent (newest first):") + 1 :]
+    heading = "Recent (newest first; 3 of at most 100 kept, all in `GET /heal/audit`):"
+    recent = lines[lines.index(heading) + 1 :]
     assert recent == [
         "<t:1714557660:T> `memory` **ok** — apply by hand (alice): fake apply; bytes_freed=1024",
-        "<t:1714557600:T> `error_rate` **ok** — apply: fake apply; bytes_freed=1024",
-    ]  # "queued" decisions are left out: their results follow
+        "<t:1714557600:T> `error_rate` **ok** LLMBotHighMemory — apply: fake apply; "
+        "bytes_freed=1024",
+    ]  # "queued" decisions are left out: their results follow; an alert's entry names it
 
 
 async def test_status_text_fits_a_discord_message() -> None:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from typing import get_args
+
 import pytest
 
 from bot.llm.errors import (
+    CallOutcome,
     CircuitOpen,
     Degraded,
     LLMBadRequest,
+    LLMConfigurationError,
     LLMError,
     LLMRateLimited,
     LLMTimeout,
@@ -17,6 +21,7 @@ from bot.llm.errors import (
     is_retryable,
     retry_after_hint,
 )
+from bot.ops.metrics import LLM_OUTCOMES
 
 
 @pytest.mark.parametrize(
@@ -49,5 +54,8 @@ def test_call_outcome_labels() -> None:
     assert call_outcome(LLMTimeout("slow")) == "timeout"
     assert call_outcome(TimeoutError()) == "timeout"
     assert call_outcome(LLMRateLimited("429")) == "rate_limited"
-    assert call_outcome(LLMBadRequest("400")) == "error"
+    assert call_outcome(LLMBadRequest("400")) == "bad_request"
+    assert call_outcome(LLMConfigurationError("403")) == "configuration"
     assert call_outcome(LLMUnavailable("503")) == "error"
+    # Every outcome the LLM layer can report has a series in the catalogue.
+    assert set(get_args(CallOutcome)) == set(LLM_OUTCOMES)

@@ -288,6 +288,54 @@ async def test_persisted_429_block_survives_a_restart() -> None:
     assert refused.retry_after_s == pytest.approx(55.0)
 
 
+def test_a_provider_delay_too_long_for_a_minute_limit_is_held_as_the_day() -> None:
+    clock = FakeClock(MINUTE_START + 5)
+    limiter = QuotaLimiter(rpm=10, daily=500, clock=clock, max_provider_hold_s=300)
+    limiter.try_acquire()
+
+    hold = limiter.on_provider_rate_limited(3600.0)
+
+    assert (hold.window, hold.retry_after_s) == ("day", pytest.approx(3600.0))
+    clock.now += 1800
+    refused = limiter.try_acquire()
+    assert (refused.allowed, refused.window) == (False, "day")
+    assert refused.retry_after_s == pytest.approx(1800.0)
+    clock.now += 1800
+    assert limiter.try_acquire().allowed
+    # A short 429 after the long hold is over is a minute limit again.
+    assert limiter.on_provider_rate_limited(5.0).window == "minute"
+
+
+def test_a_day_hold_never_outlasts_the_providers_day() -> None:
+    clock = FakeClock(MINUTE_START)
+    limiter = QuotaLimiter(rpm=10, daily=500, clock=clock, max_provider_hold_s=300)
+    day_left = provider_day_window(clock.now)[1] - clock.now
+    hold = limiter.on_provider_rate_limited(day_left + 86_400.0)
+    assert hold.retry_after_s == pytest.approx(day_left)
+
+
+def test_a_delay_up_to_the_cap_stays_a_minute_hold() -> None:
+    clock = FakeClock(MINUTE_START + 5)
+    limiter = QuotaLimiter(rpm=10, daily=500, clock=clock, max_provider_hold_s=300)
+    hold = limiter.on_provider_rate_limited(300.0)
+    assert (hold.window, hold.retry_after_s) == ("minute", pytest.approx(300.0))
+
+
+async def test_a_day_hold_survives_a_restart_as_the_day() -> None:
+    clock = FakeClock(MINUTE_START + 5)
+    store = MemoryStateStore()
+    first = QuotaLimiter(rpm=10, daily=500, clock=clock)
+    first.on_provider_rate_limited(3600.0)
+    await QuotaPersister(first, store).flush_if_dirty()
+
+    clock.now += 600
+    second = QuotaLimiter(rpm=10, daily=500, clock=clock)
+    await QuotaPersister(second, store).load()
+    refused = second.try_acquire()
+    assert (refused.allowed, refused.window) == (False, "day")
+    assert refused.retry_after_s == pytest.approx(3000.0)
+
+
 async def test_missing_state_is_a_clean_first_start() -> None:
     limiter = QuotaLimiter(rpm=10, daily=500, clock=FakeClock(MINUTE_START))
     assert await QuotaPersister(limiter, MemoryStateStore()).load() is False

@@ -344,7 +344,7 @@ def test_outcome_and_status_class_helpers() -> None:
     assert call_outcome(LLMTimeout("slow")) == "timeout"
     assert call_outcome(TimeoutError()) == "timeout"
     assert call_outcome(LLMRateLimited("429")) == "rate_limited"
-    assert call_outcome(LLMBadRequest("400")) == "error"
+    assert call_outcome(LLMBadRequest("400")) == "bad_request"
     assert [rest_status_class(s) for s in (200, 299, 301, 400, 429, 500, None)] == [
         "2xx",
         "2xx",

@@ -120,3 +120,35 @@ async def test_an_empty_file_is_a_valid_new_database(
         assert store.stats.recovered_from_corruption == 0
     assert moved_copies(tmp_path) == []
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def replace_with_another_database(path: Path) -> None:
+    other = path.with_name("other.db")
+    with sqlite3.connect(other) as conn:
+        conn.execute("CREATE TABLE t (x)")
+    os.replace(other, path)
+
+
+def remove_file(path: Path) -> None:
+    path.unlink()
+
+
+@pytest.mark.parametrize(
+    "damage", [overwrite_with_garbage, replace_with_another_database, remove_file]
+)
+async def test_damage_under_a_running_store_fails_the_next_health_probe(
+    tmp_path: Path, damage: Callable[[Path], None], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue #16 item 12: SQLite itself would not notice for minutes (WAL + page cache)."""
+    path = tmp_path / "store.db"
+    async with SqliteStore(path) as store:
+        await store.set_many({f"k{i}": b"v" * 100 for i in range(50)})
+        assert await store.health_check()
+        assert store.stats.healthy
+
+        damage(path)
+
+        with caplog.at_level(logging.WARNING, logger="bot.store"):
+            assert not await store.health_check()
+        assert not store.stats.healthy
+        assert any("restart the bot" in r.getMessage() for r in caplog.records)

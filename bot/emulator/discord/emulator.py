@@ -7,7 +7,7 @@ import time
 import urllib.parse
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import web
 
@@ -20,11 +20,18 @@ from bot.emulator.discord.ids import SnowflakeFactory, make_bot_token
 from bot.emulator.discord.messages import mentioned_ids, message_object, reply_reference
 from bot.emulator.discord.payloads import ChannelType
 from bot.emulator.discord.ratelimit import RateLimiter
-from bot.emulator.discord.records import Activity, InteractionRecord, Notifier, SentMessage
+from bot.emulator.discord.records import (
+    Activity,
+    InteractionRecord,
+    Notifier,
+    SentMessage,
+    WebhookMessage,
+)
 from bot.emulator.discord.rest import RestAPI, not_found
 from bot.emulator.discord.routes_app import AppRoutes
 from bot.emulator.discord.routes_channels import ChannelRoutes
 from bot.emulator.discord.routes_interactions import InteractionRoutes
+from bot.emulator.discord.routes_webhooks import WebhookRoutes
 from bot.emulator.discord.state import DiscordState
 from bot.emulator.local_server import LocalServer
 
@@ -67,6 +74,8 @@ class DiscordEmulator(LocalServer):
         self._state = DiscordState(self._ids, self.bot_user, history_limit=history_limit)
         self._commands = CommandRegistry(self._ids, self.application_id)
         self._faults = FaultInjector()
+        # Attachment ids in the order their bytes were served (bounded like the history).
+        self.attachment_downloads: deque[int] = deque(maxlen=history_limit)
         self._gateway = GatewayServer(
             self._state,
             self._notifier,
@@ -76,6 +85,21 @@ class DiscordEmulator(LocalServer):
         )
         self._events = EventPublisher(self._state, self._gateway)
         base_url = lambda: self.base_url  # noqa: E731 - resolved once the port is known
+        interactions = InteractionRoutes(
+            self._state,
+            self._activity,
+            base_url,
+            application_id=self.application_id,
+            deadline=interaction_deadline,
+        )
+        self._webhooks = WebhookRoutes(
+            self._state,
+            self._activity,
+            self._events,
+            application_id=self.application_id,
+            interaction_follow_up=interactions.follow_up,
+            base_url=base_url,
+        )
         routes = [
             *AppRoutes(
                 self._state,
@@ -86,13 +110,8 @@ class DiscordEmulator(LocalServer):
                 gateway_url=lambda: self.gateway_url,
             ).routes(),
             *ChannelRoutes(self._state, self._activity, self._events, base_url).routes(),
-            *InteractionRoutes(
-                self._state,
-                self._activity,
-                base_url,
-                application_id=self.application_id,
-                deadline=interaction_deadline,
-            ).routes(),
+            *self._webhooks.routes(),
+            *interactions.routes(),
         ]
         self._rest = RestAPI(
             token=self.token,
@@ -179,6 +198,11 @@ class DiscordEmulator(LocalServer):
         )
         self._state.store_attachment(attachment, data)
         return attachment
+
+    def create_webhook(self, channel_id: int, name: str = "Alertmanager") -> str:
+        """Create a webhook in a guild text channel and return its execute URL (the secret a
+        sender such as Alertmanager's Discord receiver is given)."""
+        return self._webhooks.url(self._webhooks.create(channel_id, name))
 
     def message(self, message_id: int) -> JSON | None:
         """Return a stored message (a user's or the bot's) by id."""
@@ -351,6 +375,11 @@ class DiscordEmulator(LocalServer):
         return self._activity.sent_messages
 
     @property
+    def webhook_messages(self) -> list[WebhookMessage]:
+        """Messages posted through channel webhooks (``create_webhook``), oldest first."""
+        return self._activity.webhook_messages
+
+    @property
     def spec_violations(self) -> list[str]:
         """Requests Discord would have refused because the bot broke the API contract."""
         return self._activity.spec_violations
@@ -385,12 +414,28 @@ class DiscordEmulator(LocalServer):
     def inject_rest_fault(
         self,
         status: int = 500,
-        count: int = 1,
+        count: int | None = 1,
         route_contains: str | None = None,
         retry_after: float = 0.05,
     ) -> None:
-        """Make the next ``count`` REST requests (whose path contains ``route_contains``) fail."""
+        """Make the next ``count`` REST requests (whose path contains ``route_contains``) fail;
+        ``count=None``: every one until ``clear_rest_faults()``."""
         self._faults.add(Fault(status, count, route_contains, retry_after))
+
+    def inject_rest_lost_answer(
+        self,
+        kind: Literal["slow", "drop"],
+        count: int | None = 1,
+        route_contains: str | None = None,
+        delay_s: float = 5.0,
+    ) -> None:
+        """Carry out the next ``count`` matching REST requests but lose the answer: ``slow``
+        answers after ``delay_s`` (past the client's timeout), ``drop`` closes the connection."""
+        self._faults.add(Fault(0, count, route_contains, kind=kind, delay_s=delay_s))
+
+    def clear_rest_faults(self) -> None:
+        """Drop every pending REST fault (ends an outage injected with ``count=None``)."""
+        self._faults.clear()
 
     async def disconnect_gateway(self, shard: int = 0, code: int | None = 4000) -> None:
         """Close a shard's connection (``code=None`` drops TCP); the client should RESUME."""
@@ -450,4 +495,5 @@ class DiscordEmulator(LocalServer):
         stored = self._state.attachments.get(int(raw_id)) if raw_id.isdigit() else None
         if stored is None or stored.payload["filename"] != request.match_info["filename"]:
             return web.json_response({"message": "404: Not Found", "code": 0}, status=404)
+        self.attachment_downloads.append(int(raw_id))
         return web.Response(body=stored.data, content_type=str(stored.payload["content_type"]))

@@ -1,13 +1,25 @@
-"""REST fault injection: the next N matching requests fail with a chosen status."""
+"""REST fault injection: the next N matching requests fail, or succeed in a way the client
+cannot see.
+
+Three kinds, each for requests whose path contains ``route_contains`` (any path when None):
+
+- ``status``: answered with that status before anything happens (a 5xx storm, 429s);
+- ``slow``: carried out, then answered only after ``delay_s`` (the client's timeout fires
+  first, though the message exists: the case a nonce guards against);
+- ``drop``: carried out, then the connection is closed without an answer.
+
+``remaining=None`` keeps a fault until ``FaultInjector.clear()`` (an outage of some length).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
-__all__ = ["Fault", "FaultInjector"]
+__all__ = ["Fault", "FaultInjector", "FaultKind"]
 
 JSON = dict[str, Any]
+FaultKind = Literal["status", "slow", "drop"]
 
 
 @dataclass
@@ -15,13 +27,16 @@ class Fault:
     """A pending failure for requests whose path contains ``route_contains``."""
 
     status: int
-    remaining: int
+    remaining: int | None
     route_contains: str | None = None
     retry_after: float = 0.05
+    kind: FaultKind = "status"
+    delay_s: float = 0.0
 
     def matches(self, path: str) -> bool:
         """Whether a request path is targeted by this fault."""
-        return self.remaining > 0 and (self.route_contains is None or self.route_contains in path)
+        left = self.remaining is None or self.remaining > 0
+        return left and (self.route_contains is None or self.route_contains in path)
 
     def response(self) -> tuple[int, JSON, dict[str, str]]:
         """Return the status, Discord-shaped body and headers of the failure."""
@@ -50,10 +65,11 @@ class FaultInjector:
         """Consume one use of the first fault matching ``path``, if any."""
         for fault in self._faults:
             if fault.matches(path):
-                fault.remaining -= 1
                 self.injected += 1
-                if fault.remaining == 0:
-                    self._faults.remove(fault)
+                if fault.remaining is not None:
+                    fault.remaining -= 1
+                    if fault.remaining == 0:
+                        self._faults.remove(fault)
                 return fault
         return None
 

@@ -9,7 +9,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-__all__ = ["Activity", "BoundedDict", "InteractionRecord", "Notifier", "SentMessage"]
+__all__ = [
+    "Activity",
+    "BoundedDict",
+    "InteractionRecord",
+    "Notifier",
+    "SentMessage",
+    "WebhookMessage",
+]
 
 JSON = dict[str, Any]
 K = TypeVar("K")
@@ -65,6 +72,19 @@ class SentMessage:
     allowed_mentions: JSON | None
     edits: list[JSON] = field(default_factory=list)
     files: dict[str, bytes] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, eq=False)
+class WebhookMessage:
+    """A message someone posted through a channel webhook (Alertmanager's Discord receiver)."""
+
+    id: int
+    webhook_id: int
+    channel_id: int
+    username: str
+    content: str
+    embeds: list[JSON]
+    body: JSON
 
 
 @dataclass(eq=False)
@@ -148,6 +168,7 @@ class Activity:
         self.notifier = notifier
         self.limit = limit
         self.sent_messages: list[SentMessage] = []
+        self.webhook_messages: list[WebhookMessage] = []
         self.spec_violations: list[str] = []
         self.requests: deque[tuple[str, str, int]] = deque(maxlen=limit)
         self.typing: Counter[int] = Counter()
@@ -178,6 +199,11 @@ class Activity:
         channel.append(sent)
         if sent.reply_to is not None and sent.reply_to not in self._first_reply:
             self._first_reply[sent.reply_to] = sent
+        self.notifier.notify()
+
+    def record_webhook(self, posted: WebhookMessage) -> None:
+        """Log a message posted through a channel webhook."""
+        _append_bounded(self.webhook_messages, posted, self.limit)
         self.notifier.notify()
 
     def sent(self, message_id: int) -> SentMessage | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -170,7 +171,8 @@ class RestAPI:
             route, params = self._match(request.method, request.path)
             if route.auth and request.headers.get("Authorization") != self._authorization:
                 raise DiscordError(401, 0, "401: Unauthorized")
-            if (fault := self._faults.take(request.path)) is not None:
+            fault = self._faults.take(request.path)
+            if fault is not None and fault.kind == "status":
                 status, body, fault_headers = fault.response()
                 return web.json_response(body, status=status, headers=fault_headers)
             if self._limiter is not None:
@@ -183,6 +185,8 @@ class RestAPI:
             if self._validate and route.operation is not None:
                 self._check_schema(route, call)
             reply = await route.handler(call)
+            if fault is not None:  # carried out; now the client never (or late) hears of it
+                await self._after_the_fact(request, fault.kind, fault.delay_s)
         except DiscordError as error:
             if error.violation:
                 self._activity.record_violation(
@@ -193,6 +197,12 @@ class RestAPI:
         if reply.body is None:
             return web.Response(status=204, headers=headers)
         return web.json_response(reply.body, status=reply.status, headers=headers)
+
+    async def _after_the_fact(self, request: web.Request, kind: str, delay_s: float) -> None:
+        if kind == "slow":
+            await asyncio.sleep(delay_s)
+        elif kind == "drop" and request.transport is not None:
+            request.transport.close()
 
     def _match(self, method: str, path: str) -> tuple[Route, dict[str, str]]:
         found = _API_PREFIX.match(path)

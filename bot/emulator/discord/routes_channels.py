@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 import urllib.parse
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -24,6 +26,10 @@ from bot.emulator.discord.state import DiscordState
 __all__ = ["ChannelRoutes", "check_message_body", "edit_body", "store_uploads"]
 
 JSON = dict[str, Any]
+
+# Discord checks an enforced nonce against the author's messages of "the past few minutes".
+NONCE_WINDOW_S = 300.0
+_MAX_NONCES = 10_000
 
 
 def check_message_body(body: JSON, *, files: int, creating: bool) -> None:
@@ -104,6 +110,8 @@ class ChannelRoutes:
         self._activity = activity
         self._events = events
         self._base_url = base_url
+        # nonce -> (message id, when), the bot's recent messages sent with enforce_nonce.
+        self._nonces: OrderedDict[str, tuple[int, float]] = OrderedDict()
 
     def routes(self) -> list[Route]:
         """Return this module's routes."""
@@ -183,6 +191,9 @@ class ChannelRoutes:
         channel_id, _ = self._channel(call)
         body = call.json_body()
         check_message_body(body, files=len(call.files), creating=True)
+        enforced = self._enforced_nonce(body)
+        if enforced is not None and (earlier := self._earlier_message(enforced)) is not None:
+            return Reply(earlier)  # the same request again: Discord answers the first message
         guild_id = self._state.guild_id_of(channel_id)
         reference, referenced = self._reference(body.get("message_reference"), channel_id, guild_id)
         replied_author = int(referenced["author"]["id"]) if referenced else None
@@ -205,6 +216,8 @@ class ChannelRoutes:
             nonce=body.get("nonce"),
         )
         self._state.store_message(message)
+        if enforced is not None:
+            self._remember_nonce(enforced, int(message["id"]))
         self._activity.record_sent(
             SentMessage(
                 id=int(message["id"]),
@@ -219,6 +232,29 @@ class ChannelRoutes:
         )
         self._events.message("MESSAGE_CREATE", message)
         return Reply(message)
+
+    @staticmethod
+    def _enforced_nonce(body: JSON) -> str | None:
+        nonce = body.get("nonce")
+        if not body.get("enforce_nonce") or nonce is None:
+            return None
+        return str(nonce)
+
+    def _earlier_message(self, nonce: str) -> JSON | None:
+        seen = self._nonces.get(nonce)
+        if seen is None or time.monotonic() - seen[1] > NONCE_WINDOW_S:
+            return None
+        return self._state.messages.get(seen[0])
+
+    def _remember_nonce(self, nonce: str, message_id: int) -> None:
+        now = time.monotonic()
+        self._nonces[nonce] = (message_id, now)
+        self._nonces.move_to_end(nonce)
+        while self._nonces and (
+            len(self._nonces) > _MAX_NONCES
+            or now - next(iter(self._nonces.values()))[1] > NONCE_WINDOW_S
+        ):
+            self._nonces.popitem(last=False)
 
     def _reference(
         self, raw: Any, channel_id: int, guild_id: int | None

@@ -39,7 +39,8 @@ class InteractionRoutes:
         self._deadline = deadline
 
     def routes(self) -> list[Route]:
-        """Return this module's routes (``@original`` before ``{message_id}``)."""
+        """Return this module's routes (``@original`` before ``{message_id}``); the follow-up
+        ``POST /webhooks/{app}/{token}`` is reached through `WebhookRoutes`, which shares it."""
         hook = ("webhook_id", "webhook_token")
         original = "/webhooks/{webhook_id}/{webhook_token}/messages/@original"
         by_id = "/webhooks/{webhook_id}/{webhook_token}/messages/{message_id}"
@@ -52,14 +53,6 @@ class InteractionRoutes:
                 auth=False,
                 bucket=None,
                 operation="interaction_callback",
-            ),
-            Route(
-                "POST",
-                "/webhooks/{webhook_id}/{webhook_token}",
-                self.follow_up,
-                auth=False,
-                major=hook,
-                operation="webhook_execute",
             ),
             Route("GET", original, self.get_message, auth=False, major=hook),
             Route(

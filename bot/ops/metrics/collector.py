@@ -58,6 +58,7 @@ from bot.ops.runtime import (
 )
 from bot.resilience.breaker import BREAKER_STATES
 from bot.resilience.degradation import FALLBACK_KINDS, DegradationStats
+from bot.resilience.hold import ABANDON_REASONS, HoldStats
 from bot.resilience.queue import DROP_REASONS, QUEUE_WAIT_BUCKETS_S, QueueStats
 from bot.store.stats import OPS, LatencyHistogram, StoreStats
 
@@ -116,6 +117,7 @@ class MetricSources:
     shards: Callable[[], Mapping[int, ShardFigures]] = _no_entries
     guilds: Callable[[], int] = _zero
     health_snapshots: Callable[[], int] = _zero
+    discord_hold: Callable[[], HoldStats | None] = _none
     asyncio_tasks: Callable[[], int] = asyncio_task_count
     heap_bytes: Callable[[], int] = field(default_factory=throttled_heap_bytes)
     data_dir: Path | None = None
@@ -470,6 +472,14 @@ class BotCollector(Collector):
         for code in _with_extra(WEBHOOK_CODES, heal.webhook_requests_total):
             webhook.add_metric([str(code)], heal.webhook_requests_total.get(code, 0))
         yield webhook
+        audit = _gauge("llmbot_heal_audit_entries", "Heal decisions and results in the audit.")
+        audit.add_metric([], heal.audit_entries)
+        audit_cap = _gauge(
+            "llmbot_heal_audit_capacity",
+            "Most entries the heal audit keeps (HEAL_AUDIT_MAX_ENTRIES).",
+        )
+        audit_cap.add_metric([], heal.audit_capacity)
+        yield from (audit, audit_cap)
 
     def _discord(self) -> Iterator[Metric]:
         shards: Mapping[int, ShardFigures] = self._read("shards", self._sources.shards, {})
@@ -493,6 +503,34 @@ class BotCollector(Collector):
         guilds = _gauge("llmbot_discord_guilds", "Discord servers (guilds) the bot is in.")
         guilds.add_metric([], self._read("guilds", self._sources.guilds, 0))
         yield guilds
+        yield from self._discord_hold()
+
+    def _discord_hold(self) -> Iterator[Metric]:
+        hold = self._read("discord_hold", self._sources.discord_hold, None) or HoldStats(0)
+        held = _gauge(
+            "llmbot_discord_held_replies",
+            "Replies waiting for Discord (its REST breaker open, or a send failed) right now.",
+        )
+        held.add_metric([], hold.held)
+        capacity = _gauge(
+            "llmbot_discord_hold_capacity",
+            "Replies that may wait for Discord at once (DISCORD_HOLD_MAX_REPLIES).",
+        )
+        capacity.add_metric([], hold.capacity)
+        holds = _counter(
+            "llmbot_discord_reply_holds_total",
+            "Replies that had to wait for Discord at least once.",
+        )
+        holds.add_metric([], hold.held_total)
+        undelivered = _counter(
+            "llmbot_discord_replies_undelivered_total",
+            "Replies given up while waiting for Discord, by reason (overflow: no room to "
+            "wait; expired: waited DISCORD_HOLD_MAX_SECONDS; shutdown).",
+            ["reason"],
+        )
+        for reason in ABANDON_REASONS:
+            undelivered.add_metric([reason], hold.abandoned_total.get(reason, 0))
+        yield from (held, capacity, holds, undelivered)
 
     def _runtime(self) -> Iterator[Metric]:
         sources = self._sources

@@ -48,6 +48,7 @@ from prometheus_client import (
 )
 from prometheus_client.openmetrics import exposition as openmetrics_exposition
 
+from bot.ops.loop_watchdog import LoopWatchdog
 from bot.ops.metrics.catalogue import (
     EVENT_LOOP_LAG_BUCKETS_S,
     GATEWAY_EVENT_TYPES,
@@ -96,6 +97,7 @@ class Telemetry:
         models: Iterable[str] = (),
         sources: MetricSources | None = None,
         lag_interval_s: float = 0.5,
+        block_threshold_s: float | None = None,
     ) -> None:
         if lag_interval_s <= 0:
             raise ValueError("lag_interval_s must be positive")
@@ -147,6 +149,16 @@ class Telemetry:
             "How late the event loop ran a timer (sampled every 0.5 s).",
             buckets=EVENT_LOOP_LAG_BUCKETS_S,
             registry=registry,
+        )
+        self._loop_blocks = Counter(
+            "llmbot_event_loop_blocks",
+            "Times one piece of code held the event loop longer than "
+            "EVENT_LOOP_BLOCK_THRESHOLD_MS (each logged with its stack, rate-limited).",
+            registry=registry,
+        )
+        # Slow operations: a watchdog thread that logs the blocking stack (None: off).
+        self._watchdog = (
+            LoopWatchdog(block_threshold_s, self._loop_blocks.inc) if block_threshold_s else None
         )
         # Every labelled series exists from the start, at zero.
         for model in self._models:
@@ -211,12 +223,17 @@ class Telemetry:
     # -- event-loop lag ------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Start the event-loop lag monitor on the running loop (idempotent)."""
+        """Start the event-loop lag monitor (and the block watchdog) on the running loop
+        (idempotent)."""
         if self._lag_task is None or self._lag_task.done():
             self._lag_task = asyncio.create_task(self._watch_loop_lag(), name="event-loop-lag")
+        if self._watchdog is not None:
+            await self._watchdog.start()
 
     async def stop(self) -> None:
-        """Stop the lag monitor."""
+        """Stop the lag monitor (and the block watchdog)."""
+        if self._watchdog is not None:
+            await self._watchdog.stop()
         task, self._lag_task = self._lag_task, None
         if task is not None:
             task.cancel()
