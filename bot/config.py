@@ -19,6 +19,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 __all__ = [
     "SETTING_PREFIXES",
     "ConfigError",
+    "GatewayRefused",
     "ServiceUnavailable",
     "Settings",
     "ensure_data_dir",
@@ -38,6 +39,12 @@ class ConfigError(Exception):
     """A configuration mistake, phrased as what the operator should set."""
 
     exit_code = 2
+
+
+class GatewayRefused(ConfigError):
+    """Discord closed the gateway for good (a rejected token or intents): fix a setting."""
+
+    exit_code = 78  # EX_CONFIG
 
 
 class ServiceUnavailable(ConfigError):

@@ -263,3 +263,21 @@ def test_discord_unreachable_at_start_is_one_line_with_its_own_code(tmp_path: Pa
     line = _one_clear_line(result, 69)
     assert "cannot reach Discord at DISCORD_REST_URL" in line
     assert "Unclosed" not in result.stderr
+
+
+async def test_intents_refused_at_the_first_identify_exit_78_with_the_fix(
+    tmp_path: Path, discord: DiscordEmulator
+) -> None:
+    """Message Content not switched on: Discord closes the first IDENTIFY with 4014."""
+    discord.disallow_intents(1 << 15)  # MESSAGE_CONTENT
+    env = {
+        "DISCORD_REST_URL": discord.rest_url,
+        "DISCORD_TOKEN": discord.token,
+        "GEMINI_API_KEY": "k",
+        "OPS_PORT": "0",
+    }
+    result = await _async_bot(["run"], tmp_path, env)
+
+    line = _one_clear_line(result, 78)
+    assert "close code 4014" in line and "Message Content" in line
+    assert "Unclosed" not in result.stderr
