@@ -281,3 +281,21 @@ async def test_intents_refused_at_the_first_identify_exit_78_with_the_fix(
     line = _one_clear_line(result, 78)
     assert "close code 4014" in line and "Message Content" in line
     assert "Unclosed" not in result.stderr
+
+
+async def test_export_of_a_stopped_bots_database_leaves_data_dir_as_it_was(
+    tmp_path: Path,
+) -> None:
+    """A read-only connection still creates -wal and -shm files beside a WAL database."""
+    from bot.store import SqliteStore
+
+    data = tmp_path / "data"
+    async with SqliteStore(data / "bot.db") as store:
+        await store.set_many({"history:x": b"not a point"})
+    before = {p.name: p.read_bytes() for p in data.iterdir()}
+    assert set(before) == {"bot.db"}
+
+    result = await _async_bot(["export"], tmp_path, {"DATA_DIR": str(data)})
+
+    assert result.returncode == 0, result.stderr
+    assert {p.name: p.read_bytes() for p in data.iterdir()} == before
