@@ -234,7 +234,8 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             hosts = [p.strip().lower() for p in value.replace(";", ",").split(",") if p.strip()]
             for host in hosts:
-                if "/" in host or ":" in host or " " in host:
+                if "/" in host or ":" in host or " " in host or host.replace(".", "").isdigit():
+                    # An IP address would skip the resolver's private-address check.
                     raise ValueError(f"expected host names like cdn.discordapp.com, got {host!r}")
             return frozenset(hosts)
         return value
