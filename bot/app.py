@@ -19,7 +19,7 @@ from bot.chat.memory import ConversationMemory
 from bot.chat.memory_store import MemoryPersistence
 from bot.chat.pipeline import ChatPipeline, FallbackTexts
 from bot.chat.queue_worker import QueueWorker
-from bot.config import ConfigError, Settings
+from bot.config import ConfigError, GatewayRefused, Settings
 from bot.discord.commands import CommandServices
 from bot.discord.gateway import DiscordGateway
 from bot.healing.actions import ActionRegistry
@@ -61,7 +61,7 @@ ASSESS_INTERVAL_S = 5.0
 DEGRADATION_WINDOW_S = 30.0
 STORE_HEALTH_INTERVAL_S = 10.0  # a probe is one small write, a stat and 16 bytes read
 EXIT_ESCALATED = 70  # EX_SOFTWARE: "restart me"
-EXIT_GATEWAY_CLOSED = 78  # EX_CONFIG: Discord will not take the session back; fix a setting
+EXIT_GATEWAY_CLOSED = GatewayRefused.exit_code  # Discord will not take the session back
 
 
 def _webhook_token(settings: Settings) -> str | None:
@@ -437,9 +437,11 @@ class BotApp:
         await self.history.stop()
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        # A background task that died of an error must not cut the shutdown short.
+        results = await asyncio.gather(*self._tasks, return_exceptions=True)
+        for task, result in zip(self._tasks, results, strict=True):
+            if isinstance(result, Exception):
+                log.error("background task %r had failed: %r", task.get_name(), result)
         await self.gateway.close()
         await self.quota_persister.stop()
         if self.memory_persistence is not None:

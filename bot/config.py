@@ -19,6 +19,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 __all__ = [
     "SETTING_PREFIXES",
     "ConfigError",
+    "GatewayRefused",
     "ServiceUnavailable",
     "Settings",
     "ensure_data_dir",
@@ -38,6 +39,12 @@ class ConfigError(Exception):
     """A configuration mistake, phrased as what the operator should set."""
 
     exit_code = 2
+
+
+class GatewayRefused(ConfigError):
+    """Discord closed the gateway for good (a rejected token or intents): fix a setting."""
+
+    exit_code = 78  # EX_CONFIG
 
 
 class ServiceUnavailable(ConfigError):
@@ -227,7 +234,8 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             hosts = [p.strip().lower() for p in value.replace(";", ",").split(",") if p.strip()]
             for host in hosts:
-                if "/" in host or ":" in host or " " in host:
+                if "/" in host or ":" in host or " " in host or host.replace(".", "").isdigit():
+                    # An IP address would skip the resolver's private-address check.
                     raise ValueError(f"expected host names like cdn.discordapp.com, got {host!r}")
             return frozenset(hosts)
         return value
@@ -346,25 +354,50 @@ def known_setting_names() -> frozenset[str]:
     return frozenset(names)
 
 
+# Read by docker-compose.yml or deploy/local_stack.py, not by the bot: never "unknown".
+OTHER_TOOLS_SETTINGS = frozenset({"BOT_MODE", "ALERT_DISCORD_WEBHOOK_URL"})
+OTHER_TOOLS_PREFIXES = ("OTEL_", "GRAFANA_", "COMPOSE_")
+# Variables an orchestrator sets for a service named like the bot (Kubernetes: DISCORD_LLM_BOT_
+# SERVICE_HOST, ..._PORT_9464_TCP): they share a prefix by accident.
+_ORCHESTRATOR_PARTS = ("_SERVICE_HOST", "_SERVICE_PORT", "_PORT_")
+
+
 def unknown_settings(
     environ: Mapping[str, str] | None = None, dotenv_keys: Iterable[str] | None = None
 ) -> list[str]:
-    """One line per variable that looks meant for the bot but is no setting: the bot's prefixes
-    in the environment, any key in `.env` (OTEL_* belong to OpenTelemetry and are not checked)."""
+    """One line per variable that looks meant for the bot but is no setting.
+
+    In `.env` (the bot's own file) every key is checked but those of OpenTelemetry and of the
+    compose/stack tools. In the environment, which other programs share, a variable with one of
+    the bot's prefixes is reported only when it is close to a real setting (a typo), so a
+    `DISCORD_WEBHOOK_URL` some CI job sets is left alone.
+    """
     known = known_setting_names()
     environ = os.environ if environ is None else environ
     if dotenv_keys is None:
         dotenv_keys = _dotenv_keys(Path(".env"))
     lines = []
     seen: set[str] = set()
-    candidates = [(k, "the environment") for k in environ if k.upper().startswith(SETTING_PREFIXES)]
-    candidates += [(k, ".env") for k in dotenv_keys if not k.upper().startswith("OTEL_")]
-    for key, where in candidates:
+    candidates = [
+        (key, "the environment", False)
+        for key in environ
+        if key.upper().startswith(SETTING_PREFIXES)
+        and not any(part in key.upper() for part in _ORCHESTRATOR_PARTS)
+    ]
+    candidates += [(key, ".env", True) for key in dotenv_keys]
+    for key, where, report_all in candidates:
         name = key.upper()
-        if name in known or name in seen:
+        if (
+            name in known
+            or name in seen
+            or name in OTHER_TOOLS_SETTINGS
+            or name.startswith(OTHER_TOOLS_PREFIXES)
+        ):
+            continue
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.8)
+        if not close and not report_all:
             continue
         seen.add(name)
-        close = difflib.get_close_matches(name, known, n=1, cutoff=0.75)
         hint = f": did you mean {close[0]}?" if close else ": no such setting (see .env.example)"
         lines.append(f"unknown setting {key} in {where}{hint}")
     return lines

@@ -14,7 +14,7 @@ from bot.app import BotApp, run_until_signal
 from bot.config import Settings
 from bot.emulator.discord import DiscordEmulator
 from bot.emulator.fault_schedule import FaultPhase, run_schedule
-from bot.emulator.gemini import GeminiEmulator
+from bot.emulator.gemini import LONG_ANSWER, GeminiEmulator
 from bot.emulator.traffic import Traffic, TurnRecord
 from bot.store.atomic import atomic_write_bytes
 
@@ -126,6 +126,13 @@ async def run_demo(
 _QUEUED_MARK = "your question is queued"
 
 
+def is_model_answer(text: str) -> bool:
+    """Did this reply come from the (emulated) model? The demo's Gemini emulator answers with an
+    echo or its long markdown answer; everything else the bot says is a notice of its own
+    (queued, refused, cooldown, maintenance, restarting, failed)."""
+    return text.startswith(("You said:", "You sent no text.", LONG_ANSWER[:40]))
+
+
 @dataclass
 class Summary:
     """How the demo's questions ended: a queued notice is not an answer."""
@@ -155,19 +162,19 @@ def summarise(turns: list[TurnRecord], replies_to: Callable[[int], list[str]]) -
     to it, in order): answered, still queued, or a notice."""
     summary = Summary()
     for turn in turns:
-        if turn.answer is None:
+        replies = [turn.answer] if turn.answer is not None else []
+        if turn.message_id is not None:  # replies that came later count too
+            replies = replies_to(turn.message_id) or replies
+        if not replies:
             summary.unanswered += 1
             continue
-        replies = [turn.answer]
-        if turn.message_id is not None:
-            replies = replies_to(turn.message_id) or replies
-        last, queued_first = replies[-1], _QUEUED_MARK in replies[0]
-        if _QUEUED_MARK in last:
-            summary.queued += 1
-        elif last.startswith("Sorry") or last.startswith("I can't"):
-            summary.notices += 1
-            summary.told.append(f"{turn.user} in {turn.place}: {_short(last)}")
-        else:
+        answers = [r for r in replies if is_model_answer(r)]
+        if answers:
             summary.answered += 1
-            summary.answered_later += queued_first
+            summary.answered_later += not is_model_answer(replies[0])
+        elif _QUEUED_MARK in replies[-1]:
+            summary.queued += 1
+        else:
+            summary.notices += 1
+            summary.told.append(f"{turn.user} in {turn.place}: {_short(replies[-1])}")
     return summary

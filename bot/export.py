@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import shutil
 import sqlite3
 import sys
 import tempfile
@@ -90,14 +91,30 @@ async def export_history(
 
 
 def _snapshot(source: Path, target: Path) -> None:
-    """A consistent copy of the bot's database (WAL included) through a read-only connection:
-    loading the history rolls it up and prunes it, which must never touch DATA_DIR, and a
-    damaged file must stay where the bot will find (and move aside) it."""
+    """A consistent copy of the bot's database (its WAL included) into `target`, leaving DATA_DIR
+    exactly as it was: loading the history rolls it up and prunes it, which must happen on the
+    copy, and a damaged file must stay where the bot will find (and move aside) it.
+
+    * No -wal beside it (the bot is stopped and checkpointed): read it as `immutable`, which
+      takes no lock and creates no -wal or -shm file.
+    * A -wal and its -shm (the bot is running): a read-only connection uses them as they are,
+      creating nothing, and reads a consistent snapshot while the bot writes.
+    * A -wal without -shm (a crash): the read-only connection would have to create the -shm, so
+      the files are copied first and the copy is read.
+    """
+    wal, shm = Path(f"{source}-wal"), Path(f"{source}-shm")
+    if not wal.exists():
+        uri = source.resolve().as_uri() + "?immutable=1"
+    elif shm.exists():
+        uri = source.resolve().as_uri() + "?mode=ro"
+    else:
+        staged = target.with_name("staged.db")
+        shutil.copyfile(source, staged)
+        shutil.copyfile(wal, Path(f"{staged}-wal"))
+        uri = staged.as_uri()
     try:
         with (
-            contextlib.closing(
-                sqlite3.connect(source.resolve().as_uri() + "?mode=ro", uri=True)
-            ) as src,
+            contextlib.closing(sqlite3.connect(uri, uri=True)) as src,
             contextlib.closing(sqlite3.connect(target)) as dst,
         ):
             src.backup(dst)

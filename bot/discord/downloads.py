@@ -115,7 +115,9 @@ class AttachmentFetcher:
                 raise DownloadRefused(url)
             try:
                 async with http.get(url, allow_redirects=False) as response:
-                    if response.status in _REDIRECTS and "Location" in response.headers:
+                    if response.status in _REDIRECTS:
+                        if "Location" not in response.headers:
+                            raise DownloadRefused(url)  # a redirect to nowhere is no file
                         url = urllib.parse.urljoin(url, response.headers["Location"])
                         continue
                     response.raise_for_status()

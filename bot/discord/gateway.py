@@ -12,7 +12,12 @@ import hikari
 import lightbulb
 
 from bot.chat.models import IncomingMessage, MessageTarget, Reply
-from bot.config import DEFAULT_DISCORD_REST_URL, ConfigError, ServiceUnavailable
+from bot.config import (
+    DEFAULT_DISCORD_REST_URL,
+    ConfigError,
+    GatewayRefused,
+    ServiceUnavailable,
+)
 from bot.discord.commands import CommandServices, build_commands
 from bot.discord.convert import addresses_bot, to_incoming
 from bot.discord.delivery import DiscordDelivery, DiscordObserver
@@ -47,6 +52,13 @@ FATAL_CLOSE_HINTS: dict[int, str] = {
 }
 
 RESTARTING_TEXT = "I'm restarting right now, so I can't take new questions. Ask again in a minute."
+
+
+def fatal_close_line(exc: hikari.GatewayServerClosedConnectionError) -> str:
+    """One line for a close Discord will not take back: the code and what to set."""
+    code = int(exc.code) if exc.code is not None else 0
+    hint = FATAL_CLOSE_HINTS.get(code, "see Discord's gateway close codes")
+    return f"Discord closed the gateway for good (close code {code}): {hint}"
 
 
 def bot_id_from_token(token: str) -> int:
@@ -140,6 +152,9 @@ class DiscordGateway:
                 "Discord rejected DISCORD_TOKEN (401): reset the token on the Bot page of the "
                 "developer portal and put the new one in .env"
             ) from None
+        except hikari.GatewayServerClosedConnectionError as exc:  # at the first IDENTIFY
+            await self._close_after_failed_start()
+            raise GatewayRefused(fatal_close_line(exc)) from None
         except (hikari.HTTPError, OSError) as exc:  # hikari has retried three times already
             await self._close_after_failed_start()
             raise ServiceUnavailable(
@@ -184,19 +199,15 @@ class DiscordGateway:
 
     async def wait_for_fatal_close(self) -> str:
         """Wait until a shard is closed for good (4004, 4010-4014, or another close hikari will
-        not reconnect after) and return one line saying what happened and what to set."""
-        while True:
-            try:
-                await self.bot.join()
-            except hikari.GatewayServerClosedConnectionError as exc:
-                if exc.can_reconnect:
-                    continue
-                code = int(exc.code) if exc.code is not None else 0
-                hint = FATAL_CLOSE_HINTS.get(code, "see the Discord gateway close codes")
-                return f"Discord closed the gateway for good (close code {code}): {hint}"
-            except hikari.GatewayError as exc:
-                return f"the Discord gateway failed for good: {exc}"
-            return ""  # the bot was closed (a normal stop): nothing fatal
+        not reconnect after) and return one line saying what happened and what to set; "" when
+        the bot was closed normally. A shard that ends never comes back by itself."""
+        try:
+            await self.bot.join()
+        except hikari.GatewayServerClosedConnectionError as exc:
+            return fatal_close_line(exc)
+        except Exception as exc:  # a shard that died of anything else is as dead
+            return f"the Discord gateway failed for good: {type(exc).__name__}: {exc}"
+        return ""
 
     def guild_count(self) -> int:
         """Discord servers in the gateway's cache (0 before the first connection)."""

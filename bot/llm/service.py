@@ -145,8 +145,12 @@ class LLMService:
             raise
         except LLMBadRequest:
             # The request's fault (or the bot's configuration), not a failing provider: it
-            # neither counts against the breaker nor uses up a half-open probe.
-            self.breaker.release()
+            # neither counts against the breaker nor uses up a half-open probe. Attempts the
+            # provider failed before it (a 503, then the 400) still count once, as below.
+            if failed_calls > 1:
+                self.breaker.record_failure()
+            else:
+                self.breaker.release()
             raise
         except LLMError:
             self.breaker.record_failure()

@@ -97,7 +97,11 @@ class SqliteStore(KeyValueStore):
         self._synchronous = synchronous
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
-        self._file_identity: tuple[int, int] | None = None  # (st_dev, st_ino) once connected
+        # A descriptor of the file opened at connect, kept until after the connection closes:
+        # closing any descriptor of a file drops every POSIX lock this process holds on it,
+        # SQLite's included, so the health probe reads through this one and never opens the
+        # file again ("How To Corrupt An SQLite Database File", section 2.2).
+        self._file_fd: int | None = None
 
     @property
     def path(self) -> Path:
@@ -211,14 +215,17 @@ class SqliteStore(KeyValueStore):
         except BaseException:
             conn.close()
             raise
-        stat = self._path.stat()
-        self._file_identity = (stat.st_dev, stat.st_ino)
+        if self._file_fd is None:
+            self._file_fd = os.open(self._path, os.O_RDONLY)
         return conn
 
     def _close_sync(self) -> None:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+        if self._file_fd is not None:  # only after the connection: see _file_fd
+            os.close(self._file_fd)
+            self._file_fd = None
 
     # -- primitives (the *_sync methods run on the store thread) ---------------------------
 
@@ -320,18 +327,21 @@ class SqliteStore(KeyValueStore):
         SQLite does not notice: in WAL mode writes go to the -wal file and reads are served from
         its page cache, so a clobbered main file surfaces only at the next checkpoint or cold
         read, minutes later. Two cheap checks (a stat and 16 bytes) catch it at the next probe.
+        The header is read through the descriptor kept since connect, never a new one.
         """
+        fd = self._file_fd
+        if fd is None:
+            return None
         try:
-            stat = self._path.stat()
-            with self._path.open("rb") as file:
-                header = file.read(len(_SQLITE_HEADER))
+            current = self._path.stat()
         except FileNotFoundError:
             return "was removed"
         except OSError as exc:
             return f"cannot be read ({exc.strerror})"
-        if self._file_identity is not None and (stat.st_dev, stat.st_ino) != self._file_identity:
+        opened = os.fstat(fd)
+        if (current.st_dev, current.st_ino) != (opened.st_dev, opened.st_ino):
             return "was replaced by another file"
-        if header != _SQLITE_HEADER:
+        if os.pread(fd, len(_SQLITE_HEADER), 0) != _SQLITE_HEADER:
             return "was overwritten (it no longer starts with the SQLite header)"
         return None
 

@@ -158,3 +158,27 @@ def test_diagnostics_and_discord_hold_settings_are_checked(
     with pytest.raises(ConfigError, match=name) as err:
         load_settings(_env_file=None)
     assert message in str(err.value)
+
+
+def test_env_example_copied_to_env_has_no_unknown_settings() -> None:
+    """`cp .env.example .env` (the README's first step) must not make `check` fail."""
+    example = Path(__file__).resolve().parents[2] / ".env.example"
+    keys = [
+        line.split("=", 1)[0].strip()
+        for line in example.read_text().splitlines()
+        if "=" in line and not line.lstrip().startswith("#")
+    ]
+    assert len(keys) > 50
+    assert unknown_settings({}, dotenv_keys=keys) == []
+
+
+def test_other_programs_variables_in_the_environment_are_left_alone() -> None:
+    environ = {
+        "DISCORD_WEBHOOK_URL": "https://ci.example/hook",  # a CI job's, not ours
+        "QUEUE_URL": "sqs://x",
+        "HEALTH_CHECK_URL": "http://x",
+        "DISCORD_LLM_BOT_SERVICE_HOST": "10.0.0.1",  # Kubernetes service variables
+        "DISCORD_LLM_BOT_PORT_9464_TCP": "tcp://10.0.0.1:9464",
+        "ALERT_DISCORD_WEBHOOK_URL": "https://discord.example/hook",  # make stack's
+    }
+    assert unknown_settings(environ, dotenv_keys=[]) == []

@@ -263,3 +263,39 @@ def test_discord_unreachable_at_start_is_one_line_with_its_own_code(tmp_path: Pa
     line = _one_clear_line(result, 69)
     assert "cannot reach Discord at DISCORD_REST_URL" in line
     assert "Unclosed" not in result.stderr
+
+
+async def test_intents_refused_at_the_first_identify_exit_78_with_the_fix(
+    tmp_path: Path, discord: DiscordEmulator
+) -> None:
+    """Message Content not switched on: Discord closes the first IDENTIFY with 4014."""
+    discord.disallow_intents(1 << 15)  # MESSAGE_CONTENT
+    env = {
+        "DISCORD_REST_URL": discord.rest_url,
+        "DISCORD_TOKEN": discord.token,
+        "GEMINI_API_KEY": "k",
+        "OPS_PORT": "0",
+    }
+    result = await _async_bot(["run"], tmp_path, env)
+
+    line = _one_clear_line(result, 78)
+    assert "close code 4014" in line and "Message Content" in line
+    assert "Unclosed" not in result.stderr
+
+
+async def test_export_of_a_stopped_bots_database_leaves_data_dir_as_it_was(
+    tmp_path: Path,
+) -> None:
+    """A read-only connection still creates -wal and -shm files beside a WAL database."""
+    from bot.store import SqliteStore
+
+    data = tmp_path / "data"
+    async with SqliteStore(data / "bot.db") as store:
+        await store.set_many({"history:x": b"not a point"})
+    before = {p.name: p.read_bytes() for p in data.iterdir()}
+    assert set(before) == {"bot.db"}
+
+    result = await _async_bot(["export"], tmp_path, {"DATA_DIR": str(data)})
+
+    assert result.returncode == 0, result.stderr
+    assert {p.name: p.read_bytes() for p in data.iterdir()} == before

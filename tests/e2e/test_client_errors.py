@@ -115,3 +115,17 @@ async def test_an_hour_long_provider_hold_is_not_promised_as_a_queued_minute(
     refused = second.llm.quota.try_acquire()
     assert (refused.allowed, refused.window) == (False, "day")
     assert refused.retry_after_s > 3000
+
+
+async def test_a_provider_failure_before_the_refusal_still_counts_once(
+    start_bot: Callable[..., Any], discord: DiscordEmulator, gemini: GeminiEmulator
+) -> None:
+    app: BotApp = await start_bot(breaker_failure_threshold=1, retry_max_attempts=2)
+    gemini.queue_fault(Fault.http(503))
+    gemini.queue_fault(Fault.http(400))
+
+    message_id = await _ask(discord, "unlucky", "503 then 400")
+    await discord.wait_for(lambda: bool(_replies_to(discord, message_id)))
+
+    assert "refused this request (400)" in _replies_to(discord, message_id)[0]
+    assert app.llm.breaker.state == "open"  # the 503 was the provider's

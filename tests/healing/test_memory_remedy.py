@@ -28,6 +28,9 @@ class Controls:
     async def trim_history(self, keep_s: float) -> int:
         return 2
 
+    async def top_allocations(self, limit: int) -> list[tuple[str, int]]:
+        return []  # tracemalloc off
+
 
 ALERT = Alert.model_validate_json(json.dumps(sample_alert()))
 counts = st.integers(min_value=0, max_value=10_000)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import random
 import sqlite3
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -152,3 +154,22 @@ async def test_damage_under_a_running_store_fails_the_next_health_probe(
             assert not await store.health_check()
         assert not store.stats.healthy
         assert any("restart the bot" in r.getMessage() for r in caplog.records)
+
+
+async def test_the_health_probe_keeps_sqlites_locks(tmp_path: Path) -> None:
+    """Closing any descriptor of a file drops this process's POSIX locks on it: a probe that
+    opened and closed bot.db let another connection think it was the last one and delete the
+    WAL the bot was still writing into."""
+    path = tmp_path / "store.db"
+    async with SqliteStore(path) as store:
+        await store.set_many({"a": b"1"})
+        assert await store.health_check()
+        # Another process (the sqlite3 shell, a backup tool) reads the database and closes.
+        reader = "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); "
+        reader += "c.execute('SELECT count(*) FROM kv').fetchall(); c.close()"
+        child = await asyncio.create_subprocess_exec(sys.executable, "-c", reader, str(path))
+        assert await asyncio.wait_for(child.wait(), timeout=30) == 0
+        assert (tmp_path / "store.db-wal").exists(), "the other process deleted our WAL"
+        await store.set_many({"b": b"2"})
+    async with SqliteStore(path) as again:
+        assert await again.get("b") == b"2"

@@ -444,6 +444,11 @@ class DiscordEmulator(LocalServer):
             raise RuntimeError(msg)
         self._notifier.notify()
 
+    def disallow_intents(self, bits: int) -> None:
+        """Refuse IDENTIFYs asking for these intent bits with close code 4014, as Discord does
+        when a privileged intent is not switched on for the application."""
+        self._gateway.disallowed_intents = bits
+
     def request_reconnect(self, shard: int = 0) -> None:
         """Send RECONNECT (op 7) to a shard; the client should RESUME."""
         if not self._gateway.request_reconnect(shard):

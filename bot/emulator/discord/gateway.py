@@ -34,6 +34,7 @@ _HEARTBEAT_INTERVAL_MS = 41_250
 _SESSION_ENDING_CLOSES = {1000, 1001}
 _NOT_AUTHENTICATED, _AUTH_FAILED, _ALREADY_AUTHENTICATED = 4003, 4004, 4005
 _UNKNOWN_OPCODE, _DECODE_ERROR, _INVALID_SHARD = 4001, 4002, 4010
+_DISALLOWED_INTENTS = 4014
 
 
 def _dumps(payload: JSON) -> str:
@@ -157,6 +158,9 @@ class GatewayServer:
         self._application_id = application_id
         self._url = url
         self._replay_limit = replay_limit
+        # Intent bits the application may not use (its privileged intents switched off on the
+        # developer portal): an IDENTIFY asking for any of them is closed with 4014.
+        self.disallowed_intents = 0
         self._sessions: dict[str, GatewaySession] = {}
         self._connections: set[_Connection] = set()
         self.identifies: Counter[int] = Counter()
@@ -315,6 +319,9 @@ class GatewayServer:
     async def _identify(self, connection: _Connection, data: JSON) -> GatewaySession | None:
         if data.get("token") != self._token:
             await connection.close(_AUTH_FAILED)
+            return None
+        if int(data.get("intents", 0)) & self.disallowed_intents:
+            await connection.close(_DISALLOWED_INTENTS)
             return None
         shard_id, shard_count = data.get("shard") or [0, 1]
         if not 0 <= shard_id < shard_count:
