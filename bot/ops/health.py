@@ -3,6 +3,13 @@
 `/status` and `/health` in Discord, `GET /status` and the health history all read a
 `HealthSnapshot`, so they always agree with each other (and with `/metrics`, which reads the same
 component figures).
+
+`error_rate` is the model-call error ratio since start (`bot.llm.call_stats`): failed Gemini
+calls plus calls the open breaker refused, over calls made plus those refused. It is the same
+definition as `llmbot:llm_call_error_ratio:*` and `LLMBotHighErrorRatio` (whose heal is
+`error_rate`); `model_calls` and `model_calls_failed` are its two counts. A Gemini outage shows
+here even though its questions are queued rather than failed. `messages_total` and
+`messages_failed` stay the message counts (every reply, failed ones among them).
 """
 
 from __future__ import annotations
@@ -52,6 +59,9 @@ class HealthSnapshot:
     # Added for the health history; defaulted so code building snapshots by hand keeps working.
     heap_bytes: int = 0
     guilds: int = 0
+    # The two counts behind `error_rate` (see the module docstring).
+    model_calls: int = 0
+    model_calls_failed: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -69,6 +79,7 @@ def take_snapshot(view: BotView) -> HealthSnapshot:
     recent = sorted(stats.recent_seconds) if stats is not None else []
     lookups = cache.hits + cache.misses
     dependencies = view.dependencies()
+    calls = view.llm_calls()
     now = time.time()
     return HealthSnapshot(
         timestamp=now,
@@ -82,7 +93,7 @@ def take_snapshot(view: BotView) -> HealthSnapshot:
         quota_day_limit=quota.day.limit if quota is not None else 0,
         messages_total=total,
         messages_failed=failed,
-        error_rate=failed / total if total else 0.0,
+        error_rate=calls.error_ratio if calls is not None else 0.0,
         response_p50_s=percentile(recent, 50, empty=0.0),
         response_p95_s=percentile(recent, 95, empty=0.0),
         response_p99_s=percentile(recent, 99, empty=0.0),
@@ -97,4 +108,6 @@ def take_snapshot(view: BotView) -> HealthSnapshot:
         in_flight=stats.in_flight if stats is not None else 0,
         heap_bytes=python_heap_bytes(),
         guilds=view.guilds(),
+        model_calls=calls.wanted if calls is not None else 0,
+        model_calls_failed=calls.failed if calls is not None else 0,
     )

@@ -42,6 +42,7 @@ class FakeChat:
 
     outcomes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(MESSAGE_OUTCOMES, 0))
     errors: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ERROR_COMPONENTS, 0))
+    late: dict[str, int] = field(default_factory=lambda: dict.fromkeys(MESSAGE_OUTCOMES, 0))
     in_flight: int = 0
 
 
