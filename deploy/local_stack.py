@@ -3,7 +3,11 @@
 Renders copies of deploy/prometheus/prometheus.yml and deploy/alertmanager/alertmanager.yml with
 loopback targets (optionally with shorter intervals), then runs the Debian binaries
 (`prometheus`, `prometheus-alertmanager`) on loopback ports and waits until they are ready.
-Routes, receivers, rules and inhibitions stay as committed; only addresses and timings change.
+Routes, receivers, rules and inhibitions stay as committed; only addresses and timings change,
+and the alert links' bases (`global.external_labels` of prometheus.yml, which the committed file
+takes from the environment) are written in: by default this checkout's docs/runbooks.md as a
+file:// URL and Grafana on http://localhost:3000 (RUNBOOK_BASE_URL, DASHBOARD_BASE_URL or
+--runbook-base-url, --dashboard-base-url override them).
 
     python deploy/local_stack.py --bot 127.0.0.1:9464          # until Ctrl-C
     python deploy/local_stack.py --bot 127.0.0.1:9464 --fast   # 1 s scrapes, 5 s heal cooldown
@@ -15,6 +19,7 @@ Tests import this file by path (it is not part of the `bot` package).
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import secrets
 import shutil
@@ -38,6 +43,8 @@ from bot.emulator.local_server import free_port
 
 __all__ = [
     "ALERTMANAGER_CONFIG",
+    "DEFAULT_DASHBOARD_BASE_URL",
+    "DEFAULT_RUNBOOK_BASE_URL",
     "DISCARD_URL",
     "FAST_INTERVALS",
     "PROMETHEUS_CONFIG",
@@ -55,6 +62,10 @@ DEPLOY_DIR: Final = Path(__file__).resolve().parent
 PROMETHEUS_CONFIG: Final = DEPLOY_DIR / "prometheus" / "prometheus.yml"
 ALERTMANAGER_CONFIG: Final = DEPLOY_DIR / "alertmanager" / "alertmanager.yml"
 DEFAULT_TOKEN_FILE: Final = DEPLOY_DIR / "secrets" / "webhook_token"
+# Where the alerts' runbook_url and dashboard_url start (prometheus.yml external_labels).
+DEFAULT_RUNBOOK_BASE_URL: Final = (DEPLOY_DIR.parent / "docs" / "runbooks.md").as_uri()
+DEFAULT_DASHBOARD_BASE_URL: Final = "http://localhost:3000"
+LINK_LABELS: Final = ("runbook_base_url", "dashboard_base_url")
 
 BOT_JOB: Final = "discord-llm-bot"
 HEAL_RECEIVER: Final = "bot-heal"
@@ -139,9 +150,17 @@ def _render_prometheus(
     intervals: Mapping[str, str],
     rule_files: Sequence[Path],
     alertmanager_target: str | None,
+    links: Mapping[str, str],
 ) -> Path:
     config = _load_yaml(PROMETHEUS_CONFIG)
     global_section = config.setdefault("global", {})
+    labels = global_section.setdefault("external_labels", {})
+    missing = [name for name in LINK_LABELS if name not in labels]
+    if missing:
+        raise StackError(f"{PROMETHEUS_CONFIG} has no external label {', '.join(missing)}")
+    # The committed values are ${VARIABLES} for Prometheus to expand; Debian's runs without
+    # that feature flag, so the copy gets the values themselves.
+    labels.update(links)
     for key in _PROMETHEUS_KEYS:
         if key in intervals:
             global_section[key] = intervals[key]
@@ -161,9 +180,10 @@ def _render_prometheus(
         jobs.append(
             {"job_name": "alertmanager", "static_configs": [{"targets": [alertmanager_target]}]}
         )
-        config["alerting"] = {
-            "alertmanagers": [{"static_configs": [{"targets": [alertmanager_target]}]}]
-        }
+        # Only the target changes: the alert relabelling (dropping the link labels) stays.
+        config.setdefault("alerting", {})["alertmanagers"] = [
+            {"static_configs": [{"targets": [alertmanager_target]}]}
+        ]
     else:
         config.pop("alerting", None)
     config["scrape_configs"] = jobs
@@ -215,11 +235,15 @@ def render_configs(
     *,
     alertmanager_target: str | None = None,
     human_webhook_url: str = DISCARD_URL,
+    runbook_base_url: str = DEFAULT_RUNBOOK_BASE_URL,
+    dashboard_base_url: str = DEFAULT_DASHBOARD_BASE_URL,
 ) -> RenderedConfigs:
     """Write prometheus.yml and alertmanager.yml for local targets into `out_dir`.
 
     `intervals` may set scrape_interval, evaluation_interval, group_wait, group_interval,
     repeat_interval and alert_for (see FAST_INTERVALS); without it the committed timings stay.
+    `runbook_base_url` and `dashboard_base_url` start every alert's runbook_url and
+    dashboard_url (prometheus.yml's external labels).
     """
     intervals = dict(intervals or {})
     unknown = set(intervals) - INTERVAL_KEYS
@@ -229,7 +253,12 @@ def render_configs(
     rule_files = _render_rules(out_dir, intervals.get("alert_for"))
     return RenderedConfigs(
         prometheus=_render_prometheus(
-            out_dir, bot_target, intervals, rule_files, alertmanager_target
+            out_dir,
+            bot_target,
+            intervals,
+            rule_files,
+            alertmanager_target,
+            {"runbook_base_url": runbook_base_url, "dashboard_base_url": dashboard_base_url},
         ),
         alertmanager=_render_alertmanager(
             out_dir, webhook_url, token_file, intervals, human_webhook_url
@@ -380,6 +409,8 @@ def running_stack(
     prometheus_port: int | None = None,
     alertmanager_port: int | None = None,
     human_webhook_url: str = DISCARD_URL,
+    runbook_base_url: str = DEFAULT_RUNBOOK_BASE_URL,
+    dashboard_base_url: str = DEFAULT_DASHBOARD_BASE_URL,
 ) -> Iterator[tuple[ManagedProcess, ManagedProcess]]:
     """Render the configs and run Alertmanager and Prometheus; both stop on exit."""
     am_port = alertmanager_port or free_port()
@@ -392,6 +423,8 @@ def running_stack(
         intervals,
         alertmanager_target=f"127.0.0.1:{am_port}",
         human_webhook_url=human_webhook_url,
+        runbook_base_url=runbook_base_url,
+        dashboard_base_url=dashboard_base_url,
     )
     # Alertmanager first, so Prometheus finds it ready; both stop on the way out.
     with (
@@ -432,8 +465,8 @@ def cli_intervals(fast: bool, alert_for: str | None) -> dict[str, str] | None:
     return intervals or None
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: run the stack until Ctrl-C."""
+def build_parser() -> argparse.ArgumentParser:
+    """The command line; the link bases default from the environment as it is now."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bot", default="127.0.0.1:9464", help="the bot's ops address host:port")
     parser.add_argument("--webhook-url", help="Alertmanager's heal webhook (default: bot /alerts)")
@@ -449,6 +482,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=DISCARD_URL,
         help="where pager and chat notifications go (default: nowhere)",
     )
+    parser.add_argument(
+        "--runbook-base-url",
+        default=os.environ.get("RUNBOOK_BASE_URL") or DEFAULT_RUNBOOK_BASE_URL,
+        help="start of every alert's runbook_url (default: $RUNBOOK_BASE_URL, else this "
+        "checkout's docs/runbooks.md)",
+    )
+    parser.add_argument(
+        "--dashboard-base-url",
+        default=os.environ.get("DASHBOARD_BASE_URL") or DEFAULT_DASHBOARD_BASE_URL,
+        help="start of every alert's dashboard_url, Grafana's root URL (default: "
+        f"$DASHBOARD_BASE_URL, else {DEFAULT_DASHBOARD_BASE_URL})",
+    )
     parser.add_argument("--fast", action="store_true", help="1 s scrapes, 5 s heal cooldown")
     parser.add_argument(
         "--alert-for",
@@ -458,7 +503,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "default: the committed 2-15 minutes)",
     )
     parser.add_argument("--workdir", type=Path, help="configs, data and logs (default: temporary)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line: run the stack until Ctrl-C."""
+    args = build_parser().parse_args(argv)
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="llmbot-stack-"))
     workdir.mkdir(parents=True, exist_ok=True)
@@ -474,6 +524,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             prometheus_port=args.prometheus_port,
             alertmanager_port=args.alertmanager_port,
             human_webhook_url=args.human_webhook_url,
+            runbook_base_url=args.runbook_base_url,
+            dashboard_base_url=args.dashboard_base_url,
         ) as (prom, am):
             print(f"Prometheus   {prom.url}  (log {prom.log_path})")
             print(f"Alertmanager {am.url}  (log {am.log_path})")
