@@ -11,6 +11,7 @@ notifications and what users received; waits poll with generous timeouts, never 
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -459,13 +460,15 @@ async def test_failing_model_alerts_people_and_degrades_until_it_recovers(
     degraded = await eventually(lambda: level(lambda v: v >= 2), "Prometheus sees level >= 2")
     assert degraded == DegradationLevel.MEDIUM
 
-    # The model recovers; answered questions bring the 2-minute call ratio under 25 %.
+    # The model recovers; answered questions bring the 2-minute call ratio under 25 %. Each
+    # round asks new questions: a cached answer is no model call.
     gemini.heal()
+    rounds = itertools.count()
 
     async def recovered() -> bool | None:
         if await heal_count(http, app, "error_rate", "reverted") >= 1:
             return True
-        answered = await ask(discord, 10, "recovered")
+        answered = await ask(discord, 10, f"recovered{next(rounds)}")
         assert all(reply.startswith("You said") for _, reply in answered)
         return None
 
