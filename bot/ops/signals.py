@@ -5,6 +5,12 @@ made in the window. A Gemini outage shows in it although its questions end up qu
 failed (the message failure ratio stayed 0 through one). Calls the open breaker refused are left
 out here: the open breaker is a signal of its own (HIGH), and counting its refusals would keep
 the level up after the breaker has closed, until they leave the window.
+
+The window is one minute: the breaker counts only consecutive failures, so calls failing now and
+then (a flaky model) show only here, and a short window lets the level come down within about a
+minute of the model answering again. Measured with a 5-minute window, a 150 s Gemini outage
+kept the level at HIGH for 2.5 minutes after the breaker had closed (new questions queued with
+"reduced mode" notices meanwhile).
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ class SignalProbe:
         calls: Callable[[], LLMCallStats],
         breaker_open: Callable[[], bool],
         queue_pressure: Callable[[], float],
-        window_s: float = 300.0,
+        window_s: float = 60.0,
         min_calls: int = 10,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
