@@ -570,7 +570,7 @@ class BotCollector(Collector):
             ),
             (
                 "llmbot_alert_threshold_error_ratio",
-                "Failed-message ratio above which the bot alerts (HEALTH_ERROR_RATE_THRESHOLD).",
+                "Model-call error ratio above which the bot alerts (HEALTH_ERROR_RATE_THRESHOLD).",
                 t.error_ratio,
             ),
             (
