@@ -16,8 +16,8 @@ run: $(STAMP)             ## the real bot against Discord + Gemini (needs .env)
 check: $(STAMP)           ## validate settings and tokens
 	$(PY) -m bot check
 
-stack: $(STAMP) system-deps   ## Prometheus + Alertmanager (Debian packages) for the local bot
-	$(PY) deploy/local_stack.py --bot 127.0.0.1:9464 --token-file data/webhook_token --fast --alert-for 0s
+stack: $(STAMP) system-deps   ## Prometheus + Alertmanager (Debian packages, committed timings) for the local bot
+	$(PY) deploy/local_stack.py --bot 127.0.0.1:9464 --token-file data/webhook_token
 
 bench: $(STAMP)           ## the performance harness; writes benchmarks/RESULTS.md
 	$(PY) -m benchmarks

@@ -56,6 +56,9 @@ log = logging.getLogger(__name__)
 
 SWEEP_INTERVAL_S = 60.0
 ASSESS_INTERVAL_S = 5.0
+# The degradation level judges errors and reply times over this window: back to none within
+# DEGRADATION_WINDOW_S + ASSESS_INTERVAL_S of a recovery (docs/runbooks.md, degradation levels).
+DEGRADATION_WINDOW_S = 30.0
 STORE_HEALTH_INTERVAL_S = 10.0  # a probe is one small write, a stat and 16 bytes read
 EXIT_ESCALATED = 70  # EX_SOFTWARE: "restart me"
 EXIT_GATEWAY_CLOSED = GatewayRefused.exit_code  # Discord will not take the session back
@@ -272,6 +275,7 @@ class BotApp:
             calls=lambda: self.llm.stats,
             breaker_open=lambda: self.llm.breaker.state == "open",
             queue_pressure=lambda: self.queue.stats.pressure,
+            window_s=DEGRADATION_WINDOW_S,
         )
         self.view = self._build_view()
         self.controls = _Controls(self)

@@ -97,7 +97,7 @@ async def run_demo(
                 + (
                     f"demo: webhook token in {token_file}; watch alerts heal the bot with:\n"
                     f"      python deploy/local_stack.py --bot {app.ops.host_port} "
-                    f"--token-file {token_file} --fast --alert-for 0s\n"
+                    f"--token-file {token_file}   (the committed timings: heals within 2 minutes)\n"
                     if token_file
                     else ""
                 )

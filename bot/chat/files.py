@@ -24,7 +24,12 @@ from bot.chat.ports import DiscordPort, DownloadRefused, DownloadTooLarge
 from bot.chat.refusal import Refusal
 from bot.llm.types import InlineFile
 
-__all__ = ["FileLoader"]
+__all__ = ["VIDEO_DEGRADED_TEXT", "FileLoader"]
+
+VIDEO_DEGRADED_TEXT = (
+    "I'm under heavy load, so I'm not looking at videos for now. Text and images still work; "
+    "please send the video again later."
+)
 
 
 class FileLoader:
@@ -45,7 +50,10 @@ class FileLoader:
         self._video_max = video_max_bytes
         self._video_limiter = video_limiter
 
-    async def load(self, msg: IncomingMessage) -> tuple[tuple[InlineFile, ...], Refusal | None]:
+    async def load(
+        self, msg: IncomingMessage, *, video: bool = True
+    ) -> tuple[tuple[InlineFile, ...], Refusal | None]:
+        """The files to send, or a refusal; `video=False` (a degraded bot) refuses videos."""
         attachments = list(msg.attachments)
         if msg.quoted is not None:
             attachments.extend(msg.quoted.attachments)
@@ -70,6 +78,8 @@ class FileLoader:
             if refusal is not None:
                 return (), refusal
             if kind == "video":
+                if not video:
+                    return (), Refusal("video_degraded", VIDEO_DEGRADED_TEXT)
                 video_tokens += estimate_video_tokens(att.size)
             limit = self._video_max if kind == "video" else self._image_max
             checked.append((info, media_type(info) or "application/octet-stream", limit))

@@ -44,7 +44,12 @@ from bot.llm.errors import (
 )
 from bot.llm.service import LLMService
 from bot.llm.types import GenerationSettings, LLMReply, LLMRequest, Message
-from bot.resilience.degradation import DegradationLevel, DegradationState, route
+from bot.resilience.degradation import (
+    DegradationLevel,
+    DegradationState,
+    level_effects,
+    route,
+)
 from bot.resilience.queue import MessageQueue
 
 __all__ = ["ChatPipeline", "ChatStats", "ChatTuning", "DropReason", "FallbackTexts", "Outcome"]
@@ -101,7 +106,10 @@ class FallbackTexts:
 
 @dataclass
 class ChatTuning:
-    """Run-time reductions (self-healing's reduced mode); None means the settings' value."""
+    """Run-time reductions (self-healing's reduced mode); None means the settings' value.
+
+    The degradation level has limits of its own (`level_effects`); the stricter one wins.
+    """
 
     history_messages: int | None = None
     max_output_tokens: int | None = None
@@ -121,6 +129,8 @@ class ChatStats:
     in_flight: int = 0
     # Recent message-to-reply times, for the percentiles of /status (bounded).
     recent_seconds: deque[float] = field(default_factory=lambda: deque(maxlen=1000))
+    # The same with the monotonic time each reply was sent, for windowed percentiles (bounded).
+    recent_replies: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=1000))
 
 
 class ResponseObserver(Protocol):
@@ -196,8 +206,10 @@ class ChatPipeline:
                     thought = _Thought(Reply.text(INTERNAL_ERROR_TEXT, "failed"))
                 span.set_attribute("llmbot.reply.kind", thought.reply.kind)
                 await self._send(msg, thought)
-                elapsed = time.monotonic() - msg.received_at
+                now = time.monotonic()
+                elapsed = now - msg.received_at
                 self.stats.recent_seconds.append(elapsed)
+                self.stats.recent_replies.append((now, elapsed))
                 self.telemetry.observe_response(elapsed)
 
     async def _think(self, msg: IncomingMessage) -> _Thought:
@@ -213,12 +225,13 @@ class ChatPipeline:
         if not msg.text.strip() and not msg.attachments:
             return _Thought(Reply.text(EMPTY_PROMPT_HINT, "notice"))
 
-        request, refusal_text = await self._build_request(msg)
+        calls_now = level_effects(self.degradation.level).call_model
+        request, refusal_text = await self._build_request(msg, for_call=calls_now)
         if request is None:
             return _Thought(Reply.text(refusal_text, "refused"))
         if self.degradation.maintenance:
             return _Thought(self._fallback(request, "maintenance"))
-        if self.degradation.level >= DegradationLevel.HIGH:
+        if not level_effects(self.degradation.level).call_model:
             # Badly degraded: serve from the cache, or let the queue worker pace the calls.
             cached = self.llm.cached(request)
             if cached is not None:
@@ -232,20 +245,33 @@ class ChatPipeline:
             return _Thought(await self._later(msg, request, exc))
         return self._answer(msg, request, answer.reply, cached=answer.cached)
 
-    async def _build_request(self, msg: IncomingMessage) -> tuple[LLMRequest | None, str]:
-        """What goes to the model: the history and the prompt with its files (or a refusal)."""
-        files, refusal = await self.files.load(msg)
+    async def _build_request(
+        self, msg: IncomingMessage, *, for_call: bool = True
+    ) -> tuple[LLMRequest | None, str]:
+        """What goes to the model: the history and the prompt with its files (or a refusal),
+        within the limits of reduced mode and of the degradation level.
+
+        The level's history and output limits shape calls; `for_call=False` (at high, where a
+        new question makes no call now) builds the request as at none, so that the cache is
+        looked up with what a healthy bot would have asked. In maintenance videos are not
+        refused with the load notice: the maintenance text says more.
+        """
+        effects = level_effects(self.degradation.level)
+        video = effects.video or self.degradation.maintenance
+        files, refusal = await self.files.load(msg, video=video)
         if refusal is not None:
             return None, refusal.message
+        if not for_call:
+            effects = level_effects(DegradationLevel.NONE)
         with _tracer.start_as_current_span("context build") as span:
             history = await self.context.history(msg)
             span.set_attribute("llmbot.context.turns", len(history))
         generation = self.generation
-        if (keep := self.tuning.history_messages) is not None:
+        if (keep := _stricter(self.tuning.history_messages, effects.history_messages)) is not None:
             history = history[-keep:] if keep else []
             while history and history[0].role == "model":  # open with the user's turn
                 history = history[1:]
-        if (cap := self.tuning.max_output_tokens) is not None:
+        if (cap := _stricter(self.tuning.max_output_tokens, effects.max_output_tokens)) is not None:
             current = generation.max_output_tokens
             generation = replace(generation, max_output_tokens=min(cap, current or cap))
         prompt = Message(role="user", text=speaker_text(msg), files=files)
@@ -436,6 +462,13 @@ class ChatPipeline:
             user_turn, answer_text = thought.remember
             model_turn = Turn("model", answer_text, None, sent_ids[0], time.time())
             self.memory.append(msg.conversation_key, user_turn, model_turn)
+
+
+def _stricter(a: int | None, b: int | None) -> int | None:
+    """The smaller of two optional limits (None: no limit)."""
+    if a is None:
+        return b
+    return a if b is None else min(a, b)
 
 
 def _why(exc: LLMError) -> str:

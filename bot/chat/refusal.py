@@ -19,6 +19,7 @@ REFUSAL_REASONS = (
     "video_daily_requests",
     "video_hourly_tokens",
     "video_daily_tokens",
+    "video_degraded",
     "unsupported_attachment",
     "attachment_too_large",
     "attachments_too_large",

@@ -17,7 +17,11 @@ import psutil
 from bot.healing.actions import ActionResult
 from bot.healing.controls import BotControls
 from bot.healing.payload import Alert
-from bot.resilience.degradation import DegradationLevel
+from bot.resilience.degradation import (
+    LIGHT_HISTORY_MESSAGES,
+    LIGHT_MAX_OUTPUT_TOKENS,
+    DegradationLevel,
+)
 
 __all__ = ["build_remedies"]
 
@@ -35,10 +39,11 @@ def _sites(sites: list[tuple[str, int]]) -> str:
 
 @dataclass(frozen=True, slots=True)
 class ReducedMode:
-    """What `response_time` changes while its alert fires."""
+    """What `response_time` changes while its alert fires (the request limits of degradation
+    level MEDIUM, without refusing videos); `queue` divides the queue's retry interval."""
 
-    history_messages: int = 10
-    max_output_tokens: int = 512
+    history_messages: int = LIGHT_HISTORY_MESSAGES
+    max_output_tokens: int = LIGHT_MAX_OUTPUT_TOKENS
     queue_retry_divisor: float = 3.0
 
 
@@ -148,7 +153,8 @@ class ResponseTimeRemedy(_Remedy):
 
 
 class ErrorRateRemedy(_Remedy):
-    """Degrade to medium (queue and fallbacks instead of retry storms) and renew the client."""
+    """Degrade to medium (lighter requests, no video: see bot.resilience.degradation) and
+    renew the Gemini client."""
 
     name = "error_rate"
 

@@ -78,8 +78,16 @@ class SignalProbe:
         return HealthSignals(
             rss_bytes=_PROCESS.memory_info().rss,
             error_ratio=ratio,
-            p95_s=percentile(self._stats.recent_seconds, 95, empty=0.0),
+            p95_s=self._recent_p95(now),
             breaker_open=self._breaker_open(),
             queue_pressure=self._queue_pressure(),
             messages_in_window=judged - judged0,
+        )
+
+    def _recent_p95(self, now: float) -> float:
+        """p95 of the replies sent within the window, so slow replies stop counting once they
+        leave it (the 1,000 recent replies /status keeps may be hours old on a quiet bot)."""
+        recent = self._stats.recent_replies
+        return percentile(
+            (seconds for at, seconds in recent if now - at <= self._window_s), 95, empty=0.0
         )

@@ -1,9 +1,31 @@
-"""How degraded the bot is (none, low, medium, high), why, and what to do with a new message.
+"""How degraded the bot is (none, low, medium, high), why, and what each level changes.
 
 `DegradationPolicy` turns health signals into a level with a reason. `DegradationState` owns the
 one effective level: the latest health assessment, raised by overrides (self-healing, operators)
-and by maintenance mode. `route()` and `choose_fallback()` are the pure decisions the chat
-pipeline takes from it. Nothing here imports prometheus: `stats` is read at scrape time.
+and by maintenance mode. `level_effects()`, `route()` and `choose_fallback()` are the pure
+decisions the chat pipeline takes from it. Nothing here imports prometheus: `stats` is read at
+scrape time.
+
+What each level does to a new question (each level keeps the changes of the levels below it;
+the triggers are those of `DegradationPolicy` with the default `DEGRADATION_*` settings):
+
+| level  | entered when (defaults)                     | what changes for users                    |
+|--------|---------------------------------------------|-------------------------------------------|
+| none   | every signal under its threshold            | nothing: the configured context, output   |
+|        |                                             | and attachments                           |
+| low    | p95 reply time > 10 s (under 20 s)          | videos are refused with a notice (the     |
+|        |                                             | heaviest, slowest requests); text and     |
+|        |                                             | images as usual                           |
+| medium | RSS > 400 MB, error ratio > 10 %, p95 >=    | + shorter requests: at most 10 history    |
+|        | 20 s, queue > 80 % full, or the `error_rate`| messages and 512 output tokens            |
+|        | heal's override                             | (`LEVEL_EFFECTS`)                         |
+| high   | breaker open, RSS >= 600 MB, error ratio >= | + no model call for a new question: a     |
+|        | 20 %, queue full, or maintenance            | cached answer, else queued with a notice  |
+|        |                                             | (fallback text when the queue is full);   |
+|        |                                             | in maintenance the maintenance text       |
+
+The same limits apply to queued questions when the queue worker answers them. Self-healing's
+reduced mode (`response_time`) sets the medium limits too; the stricter of the two wins.
 """
 
 from __future__ import annotations
@@ -18,6 +40,9 @@ from typing import Final, Literal
 __all__ = [
     "FALLBACK_KINDS",
     "HEALTHY_REASON",
+    "LEVEL_EFFECTS",
+    "LIGHT_HISTORY_MESSAGES",
+    "LIGHT_MAX_OUTPUT_TOKENS",
     "MAINTENANCE_SOURCE",
     "ROUTES",
     "Assessment",
@@ -27,8 +52,10 @@ __all__ = [
     "DegradationStats",
     "FallbackKind",
     "HealthSignals",
+    "LevelEffects",
     "Route",
     "choose_fallback",
+    "level_effects",
     "route",
 ]
 
@@ -303,6 +330,43 @@ class DegradationState:
                 logger.exception("on_change hook of the degradation state failed")
 
 
+@dataclass(frozen=True, slots=True)
+class LevelEffects:
+    """What a degradation level changes for a new request; None means the settings' value."""
+
+    history_messages: int | None = None  # at most this many history messages to the model
+    max_output_tokens: int | None = None  # at most this many output tokens
+    video: bool = True  # whether videos are sent to the model (else refused with a notice)
+    call_model: bool = True  # False: a cached answer or the queue, never a call now (`route`)
+
+
+# The lighter requests of MEDIUM and above; self-healing's reduced mode uses the same figures.
+LIGHT_HISTORY_MESSAGES: Final = 10
+LIGHT_MAX_OUTPUT_TOKENS: Final = 512
+
+# The limits of each level (the table of the module docstring); each keeps those below it.
+LEVEL_EFFECTS: Final[dict[DegradationLevel, LevelEffects]] = {
+    DegradationLevel.NONE: LevelEffects(),
+    DegradationLevel.LOW: LevelEffects(video=False),
+    DegradationLevel.MEDIUM: LevelEffects(
+        history_messages=LIGHT_HISTORY_MESSAGES,
+        max_output_tokens=LIGHT_MAX_OUTPUT_TOKENS,
+        video=False,
+    ),
+    DegradationLevel.HIGH: LevelEffects(
+        history_messages=LIGHT_HISTORY_MESSAGES,
+        max_output_tokens=LIGHT_MAX_OUTPUT_TOKENS,
+        video=False,
+        call_model=False,
+    ),
+}
+
+
+def level_effects(level: DegradationLevel) -> LevelEffects:
+    """What `level` changes for a new request (see the module docstring's table)."""
+    return LEVEL_EFFECTS[level]
+
+
 Route = Literal["call", "queue", "fallback", "maintenance"]
 ROUTES: Final[tuple[Route, ...]] = ("call", "queue", "fallback", "maintenance")
 
@@ -330,12 +394,12 @@ def route(
     yet a real answer later is likely: the quota refills, the breaker half-opens, the queue
     worker paces calls in batches. `call_failed` is the pipeline asking again after a call that
     failed for good (retries spent, or the quota/breaker refused it first). LOW and MEDIUM
-    change no routing: they are warnings (metric, status, fallback text) for people and
-    self-healing. `can_queue` is `MessageQueue.would_accept(priority)`.
+    still call, with the lighter requests of `level_effects()`. `can_queue` is
+    `MessageQueue.would_accept(priority)`.
     """
     if maintenance:
         return "maintenance"
-    if quota_exhausted or breaker_open or call_failed or level >= DegradationLevel.HIGH:
+    if quota_exhausted or breaker_open or call_failed or not level_effects(level).call_model:
         return "queue" if can_queue else "fallback"
     return "call"
 

@@ -92,9 +92,16 @@ class LiveStack:
 
 @contextmanager
 def live_stack(
-    stack: ModuleType, workdir: Path, token_file: Path, human_webhook_url: str
+    stack: ModuleType,
+    workdir: Path,
+    token_file: Path,
+    human_webhook_url: str,
+    intervals: Mapping[str, str] | None = None,
 ) -> Iterator[LiveStack]:
-    """Start the pair with a placeholder target; tests call `point_at` with their bot."""
+    """Start the pair with a placeholder target; tests call `point_at` with their bot.
+
+    `intervals` as for `render_configs` (default `live_intervals`: fast, every `for:` at 0 s;
+    `{}` keeps the committed timings)."""
     need_binary(stack.PROMETHEUS_BINARY)
     need_binary(stack.ALERTMANAGER_BINARY)
     am_port, prom_port = stack.free_port(), stack.free_port()
@@ -105,7 +112,7 @@ def live_stack(
         prometheus=None,
         alertmanager=None,
         alertmanager_target=f"127.0.0.1:{am_port}",
-        intervals=live_intervals(stack),
+        intervals=live_intervals(stack) if intervals is None else intervals,
     )
     rendered = live.render("127.0.0.1:9", human_webhook_url)
     with (

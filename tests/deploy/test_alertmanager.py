@@ -92,8 +92,9 @@ def test_heal_route_and_receiver() -> None:
     assert heal["continue"] is True
     # The 5-minute healing cooldown is Alertmanager's repeat interval on this route.
     assert _duration_s(heal["repeat_interval"]) == 300
-    assert _duration_s(heal["group_interval"]) == 300
-    assert _duration_s(heal["group_wait"]) <= 30
+    # One group per alert, so a new heal trigger never waits for a running group's interval;
+    # test_heal_timing.py holds group_wait and group_interval to the 2-minute budget.
+    assert heal["group_by"] == ["..."]
     pager = next(r for r in route["routes"] if r["receiver"] == "pager")
     assert _duration_s(pager["repeat_interval"]) >= 3600
 

@@ -56,7 +56,8 @@ def test_rendered_prometheus_config(
     assert jobs["discord-llm-bot"]["static_configs"] == [{"targets": ["127.0.0.1:19464"]}]
     targets = config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"]
     assert targets == ["127.0.0.1:19093"]
-    assert [Path(f).name for f in config["rule_files"]] == ["recording.yml", "alerts.yml"]
+    rule_files = [Path(f).name for f in config["rule_files"]]
+    assert rule_files == ["recording.yml", "alerts.yml", "heal.yml"]
     result = subprocess.run(
         [promtool, "check", "config", str(rendered.prometheus)], capture_output=True, text=True
     )

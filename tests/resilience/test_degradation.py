@@ -5,12 +5,16 @@ from __future__ import annotations
 import pytest
 
 from bot.resilience.degradation import (
+    LIGHT_HISTORY_MESSAGES,
+    LIGHT_MAX_OUTPUT_TOKENS,
     Assessment,
     DegradationLevel,
     DegradationPolicy,
     DegradationState,
     HealthSignals,
+    LevelEffects,
     choose_fallback,
+    level_effects,
     route,
 )
 from tests.fakes import FakeClock
@@ -332,3 +336,70 @@ def test_unusable_model_queues_or_falls_back_when_the_queue_cannot_take_it(
 
     assert decide(True) == "queue"
     assert decide(False) == "fallback"
+
+
+# -- what each level changes -------------------------------------------------------------------
+
+
+def test_none_changes_nothing() -> None:
+    assert level_effects(NONE) == LevelEffects(
+        history_messages=None, max_output_tokens=None, video=True, call_model=True
+    )
+
+
+def test_low_refuses_videos_and_nothing_else() -> None:
+    assert level_effects(LOW) == LevelEffects(video=False)
+
+
+def test_medium_sends_shorter_requests_without_video() -> None:
+    effects = level_effects(MEDIUM)
+    assert (effects.history_messages, effects.max_output_tokens) == (10, 512)
+    assert (LIGHT_HISTORY_MESSAGES, LIGHT_MAX_OUTPUT_TOKENS) == (10, 512)
+    assert not effects.video
+    assert effects.call_model
+
+
+def test_high_makes_no_call_for_a_new_question() -> None:
+    effects = level_effects(HIGH)
+    assert not effects.call_model
+    assert (effects.history_messages, effects.max_output_tokens, effects.video) == (10, 512, False)
+
+
+@pytest.mark.parametrize(("lower", "higher"), [(NONE, LOW), (LOW, MEDIUM), (MEDIUM, HIGH)])
+def test_each_level_keeps_the_limits_of_the_one_below(
+    lower: DegradationLevel, higher: DegradationLevel
+) -> None:
+    def tighter_or_equal(a: int | None, b: int | None) -> bool:
+        return b is not None and (a is None or b <= a)
+
+    low, high = level_effects(lower), level_effects(higher)
+    assert low.video or not high.video
+    assert low.call_model or not high.call_model
+    for name in ("history_messages", "max_output_tokens"):
+        a, b = getattr(low, name), getattr(high, name)
+        assert (a is None and b is None) or tighter_or_equal(a, b), name
+    assert low != high  # every level changes something
+
+
+@pytest.mark.parametrize("level", list(DegradationLevel))
+def test_route_queues_exactly_where_the_level_makes_no_call(level: DegradationLevel) -> None:
+    decision = route(level, quota_exhausted=False, breaker_open=False, maintenance=False)
+    assert decision == ("call" if level_effects(level).call_model else "queue")
+
+
+@pytest.mark.parametrize(
+    ("signals", "expected"),
+    [
+        # The original thresholds (400 MB, 10 % errors, p95 10 s), as the defaults.
+        ({"p95_s": 10.5, "messages_in_window": BUSY}, LOW),
+        ({"rss_bytes": 401 * MIB}, MEDIUM),
+        ({"error_ratio": 0.11, "messages_in_window": BUSY}, MEDIUM),
+        ({"breaker_open": True}, HIGH),
+    ],
+)
+def test_the_original_thresholds_change_behaviour(
+    signals: dict[str, object], expected: DegradationLevel
+) -> None:
+    level = level_of(**signals)
+    assert level == expected
+    assert level_effects(level) != level_effects(NONE)
