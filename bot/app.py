@@ -170,6 +170,7 @@ class BotApp:
             self.llm.quota,
             _JsonState(self.store.namespace("quota"), "state"),
             interval_s=s.quota_flush_interval_seconds,
+            on_store_error=self._count_store_error,
         )
         self.queue = MessageQueue(
             self.store.namespace("queue"),
@@ -179,6 +180,7 @@ class BotApp:
             retry_interval_s=s.queue_retry_interval_seconds,
             batch_size=s.queue_batch_size,
             clock=clock,
+            on_store_error=self._count_store_error,
         )
         self.degradation = DegradationState(
             DegradationPolicy(
@@ -201,6 +203,7 @@ class BotApp:
                 self.memory,
                 self.store.namespace("conversations"),
                 ttl_s=s.conversation_timeout_minutes * 60,
+                on_store_error=self._count_store_error,
             )
             if s.persist_conversations
             else None
@@ -269,6 +272,7 @@ class BotApp:
         self.queue_worker = QueueWorker(self.queue, self.pipeline)
         self.signals = SignalProbe(
             self.pipeline.stats,
+            calls=lambda: self.llm.stats,
             breaker_open=lambda: self.llm.breaker.state == "open",
             queue_pressure=lambda: self.queue.stats.pressure,
             window_s=DEGRADATION_WINDOW_S,
@@ -346,6 +350,11 @@ class BotApp:
         self.stopped = asyncio.Event()
         self._exit_requested = asyncio.Event()
 
+    def _count_store_error(self) -> None:
+        """A store write of the message path failed (queue, quota, conversations):
+        `llmbot_errors_total{component="store"}`."""
+        self.pipeline.record_error("store")
+
     def _build_view(self) -> BotView:
         """What ops may read of this bot: each figure from the component that owns it."""
         s, llm, gateway = self.settings, self.llm, self.gateway
@@ -359,6 +368,7 @@ class BotApp:
             cache=lambda: llm.cache.stats,
             quota=llm.quota.snapshot,
             llm_timeout=lambda: llm.timeout.current() if llm.timeout else None,
+            llm_calls=lambda: llm.stats,
             breakers=lambda: {
                 llm.breaker.name: llm.breaker.state,
                 "discord": gateway.delivery.hold.state,

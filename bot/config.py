@@ -355,7 +355,9 @@ def known_setting_names() -> frozenset[str]:
 
 
 # Read by docker-compose.yml or deploy/local_stack.py, not by the bot: never "unknown".
-OTHER_TOOLS_SETTINGS = frozenset({"BOT_MODE", "ALERT_DISCORD_WEBHOOK_URL"})
+OTHER_TOOLS_SETTINGS = frozenset(
+    {"BOT_MODE", "ALERT_DISCORD_WEBHOOK_URL", "RUNBOOK_BASE_URL", "DASHBOARD_BASE_URL"}
+)
 OTHER_TOOLS_PREFIXES = ("OTEL_", "GRAFANA_", "COMPOSE_")
 # Variables an orchestrator sets for a service named like the bot (Kubernetes: DISCORD_LLM_BOT_
 # SERVICE_HOST, ..._PORT_9464_TCP): they share a prefix by accident.

@@ -3,7 +3,11 @@
 Renders copies of deploy/prometheus/prometheus.yml and deploy/alertmanager/alertmanager.yml with
 loopback targets (optionally with shorter intervals), then runs the Debian binaries
 (`prometheus`, `prometheus-alertmanager`) on loopback ports and waits until they are ready.
-Routes, receivers, rules and inhibitions stay as committed; only addresses and timings change.
+Routes, receivers, rules and inhibitions stay as committed; only addresses and timings change,
+and the alert links' bases (`global.external_labels` of prometheus.yml, which the committed file
+takes from the environment) are written in: by default this checkout's docs/runbooks.md as a
+file:// URL and Grafana on http://localhost:3000 (RUNBOOK_BASE_URL, DASHBOARD_BASE_URL or
+--runbook-base-url, --dashboard-base-url override them).
 
 Pages and warnings go to the ops channel's Discord webhook: its URL comes from
 ALERT_DISCORD_WEBHOOK_URL, or --discord-webhook-url-file, or deploy/secrets/discord_webhook_url,
@@ -45,6 +49,8 @@ from bot.emulator.local_server import free_port
 
 __all__ = [
     "ALERTMANAGER_CONFIG",
+    "DEFAULT_DASHBOARD_BASE_URL",
+    "DEFAULT_RUNBOOK_BASE_URL",
     "DISCARD_URL",
     "DISCORD_URL_ENV",
     "FAST_INTERVALS",
@@ -68,6 +74,10 @@ DEFAULT_TOKEN_FILE: Final = DEPLOY_DIR / "secrets" / "webhook_token"
 # same file docker-compose.yml mounts), never a command-line argument that `ps` shows.
 DISCORD_URL_ENV: Final = "ALERT_DISCORD_WEBHOOK_URL"
 DEFAULT_DISCORD_URL_FILE: Final = DEPLOY_DIR / "secrets" / "discord_webhook_url"
+# Where the alerts' runbook_url and dashboard_url start (prometheus.yml external_labels).
+DEFAULT_RUNBOOK_BASE_URL: Final = (DEPLOY_DIR.parent / "docs" / "runbooks.md").as_uri()
+DEFAULT_DASHBOARD_BASE_URL: Final = "http://localhost:3000"
+LINK_LABELS: Final = ("runbook_base_url", "dashboard_base_url")
 
 BOT_JOB: Final = "discord-llm-bot"
 HEAL_RECEIVER: Final = "bot-heal"
@@ -152,9 +162,17 @@ def _render_prometheus(
     intervals: Mapping[str, str],
     rule_files: Sequence[Path],
     alertmanager_target: str | None,
+    links: Mapping[str, str],
 ) -> Path:
     config = _load_yaml(PROMETHEUS_CONFIG)
     global_section = config.setdefault("global", {})
+    labels = global_section.setdefault("external_labels", {})
+    missing = [name for name in LINK_LABELS if name not in labels]
+    if missing:
+        raise StackError(f"{PROMETHEUS_CONFIG} has no external label {', '.join(missing)}")
+    # The committed values are ${VARIABLES} for Prometheus to expand; Debian's runs without
+    # that feature flag, so the copy gets the values themselves.
+    labels.update(links)
     for key in _PROMETHEUS_KEYS:
         if key in intervals:
             global_section[key] = intervals[key]
@@ -174,9 +192,10 @@ def _render_prometheus(
         jobs.append(
             {"job_name": "alertmanager", "static_configs": [{"targets": [alertmanager_target]}]}
         )
-        config["alerting"] = {
-            "alertmanagers": [{"static_configs": [{"targets": [alertmanager_target]}]}]
-        }
+        # Only the target changes: the alert relabelling (dropping the link labels) stays.
+        config.setdefault("alerting", {})["alertmanagers"] = [
+            {"static_configs": [{"targets": [alertmanager_target]}]}
+        ]
     else:
         config.pop("alerting", None)
     config["scrape_configs"] = jobs
@@ -279,6 +298,8 @@ def render_configs(
     alertmanager_target: str | None = None,
     human_webhook_url: str | None = None,
     discord_url: str | None = None,
+    runbook_base_url: str = DEFAULT_RUNBOOK_BASE_URL,
+    dashboard_base_url: str = DEFAULT_DASHBOARD_BASE_URL,
 ) -> RenderedConfigs:
     """Write prometheus.yml and alertmanager.yml for local targets into `out_dir`.
 
@@ -286,6 +307,8 @@ def render_configs(
     repeat_interval and alert_for (see FAST_INTERVALS); without it the committed timings stay.
     Pages and warnings go to the Discord webhook `discord_url` (None: a closed loopback port),
     or with `human_webhook_url` as Alertmanager webhook JSON to that URL instead.
+    `runbook_base_url` and `dashboard_base_url` start every alert's runbook_url and
+    dashboard_url (prometheus.yml's external labels).
     """
     intervals = dict(intervals or {})
     unknown = set(intervals) - INTERVAL_KEYS
@@ -295,7 +318,12 @@ def render_configs(
     rule_files = _render_rules(out_dir, intervals.get("alert_for"))
     return RenderedConfigs(
         prometheus=_render_prometheus(
-            out_dir, bot_target, intervals, rule_files, alertmanager_target
+            out_dir,
+            bot_target,
+            intervals,
+            rule_files,
+            alertmanager_target,
+            {"runbook_base_url": runbook_base_url, "dashboard_base_url": dashboard_base_url},
         ),
         alertmanager=_render_alertmanager(
             out_dir, webhook_url, token_file, intervals, human_webhook_url, discord_url
@@ -447,6 +475,8 @@ def running_stack(
     alertmanager_port: int | None = None,
     human_webhook_url: str | None = None,
     discord_url: str | None = None,
+    runbook_base_url: str = DEFAULT_RUNBOOK_BASE_URL,
+    dashboard_base_url: str = DEFAULT_DASHBOARD_BASE_URL,
 ) -> Iterator[tuple[ManagedProcess, ManagedProcess]]:
     """Render the configs and run Alertmanager and Prometheus; both stop on exit."""
     am_port = alertmanager_port or free_port()
@@ -460,6 +490,8 @@ def running_stack(
         alertmanager_target=f"127.0.0.1:{am_port}",
         human_webhook_url=human_webhook_url,
         discord_url=discord_url,
+        runbook_base_url=runbook_base_url,
+        dashboard_base_url=dashboard_base_url,
     )
     # Alertmanager first, so Prometheus finds it ready; both stop on the way out.
     with (
@@ -500,8 +532,8 @@ def cli_intervals(fast: bool, alert_for: str | None) -> dict[str, str] | None:
     return intervals or None
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: run the stack until Ctrl-C."""
+def build_parser() -> argparse.ArgumentParser:
+    """The command line; the link bases default from the environment as it is now."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bot", default="127.0.0.1:9464", help="the bot's ops address host:port")
     parser.add_argument("--webhook-url", help="Alertmanager's heal webhook (default: bot /alerts)")
@@ -523,6 +555,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="send pages and warnings as Alertmanager webhook JSON to this URL instead of "
         "Discord (a relay you run)",
     )
+    parser.add_argument(
+        "--runbook-base-url",
+        default=os.environ.get("RUNBOOK_BASE_URL") or DEFAULT_RUNBOOK_BASE_URL,
+        help="start of every alert's runbook_url (default: $RUNBOOK_BASE_URL, else this "
+        "checkout's docs/runbooks.md)",
+    )
+    parser.add_argument(
+        "--dashboard-base-url",
+        default=os.environ.get("DASHBOARD_BASE_URL") or DEFAULT_DASHBOARD_BASE_URL,
+        help="start of every alert's dashboard_url, Grafana's root URL (default: "
+        f"$DASHBOARD_BASE_URL, else {DEFAULT_DASHBOARD_BASE_URL})",
+    )
     parser.add_argument("--fast", action="store_true", help="1 s scrapes, 5 s heal cooldown")
     parser.add_argument(
         "--alert-for",
@@ -532,7 +576,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "default: the committed 2-15 minutes)",
     )
     parser.add_argument("--workdir", type=Path, help="configs, data and logs (default: temporary)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line: run the stack until Ctrl-C."""
+    args = build_parser().parse_args(argv)
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="llmbot-stack-"))
     workdir.mkdir(parents=True, exist_ok=True)
@@ -550,6 +599,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             alertmanager_port=args.alertmanager_port,
             human_webhook_url=args.human_webhook_url,
             discord_url=discord_url,
+            runbook_base_url=args.runbook_base_url,
+            dashboard_base_url=args.dashboard_base_url,
         ) as (prom, am):
             print(f"Prometheus   {prom.url}  (log {prom.log_path})")
             print(f"Alertmanager {am.url}  (log {am.log_path})")

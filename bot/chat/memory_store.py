@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
@@ -20,7 +21,16 @@ class MemoryPersistence:
     """Writes each live conversation as one JSON value; a conversation that has since gone
     (cleared, expired, evicted) is deleted, and the TTL drops what nobody cleans up."""
 
-    def __init__(self, memory: ConversationMemory, namespace: Namespace, ttl_s: float) -> None:
+    def __init__(
+        self,
+        memory: ConversationMemory,
+        namespace: Namespace,
+        ttl_s: float,
+        *,
+        on_store_error: Callable[[], None] | None = None,
+    ) -> None:
+        # Told of every failed save (the app counts them as store errors).
+        self._on_store_error = on_store_error
         self._memory = memory
         self._ns = namespace
         self._ttl_s = ttl_s
@@ -50,6 +60,8 @@ class MemoryPersistence:
                 await self._ns.set_json(key, [asdict(t) for t in turns], ttl_s=self._ttl_s)
         except StoreError:
             log.exception("saving conversations failed; they stay in memory")
+            if self._on_store_error is not None:
+                self._on_store_error()
             return 0
         self._saved = set(live)
         return len(live)

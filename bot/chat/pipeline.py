@@ -8,7 +8,9 @@ module imports no network library.
 
 Outcome counting (`llmbot_messages_total{outcome}`): each reply the pipeline sends is counted
 once by its kind. A queued question therefore counts as `queued` when the notice goes out and
-once more (`answered` or `failed`) when its later answer or drop notice is sent.
+once more (`answered` or `failed`) when its later answer or drop notice is sent; that later
+reply is also counted in `late` (`llmbot_late_replies_total{outcome}`), so the availability SLO
+can judge each message by its first reply alone.
 """
 
 from __future__ import annotations
@@ -121,6 +123,9 @@ class ChatStats:
     errors: dict[str, int] = field(
         default_factory=lambda: {"gemini": 0, "discord": 0, "store": 0, "internal": 0}
     )
+    # Replies to questions that were queued first (their answer, refusal or drop notice);
+    # each is in `outcomes` as well.
+    late: dict[Outcome, int] = field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0))
     in_flight: int = 0
     # Recent message-to-reply times, for the percentiles of /status (bounded).
     recent_seconds: deque[float] = field(default_factory=lambda: deque(maxlen=1000))
@@ -385,14 +390,15 @@ class ChatPipeline:
         async with self._in_flight():
             request, refusal_text = await self._build_request(msg)
             if request is None:
-                await self._send(msg, _Thought(Reply.text(refusal_text, "refused")))
+                await self._send(msg, _Thought(Reply.text(refusal_text, "refused")), late=True)
                 return
             try:
                 answer = await self.llm.answer(request, tag=msg.conversation_key)
             except LLMBadRequest as exc:  # final: answered with the reason, not retried
-                await self._send(msg, _Thought(self._refused_by_model(request, exc)))
+                await self._send(msg, _Thought(self._refused_by_model(request, exc)), late=True)
                 return
-            await self._send(msg, self._answer(msg, request, answer.reply, cached=answer.cached))
+            thought = self._answer(msg, request, answer.reply, cached=answer.cached)
+            await self._send(msg, thought, late=True)
 
     async def notify_dropped(self, payload: dict[str, Any], reason: DropReason) -> None:
         """Tell the user their queued question will not be answered, and why."""
@@ -401,7 +407,7 @@ class ChatPipeline:
         except (KeyError, TypeError, ValueError):
             log.error("a dropped queue entry was unreadable; its user cannot be told")
             return
-        await self._send(msg, _Thought(Reply.text(DROPPED_TEXT[reason], "failed")))
+        await self._send(msg, _Thought(Reply.text(DROPPED_TEXT[reason], "failed")), late=True)
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -435,9 +441,17 @@ class ChatPipeline:
             if self.stats.in_flight == 0:
                 self._idle.set()
 
-    async def _send(self, msg: IncomingMessage, thought: _Thought) -> None:
+    def record_error(self, component: str) -> None:
+        """Count one error of `component` (gemini, discord, store, internal) on the message path,
+        for the parts that report through the app (the queue worker, the stores)."""
+        self.stats.errors[component] = self.stats.errors.get(component, 0) + 1
+
+    async def _send(self, msg: IncomingMessage, thought: _Thought, *, late: bool = False) -> None:
         reply = thought.reply
-        self.stats.outcomes[_OUTCOME_OF_KIND[reply.kind]] += 1
+        outcome = _OUTCOME_OF_KIND[reply.kind]
+        self.stats.outcomes[outcome] += 1
+        if late:
+            self.stats.late[outcome] += 1
         try:
             sent_ids = await self.discord.deliver(msg.target, reply)
         except Exception:

@@ -53,12 +53,15 @@ class QueueWorker:
             # No call was made: waiting costs no attempt.
             await self.queue.defer(item, max(MIN_DEFER_S, exc.retry_after_s or 0.0))
         except LLMError as exc:
+            self.pipeline.record_error("gemini")
             log.warning("queued question failed again: %s", exc.kind)
             if not await self.queue.mark_failed(item, exc.retry_after_s):
                 await self.pipeline.notify_dropped(item.payload, "failed")
         except asyncio.CancelledError:
             raise
         except Exception:
+            # A bug of ours, as in ChatPipeline.handle: counted as an internal error.
+            self.pipeline.record_error("internal")
             log.exception("answering a queued question failed")
             if not await self.queue.mark_failed(item):
                 await self.pipeline.notify_dropped(item.payload, "failed")

@@ -55,6 +55,7 @@ __all__ = [
     "HAND_FINGERPRINT_PREFIX",
     "HEAL_LABEL",
     "HEAL_OUTCOMES",
+    "HEAL_STREAK_RESULTS",
     "IGNORE_REASONS",
     "INSTANCE_LABEL",
     "WEBHOOK_CODES",
@@ -101,6 +102,11 @@ HEAL_OUTCOMES: Final[tuple[str, ...]] = (
     "disabled",
     "dry_run",
 )
+# `llmbot_heal_streaks_total{result}`: how each streak ended (an alert's applications of its
+# action, from the first apply until the alert resolves): `recovered` = the alert resolved before
+# escalation, `escalated` = the action ran `escalate_after` times and the alert still fired. The
+# recovery rate (llmbot:heal_recovery_ratio:rate1d) is recovered / both.
+HEAL_STREAK_RESULTS: Final[tuple[str, ...]] = ("recovered", "escalated")
 # `llmbot_heal_alerts_ignored_total{reason}`: kept apart from the actions counter because an
 # ignored alert often has no valid action to label it with.
 IGNORE_REASONS: Final[tuple[str, ...]] = (
@@ -195,6 +201,10 @@ def _zero_actions() -> dict[tuple[str, str], int]:
     return {(action, outcome): 0 for action in HEAL_ACTIONS for outcome in HEAL_OUTCOMES}
 
 
+def _zero_streaks() -> dict[tuple[str, str], int]:
+    return {(action, result): 0 for action in HEAL_ACTIONS for result in HEAL_STREAK_RESULTS}
+
+
 @dataclass(slots=True)
 class HealStats:
     """Counters and gauges read at scrape time; every label combination starts at 0."""
@@ -203,6 +213,7 @@ class HealStats:
         default_factory=lambda: dict.fromkeys(WEBHOOK_CODES, 0)
     )
     actions_total: dict[tuple[str, str], int] = field(default_factory=_zero_actions)
+    streaks_total: dict[tuple[str, str], int] = field(default_factory=_zero_streaks)
     alerts_ignored_total: dict[str, int] = field(
         default_factory=lambda: dict.fromkeys(IGNORE_REASONS, 0)
     )
@@ -421,6 +432,8 @@ class HealReceiver:
         if len(self._tasks) >= self.max_pending:
             return self._refuse(alert, action.name, "rejected", "job backlog is full")
         del self._alerts[alert.fingerprint]
+        if not state.escalated:  # an escalated streak was counted when it escalated
+            self._count_streak(state.action, "recovered")
         self._remember(key)
         return self._queue(_Job("revert", action, alert, key))
 
@@ -455,6 +468,8 @@ class HealReceiver:
         detail = f"{state.action} ran {state.applications} times and the alert still fires"
         first = not state.escalated
         state.escalated = True
+        if first:
+            self._count_streak(state.action, "escalated")
         decision = self._refuse(alert, state.action, "escalated", detail, log=not first)
         if first:
             logger.error(
@@ -542,6 +557,10 @@ class HealReceiver:
         return await asyncio.shield(task)
 
     # -- state -------------------------------------------------------------------------------
+
+    def _count_streak(self, action: str, result: str) -> None:
+        counts = self._stats.streaks_total
+        counts[(action, result)] = counts.get((action, result), 0) + 1
 
     def _remember(self, key: _DedupKey) -> None:
         self._seen[key] = None

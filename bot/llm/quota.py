@@ -452,9 +452,12 @@ class QuotaPersister:
         interval_s: float = 10.0,
         *,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        on_store_error: Callable[[], None] | None = None,
     ) -> None:
         if interval_s <= 0:
             raise ValueError("interval_s must be positive")
+        # Told of every failed load or save (the app counts them as store errors).
+        self._on_store_error = on_store_error
         self._limiter = limiter
         self._store = state_store
         self._interval_s = interval_s
@@ -468,6 +471,7 @@ class QuotaPersister:
             state = await self._store.load()
         except Exception as exc:
             self.stats.load_errors_total += 1
+            self._store_failed()
             self._limiter.start_conservatively(f"load failed: {exc!r}")
             return False
         if state is None:
@@ -500,6 +504,7 @@ class QuotaPersister:
         except Exception as exc:
             self._limiter.dirty = True
             self.stats.save_errors_total += 1
+            self._store_failed()
             logger.warning("saving the quota state failed, will retry: %r", exc)
             return False
         except BaseException:
@@ -507,6 +512,10 @@ class QuotaPersister:
             raise
         self.stats.flushes_total += 1
         return True
+
+    def _store_failed(self) -> None:
+        if self._on_store_error is not None:
+            self._on_store_error()
 
     async def _run(self) -> None:
         while True:

@@ -15,6 +15,7 @@ from typing import Protocol
 from opentelemetry import trace
 
 from bot.llm.cache import ResponseCache, make_cache_key
+from bot.llm.call_stats import LLMCallStats
 from bot.llm.errors import (
     CircuitOpen,
     LLMBadRequest,
@@ -22,6 +23,7 @@ from bot.llm.errors import (
     LLMRateLimited,
     LLMTimeout,
     QuotaExhausted,
+    call_outcome,
     is_retryable,
     retry_after_hint,
 )
@@ -74,6 +76,8 @@ class LLMService:
         self.breaker = breaker
         self.retry_policy = retry_policy
         self.timeout = timeout
+        # Calls by outcome and breaker rejections: the model-call error ratio of /status.
+        self.stats = LLMCallStats()
 
     def cached(self, request: LLMRequest) -> LLMReply | None:
         """A cached answer for exactly this request, if there is one (used for fallbacks too)."""
@@ -90,6 +94,7 @@ class LLMService:
         if hit is not None:
             return Answer(hit, cached=True, attempts=0)
         if not self.breaker.allow():
+            self.stats.reject()
             raise CircuitOpen(
                 "Gemini is failing; calls are paused", retry_after_s=self.breaker.retry_after_s()
             )
@@ -167,9 +172,11 @@ class LLMService:
             try:
                 reply = await self.client.generate(request, timeout_s=timeout_s)
             except LLMError as exc:
+                self.stats.record(call_outcome(exc))
                 record.failed(exc, time.monotonic() - started)
                 raise
             elapsed = time.monotonic() - started
+            self.stats.record("ok")
             record.succeeded(reply, elapsed)
             if self.timeout is not None:
                 self.timeout.observe(elapsed)

@@ -3,6 +3,13 @@
 `/status` and `/health` in Discord, `GET /status` and the health history all read a
 `HealthSnapshot`, so they always agree with each other (and with `/metrics`, which reads the same
 component figures).
+
+`error_rate` is the model-call error ratio since start (`bot.llm.call_stats`): failed Gemini
+calls plus calls the open breaker refused, over calls made plus those refused. It is the same
+definition as `llmbot:llm_call_error_ratio:*` and `LLMBotHighErrorRatio` (whose heal is
+`error_rate`); `model_calls` and `model_calls_failed` are its two counts. A Gemini outage shows
+here even though its questions are queued rather than failed. `messages_total` and
+`messages_failed` stay the message counts (every reply, failed ones among them).
 """
 
 from __future__ import annotations
@@ -55,6 +62,9 @@ class HealthSnapshot:
     # Discord's REST breaker, and the replies waiting behind it.
     discord_breaker_state: str = "closed"
     discord_held_replies: int = 0
+    # The two counts behind `error_rate` (see the module docstring).
+    model_calls: int = 0
+    model_calls_failed: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -74,6 +84,7 @@ def take_snapshot(view: BotView) -> HealthSnapshot:
     dependencies = view.dependencies()
     breakers = view.breakers()
     hold = view.discord_hold()
+    calls = view.llm_calls()
     now = time.time()
     return HealthSnapshot(
         timestamp=now,
@@ -87,7 +98,7 @@ def take_snapshot(view: BotView) -> HealthSnapshot:
         quota_day_limit=quota.day.limit if quota is not None else 0,
         messages_total=total,
         messages_failed=failed,
-        error_rate=failed / total if total else 0.0,
+        error_rate=calls.error_ratio if calls is not None else 0.0,
         response_p50_s=percentile(recent, 50, empty=0.0),
         response_p95_s=percentile(recent, 95, empty=0.0),
         response_p99_s=percentile(recent, 99, empty=0.0),
@@ -104,4 +115,6 @@ def take_snapshot(view: BotView) -> HealthSnapshot:
         guilds=view.guilds(),
         discord_breaker_state=breakers.get("discord", "closed"),
         discord_held_replies=hold.held if hold is not None else 0,
+        model_calls=calls.wanted if calls is not None else 0,
+        model_calls_failed=calls.failed if calls is not None else 0,
     )

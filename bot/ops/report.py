@@ -42,8 +42,10 @@ class StatusReport:
                 f"Uptime: {format_duration(s.uptime_s)}",
                 f"Quota left: {s.quota_minute_remaining}/{s.quota_minute_limit} this minute, "
                 f"{s.quota_day_remaining}/{s.quota_day_limit} today",
-                f"Messages: {s.messages_total} handled, {s.messages_failed} failed "
-                f"({s.error_rate:.1%}), {s.in_flight} in progress",
+                f"Messages: {s.messages_total} handled, {s.messages_failed} failed, "
+                f"{s.in_flight} in progress",
+                f"Gemini calls: {s.model_calls}, {s.model_calls_failed} failed or refused by "
+                f"the breaker (error rate {s.error_rate:.1%})",
                 f"Response time: p50 {s.response_p50_s:.2f} s, p95 {s.response_p95_s:.2f} s",
                 f"Cache: {s.cache_entries} entries, {_mb(s.cache_bytes)}, "
                 f"hit rate {s.cache_hit_rate:.0%}",
@@ -62,6 +64,6 @@ class StatusReport:
         return (
             f"**Health: {mark}**\n"
             f"Gemini {'up' if s.gemini_up else 'DOWN'} · Discord {'up' if s.discord_up else 'DOWN'}"
-            f" · errors {s.error_rate:.1%} · p95 {s.response_p95_s:.2f} s"
+            f" · Gemini errors {s.error_rate:.1%} · p95 {s.response_p95_s:.2f} s"
             f" · {_mb(s.rss_bytes)} RSS · quota {s.quota_minute_remaining}/min"
         )

@@ -22,6 +22,7 @@ from bot.chat.memory import MemoryStats
 from bot.chat.pipeline import ChatStats
 from bot.healing.receiver import HealStats
 from bot.llm.cache import CacheStats
+from bot.llm.call_stats import LLMCallStats
 from bot.llm.quota import QuotaSnapshot
 from bot.ops.metrics import AlertThresholds, MetricSources, ShardFigures
 from bot.resilience.degradation import DegradationStats
@@ -64,6 +65,7 @@ class BotView:
     cache: Callable[[], CacheStats | None] = _absent
     quota: Callable[[], QuotaSnapshot | None] = _absent
     llm_timeout: Callable[[], float | None] = _absent  # seconds the next model call may take
+    llm_calls: Callable[[], LLMCallStats | None] = _absent  # model calls by outcome, rejections
     breakers: Callable[[], Mapping[str, str]] = _no_breakers  # dependency -> breaker state
     memory: Callable[[], MemoryStats | None] = _absent
     gateway_connected: Callable[[], bool] = _not_connected
@@ -98,6 +100,7 @@ class BotView:
             cache=self.cache,
             quota=self.quota,
             llm_timeout=self.llm_timeout,
+            llm_calls=self.llm_calls,
             breakers=self.breakers,
             dependencies=self.dependencies,
             memory=self.memory,

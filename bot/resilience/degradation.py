@@ -98,7 +98,7 @@ class HealthSignals:
     """One reading of the figures the level is judged on, taken over a recent window."""
 
     rss_bytes: int = 0
-    error_ratio: float = 0.0  # failed / handled messages in the window, 0..1
+    error_ratio: float = 0.0  # failed / made model calls in the window, 0..1 (bot.ops.signals)
     p95_s: float = 0.0  # 95th percentile message-to-reply time in the window
     breaker_open: bool = False
     queue_pressure: float = 0.0  # queued / capacity, 0..1

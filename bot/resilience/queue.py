@@ -142,6 +142,7 @@ class MessageQueue:
         retry_interval_s: float = 30.0,
         batch_size: int = 5,
         clock: Callable[[], float] = time.time,
+        on_store_error: Callable[[], None] | None = None,
     ) -> None:
         if max_size < 1 or max_attempts < 1 or batch_size < 1:
             raise ValueError("max_size, max_attempts and batch_size must be at least 1")
@@ -155,6 +156,8 @@ class MessageQueue:
         self._retry_interval_s = retry_interval_s
         self._store = store
         self._clock = clock
+        # Told of every failed store write or delete (the app counts them as store errors).
+        self._on_store_error = on_store_error
         self.stats = QueueStats(capacity=max_size)
         # Service order: (-priority, seq). n <= max_size, so a sorted list beats a heap here:
         # removal by id and "the last one" (eviction) are both simple.
@@ -527,6 +530,11 @@ class MessageQueue:
     def _sync_size(self) -> None:
         self.stats.size = len(self._order)
 
+    def _store_failed(self) -> None:
+        self.stats.persist_errors_total += 1
+        if self._on_store_error is not None:
+            self._on_store_error()
+
     def _notify(self) -> None:
         self._changed.set()
         self._changed = asyncio.Event()
@@ -544,7 +552,7 @@ class MessageQueue:
         except StoreError as exc:
             if not was_stored:
                 self._stored.discard(item.id)
-            self.stats.persist_errors_total += 1
+            self._store_failed()
             logger.warning("could not persist queued message %s: %s", item.id, exc)
             return
         # The item may have changed or left while the write was in flight.
@@ -565,7 +573,7 @@ class MessageQueue:
         try:
             await self._store.delete(key)
         except StoreError as exc:
-            self.stats.persist_errors_total += 1
+            self._store_failed()
             # Left behind, it would come back after a restart and be answered or notified twice.
             logger.error("could not delete queue entry %r: %s", key, exc)
             return False

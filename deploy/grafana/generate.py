@@ -75,6 +75,11 @@ def quantile(q: str, histogram: str, by: str = "") -> str:
     return f"histogram_quantile({q}, sum by ({keep}) ({rate(histogram + '_bucket')}))"
 
 
+def objective(value: str) -> str:
+    """A fixed objective drawn as a line (llmbot_build_info is 1 for every selected bot)."""
+    return f"{value} * max({v('llmbot_build_info')})"
+
+
 def query(expr: str, legend: str = "", *, instant: bool = False, exemplar: bool = False) -> Any:
     """A Prometheus query on the datasource variable."""
     built = prometheus.Dataquery().expr(expr).legend_format(legend or "__auto").datasource(DS)
@@ -355,11 +360,13 @@ def overview() -> model.Dashboard:
                         query(f"sum({answered}) * 60", "answered"),
                     ),
                     single(
-                        "Error ratio (5m)",
-                        "Failed messages over all messages, from llmbot:error_ratio:rate5m; "
-                        "LLMBotHighErrorRatio compares it with the configured threshold.",
+                        "Gemini call error ratio (5m)",
+                        "Failed Gemini calls (error, timeout) plus calls refused by the open "
+                        "circuit breaker, over the calls wanted: llmbot:llm_call_error_ratio, the "
+                        "error rate of /status; LLMBotHighErrorRatio compares its 2-minute "
+                        "figure with the configured threshold.",
                         "percentunit",
-                        query(f"max(llmbot:error_ratio:rate5m{sel()})", "error ratio"),
+                        query(f"max(llmbot:llm_call_error_ratio:rate5m{sel()})", "error ratio"),
                     ),
                     single(
                         "Degradation level",
@@ -380,7 +387,8 @@ def overview() -> model.Dashboard:
                     single(
                         "Availability budget left (30 d)",
                         "Share of the 30-day error budget of the 99 % availability SLO not yet "
-                        "spent (failed / answered+cached+fallback+queued+failed).",
+                        "spent. A message is good when its first reply answers it (answered, "
+                        "cached); queued, fallback and failed ones spend the budget.",
                         "percentunit",
                         query(budget.format(slo="availability", s=sel()), "budget left"),
                     ),
@@ -404,13 +412,32 @@ def overview() -> model.Dashboard:
                         ],
                     ),
                     ts(
-                        "Error ratio",
-                        "Failed over all messages in 5-minute windows, with the alert threshold "
-                        "exported by the bot (llmbot_alert_threshold_error_ratio).",
+                        "Error ratios",
+                        "Gemini calls: failed (error, timeout) or refused by the open breaker, "
+                        "over 2 minutes, as LLMBotHighErrorRatio judges them against the "
+                        "threshold exported by the bot (llmbot_alert_threshold_error_ratio). "
+                        "Failed replies: failed over all replies in 5 minutes; during a Gemini "
+                        "outage questions are queued, not failed, so this one stays low.",
                         "percentunit",
                         [
-                            query(f"llmbot:error_ratio:rate5m{sel()}", "{{instance}}"),
+                            query(
+                                f"llmbot:llm_call_error_ratio:rate2m{sel()}",
+                                "Gemini calls {{instance}}",
+                            ),
+                            query(
+                                f"llmbot:error_ratio:rate5m{sel()}", "failed replies {{instance}}"
+                            ),
                             query(f"max(llmbot_alert_threshold_error_ratio{sel()})", THRESHOLD),
+                        ],
+                    ),
+                    ts(
+                        "Internal error ratio",
+                        "Replies after an unexpected exception (a bug) over all replies in "
+                        "5 minutes, with the 1 % objective LLMBotInternalErrors uses.",
+                        "percentunit",
+                        [
+                            query(f"llmbot:internal_error_ratio:rate5m{sel()}", "{{instance}}"),
+                            query(objective("0.01"), THRESHOLD),
                         ],
                     ),
                     ts(
@@ -425,6 +452,26 @@ def overview() -> model.Dashboard:
                             query(
                                 f"max(llmbot_alert_threshold_response_seconds{sel()})", THRESHOLD
                             ),
+                        ],
+                    ),
+                    ts(
+                        "Median reply time",
+                        "Message received to reply sent, p50 over 5 minutes, with the 2 s "
+                        "objective LLMBotResponseP50High uses.",
+                        "s",
+                        [
+                            query(f"max(llmbot:response_duration_seconds:p50_5m{sel()})", "p50"),
+                            query(objective("2"), THRESHOLD),
+                        ],
+                    ),
+                    ts(
+                        "p99 reply time",
+                        "Message received to reply sent, p99 over 5 minutes, with the 10 s "
+                        "objective LLMBotResponseP99High uses.",
+                        "s",
+                        [
+                            query(f"max(llmbot:response_duration_seconds:p99_5m{sel()})", "p99"),
+                            query(objective("10"), THRESHOLD),
                         ],
                     ),
                     ts(
@@ -509,6 +556,18 @@ def overview() -> model.Dashboard:
                             )
                         ],
                     ),
+                    ts(
+                        "Heal recovery rate",
+                        "Of the heal streaks that ended in the last day, the share whose alert "
+                        "resolved rather than escalated (llmbot:heal_recovery_ratio:rate1d), "
+                        "with the 80 % LLMBotHealRecoveryLow uses. Empty until a streak ends.",
+                        "percentunit",
+                        [
+                            query(f"llmbot:heal_recovery_ratio:rate1d{sel()}", "{{instance}}"),
+                            query(objective("0.8"), THRESHOLD),
+                        ],
+                        max_value=1,
+                    ),
                     grid(
                         "Last successful healing",
                         "When each healing action last succeeded (actions that never ran are "
@@ -576,7 +635,8 @@ def llm() -> model.Dashboard:
                     ts(
                         "Gemini calls by outcome",
                         "Calls to the Gemini API per second by outcome (ok, error, timeout, "
-                        "rate_limited), retries included.",
+                        "rate_limited), retries included, and the calls the open circuit "
+                        "breaker refused (counted as failed in the model-call error ratio).",
                         "reqps",
                         [
                             query(
@@ -584,7 +644,11 @@ def llm() -> model.Dashboard:
                                 + rate("llmbot_llm_request_duration_seconds_count")
                                 + ")",
                                 "{{outcome}}",
-                            )
+                            ),
+                            query(
+                                "sum(" + rate("llmbot_llm_circuit_rejections_total") + ")",
+                                "refused by the breaker",
+                            ),
                         ],
                     ),
                     ts(
@@ -925,9 +989,32 @@ def runtime() -> model.Dashboard:
                     ),
                     ts(
                         "Python heap",
-                        "Estimate of the memory held by Python objects (allocator statistics).",
+                        "Estimate of the memory the bot itself allocated (anonymous resident "
+                        "memory: Python objects, caches, conversations), with the 80 % of the "
+                        "memory threshold LLMBotHeapHigh uses.",
                         "bytes",
-                        [query(f"llmbot_python_heap_bytes{sel()}", "{{instance}}")],
+                        [
+                            query(f"llmbot_python_heap_bytes{sel()}", "{{instance}}"),
+                            query(
+                                f"0.8 * max(llmbot_alert_threshold_memory_bytes{sel()})", THRESHOLD
+                            ),
+                        ],
+                    ),
+                    ts(
+                        "Memory forecast",
+                        "Resident memory and where it will be in 4 hours at the growth rate of "
+                        "the last hour (llmbot:process_resident_memory_bytes:predict_linear4h), "
+                        "with the threshold: LLMBotMemoryGrowth warns when the forecast crosses "
+                        "it after the first hour of uptime.",
+                        "bytes",
+                        [
+                            query(f"process_resident_memory_bytes{sel()}", "now {{instance}}"),
+                            query(
+                                f"llmbot:process_resident_memory_bytes:predict_linear4h{sel()}",
+                                "in 4 h {{instance}}",
+                            ),
+                            query(f"max(llmbot_alert_threshold_memory_bytes{sel()})", THRESHOLD),
+                        ],
                     ),
                     ts(
                         "CPU",

@@ -28,9 +28,15 @@ RUNBOOKS: Final = ROOT / "docs" / "runbooks.md"
 # The design documents live in shared/ beside the repository (also in CI).
 METRICS_MD: Final = ROOT / "docs" / "metrics.md"
 
-# Where alert annotations link to (the single definition the rule files are checked against).
-RUNBOOK_BASE: Final = "https://github.com/example/discord-llm-bot/blob/main/docs/runbooks.md"
-GRAFANA_BASE: Final = "http://localhost:3000"
+# How alert annotations start their links: the two external labels of prometheus.yml, the one
+# place the bases are configured (the rule files are checked against these).
+RUNBOOK_BASE: Final = "{{ $externalLabels.runbook_base_url }}"
+GRAFANA_BASE: Final = "{{ $externalLabels.dashboard_base_url }}"
+# The environment variables the committed prometheus.yml takes the two bases from.
+LINK_ENV: Final = {
+    "runbook_base_url": "RUNBOOK_BASE_URL",
+    "dashboard_base_url": "DASHBOARD_BASE_URL",
+}
 BOT_JOB: Final = "discord-llm-bot"
 
 INSTALL_HINT: Final = "apt-get install prometheus prometheus-alertmanager (make system-deps)"

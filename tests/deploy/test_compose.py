@@ -21,6 +21,8 @@ SERVICES = {"bot", "prometheus", "alertmanager", "grafana", "otel-collector", "t
 # Images without a shell or HTTP client cannot run a healthcheck; the bot's is in the Dockerfile.
 NO_COMPOSE_HEALTHCHECK = {"bot", "otel-collector"}
 PASSWORD = "only-for-this-test"
+RUNBOOKS = "https://git.test/discord-llm-bot/blob/main/docs/runbooks.md"
+REQUIRED = {"GRAFANA_ADMIN_PASSWORD": PASSWORD, "RUNBOOK_BASE_URL": RUNBOOKS}
 
 
 def _compose_binary() -> Path:
@@ -60,21 +62,41 @@ def _compose(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProc
 
 @pytest.fixture
 def resolved(tmp_path: Path) -> dict[str, Any]:
-    result = _compose(tmp_path, "config", "--format", "json", GRAFANA_ADMIN_PASSWORD=PASSWORD)
+    result = _compose(tmp_path, "config", "--format", "json", **REQUIRED)
     assert result.returncode == 0, result.stderr
     config: dict[str, Any] = json.loads(result.stdout)
     return config
 
 
 def test_config_is_valid_without_a_dotenv(tmp_path: Path) -> None:
-    result = _compose(tmp_path, "config", "--quiet", GRAFANA_ADMIN_PASSWORD=PASSWORD)
+    result = _compose(tmp_path, "config", "--quiet", **REQUIRED)
     assert result.returncode == 0, result.stderr
 
 
-def test_grafana_password_has_no_default(tmp_path: Path) -> None:
-    result = _compose(tmp_path, "config", "--quiet")
+@pytest.mark.parametrize("name", sorted(REQUIRED))
+def test_required_settings_have_no_default(tmp_path: Path, name: str) -> None:
+    others = {key: value for key, value in REQUIRED.items() if key != name}
+    result = _compose(tmp_path, "config", "--quiet", **others)
     assert result.returncode != 0
-    assert "GRAFANA_ADMIN_PASSWORD" in result.stderr
+    assert name in result.stderr
+
+
+def test_alert_links_come_from_one_setting_each(tmp_path: Path, resolved: dict[str, Any]) -> None:
+    # prometheus.yml's external labels are ${RUNBOOK_BASE_URL} and ${DASHBOARD_BASE_URL}:
+    # Prometheus expands them from its environment, and Grafana's root URL is the same value.
+    prometheus = resolved["services"]["prometheus"]
+    assert "--enable-feature=expand-external-labels" in prometheus["command"]
+    assert prometheus["environment"]["RUNBOOK_BASE_URL"] == RUNBOOKS
+    grafana = resolved["services"]["grafana"]["environment"]
+    assert prometheus["environment"]["DASHBOARD_BASE_URL"] == "http://localhost:3000"
+    assert grafana["GF_SERVER_ROOT_URL"] == "http://localhost:3000"
+    elsewhere = _compose(
+        tmp_path, "config", "--format", "json", **REQUIRED, DASHBOARD_BASE_URL="https://g.test"
+    )
+    assert elsewhere.returncode == 0, elsewhere.stderr
+    services = json.loads(elsewhere.stdout)["services"]
+    assert services["prometheus"]["environment"]["DASHBOARD_BASE_URL"] == "https://g.test"
+    assert services["grafana"]["environment"]["GF_SERVER_ROOT_URL"] == "https://g.test"
 
 
 def test_services(resolved: dict[str, Any]) -> None:

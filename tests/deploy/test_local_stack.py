@@ -103,13 +103,44 @@ def test_committed_timings_stay_without_intervals(
     config = load_yaml(rendered.alertmanager)
     assert _timings(config["route"]) == _timings(load_yaml(ALERTMANAGER_CONFIG)["route"])
     prometheus = load_yaml(rendered.prometheus)
-    assert prometheus["global"] == load_yaml(PROMETHEUS_DIR / "prometheus.yml")["global"]
+    committed = load_yaml(PROMETHEUS_DIR / "prometheus.yml")["global"]
+    assert {**prometheus["global"], "external_labels": committed["external_labels"]} == committed
     assert "alerting" not in prometheus
     # Without a Discord URL pages and chat messages go to a closed loopback port, never off
     # the machine.
     receivers = {r["name"]: r for r in config["receivers"]}
     for name in ("pager", "chat"):
         assert receivers[name]["discord_configs"][0]["webhook_url"] == stack.DISCARD_URL
+
+
+def test_alert_links_are_written_in(stack: Any, tmp_path: Path, token_file: Path) -> None:
+    # Debian's Prometheus runs without expand-external-labels: the copy holds the values.
+    default = load_yaml(_render(stack, tmp_path / "a", token_file).prometheus)
+    labels = default["global"]["external_labels"]
+    assert labels["runbook_base_url"] == stack.DEFAULT_RUNBOOK_BASE_URL
+    assert (
+        labels["dashboard_base_url"] == stack.DEFAULT_DASHBOARD_BASE_URL == "http://localhost:3000"
+    )
+    # The default runbook link is this checkout's file, which has a section per alert.
+    assert (DEPLOY.parent / "docs" / "runbooks.md").as_uri() == stack.DEFAULT_RUNBOOK_BASE_URL
+    assert (DEPLOY.parent / "docs" / "runbooks.md").is_file()
+
+    rendered = _render(
+        stack,
+        tmp_path / "b",
+        token_file,
+        alertmanager_target="127.0.0.1:19093",
+        runbook_base_url="https://git.test/runbooks.md",
+        dashboard_base_url="https://grafana.test",
+    )
+    config = load_yaml(rendered.prometheus)
+    assert config["global"]["external_labels"] == {
+        "runbook_base_url": "https://git.test/runbooks.md",
+        "dashboard_base_url": "https://grafana.test",
+    }
+    # The relabelling that keeps them off the alerts stays beside the re-pointed target.
+    committed = load_yaml(PROMETHEUS_DIR / "prometheus.yml")["alerting"]
+    assert config["alerting"]["alert_relabel_configs"] == committed["alert_relabel_configs"]
 
 
 def test_alert_for_override(stack: Any, tmp_path: Path, token_file: Path, promtool: str) -> None:

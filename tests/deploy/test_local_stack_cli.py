@@ -35,3 +35,23 @@ def test_a_wrong_duration_is_refused_before_anything_starts() -> None:
     )
     assert result.returncode == 2
     assert "is not a Prometheus duration" in result.stderr
+
+
+def test_link_bases_default_from_the_environment(
+    stack: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("RUNBOOK_BASE_URL", raising=False)
+    monkeypatch.delenv("DASHBOARD_BASE_URL", raising=False)
+    args = stack.build_parser().parse_args([])
+    assert args.runbook_base_url == stack.DEFAULT_RUNBOOK_BASE_URL
+    assert args.dashboard_base_url == stack.DEFAULT_DASHBOARD_BASE_URL
+
+    monkeypatch.setenv("RUNBOOK_BASE_URL", "https://git.test/rb.md")
+    monkeypatch.setenv("DASHBOARD_BASE_URL", "https://g.test")
+    args = stack.build_parser().parse_args([])
+    assert (args.runbook_base_url, args.dashboard_base_url) == (
+        "https://git.test/rb.md",
+        "https://g.test",
+    )
+    args = stack.build_parser().parse_args(["--runbook-base-url", "https://other.test/r.md"])
+    assert args.runbook_base_url == "https://other.test/r.md"

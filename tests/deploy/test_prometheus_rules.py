@@ -5,15 +5,20 @@ from __future__ import annotations
 import re
 import subprocess
 from collections import defaultdict
+from pathlib import Path
 
 import pytest
+import yaml
 
 from bot.healing import HEAL_ACTIONS
 from tests.deploy.support import (
     GRAFANA_BASE,
+    LINK_ENV,
     PROMETHEUS_DIR,
     RULE_TESTS_DIR,
+    RULES_DIR,
     RUNBOOK_BASE,
+    Rule,
     alerts,
     catalogue,
     catalogue_recording_rules,
@@ -155,3 +160,104 @@ def test_every_alert_has_a_runbook_section() -> None:
     anchors = runbook_anchors()
     missing = sorted(rule.name for rule in alerts() if rule.name.lower() not in anchors)
     assert not missing, f"docs/runbooks.md has no section for {missing}"
+
+
+# --- alert links: one configured place ----------------------------------------------------------
+
+
+def test_link_bases_are_external_labels_from_the_environment() -> None:
+    config = load_yaml(PROMETHEUS_DIR / "prometheus.yml")
+    labels = config["global"]["external_labels"]
+    assert {name: labels[name] for name in LINK_ENV} == {
+        name: "${" + variable + "}" for name, variable in LINK_ENV.items()
+    }
+    # They exist for the annotation templates only: alerts leave Prometheus without them.
+    (relabel,) = config["alerting"]["alert_relabel_configs"]
+    assert relabel["action"] == "labeldrop"
+    assert set(relabel["regex"].split("|")) == set(LINK_ENV)
+
+
+def test_no_link_is_written_out_in_the_rules() -> None:
+    for path in rule_files():
+        text = path.read_text(encoding="utf-8")
+        assert "example" not in text, path.name
+        assert not re.search(r"https?://", text.split("groups:", 1)[1]), path.name
+    assert sorted(RULES_DIR.glob("*.yml")) == rule_files()
+
+
+def test_promtool_renders_the_links_from_the_external_labels(promtool: str, tmp_path: Path) -> None:
+    # Every committed alert's two link templates, rendered with prometheus.yml's labels given
+    # values: each link starts with exactly the configured base.
+    rules_file = tmp_path / "links.yml"
+    rules_file.write_text(
+        yaml.safe_dump(
+            {
+                "groups": [
+                    {
+                        "name": "links",
+                        "rules": [
+                            {
+                                "alert": rule.name,
+                                "expr": 'up{job="j"}',
+                                "annotations": {
+                                    key: rule.annotations[key]
+                                    for key in ("runbook_url", "dashboard_url")
+                                },
+                            }
+                            for rule in _distinct_alerts()
+                        ],
+                    }
+                ]
+            }
+        ),
+        encoding="utf-8",
+    )
+    base_runbook, base_grafana = "https://docs.test/runbooks.md", "https://grafana.test:3000"
+    cases = []
+    for rule in _distinct_alerts():
+        uid = re.search(r"/d/([\w-]+)\?", rule.annotations["dashboard_url"])
+        assert uid is not None, rule.name
+        cases.append(
+            {
+                "eval_time": "1m",
+                "alertname": rule.name,
+                "exp_alerts": [
+                    {
+                        "exp_labels": {"job": "j", "instance": "i"},
+                        "exp_annotations": {
+                            "runbook_url": f"{base_runbook}#{rule.name.lower()}",
+                            "dashboard_url": f"{base_grafana}/d/{uid.group(1)}"
+                            "?var-job=j&var-instance=i",
+                        },
+                    }
+                ],
+            }
+        )
+    test_file = tmp_path / "links_test.yml"
+    test_file.write_text(
+        yaml.safe_dump(
+            {
+                "rule_files": [str(rules_file)],
+                "evaluation_interval": "1m",
+                "tests": [
+                    {
+                        "interval": "1m",
+                        "external_labels": {
+                            "runbook_base_url": base_runbook,
+                            "dashboard_base_url": base_grafana,
+                        },
+                        "input_series": [{"series": 'up{job="j", instance="i"}', "values": "1x5"}],
+                        "alert_rule_test": cases,
+                    }
+                ],
+            }
+        ),
+        encoding="utf-8",
+    )
+    result = _run([promtool, "test", "rules", str(test_file)])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _distinct_alerts() -> list[Rule]:
+    """One rule per alert name (the burn-rate alerts have a page and a ticket rule)."""
+    return list({rule.name: rule for rule in alerts()}.values())

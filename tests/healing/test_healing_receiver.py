@@ -437,3 +437,33 @@ async def test_registry_refuses_unknown_and_duplicate_names() -> None:
     assert "memory" in registry
     assert registry.names() == ("memory",)
     assert len(registry) == 1
+
+
+async def test_streaks_count_recoveries_and_escalations_once_each() -> None:
+    # The recovery rate's counts (llmbot_heal_streaks_total): one per streak, by how it ended.
+    h = Harness(cooldown_s=0, escalate_after=2)
+    assert set(h.receiver.stats.streaks_total.values()) == {0}
+    streaks = h.receiver.stats.streaks_total
+
+    # Applied twice (a repeat after the cooldown), then resolved: one recovery.
+    h.submit(firing("fp1", starts_at="2024-05-01T10:00:00Z"))
+    h.submit(firing("fp1", starts_at="2024-05-01T10:01:00Z"))
+    await h.receiver.join()
+    assert decisions(h.submit(resolved("fp1", starts_at="2024-05-01T10:01:00Z"))) == ["revert"]
+    await h.receiver.join()
+    assert streaks[("memory", "recovered")] == 1
+
+    # Escalated (counted once, at the first refusal), then resolved: no recovery.
+    for minute in range(4):
+        h.submit(firing("fp2", heal="error_rate", starts_at=f"2024-05-01T11:0{minute}:00Z"))
+        await h.receiver.join()
+    assert h.count("error_rate", "escalated") == 2
+    assert streaks[("error_rate", "escalated")] == 1
+    h.submit(resolved("fp2", heal="error_rate", starts_at="2024-05-01T11:03:00Z"))
+    await h.receiver.join()
+    assert streaks[("error_rate", "recovered")] == 0
+
+    # A resolve of an alert nothing was applied for is no streak.
+    h.submit(resolved("fp3", starts_at="2024-05-01T12:00:00Z"))
+    assert streaks[("memory", "recovered")] == 1
+    assert streaks[("memory", "escalated")] == 0

@@ -59,3 +59,12 @@ def test_call_outcome_labels() -> None:
     assert call_outcome(LLMUnavailable("503")) == "error"
     # Every outcome the LLM layer can report has a series in the catalogue.
     assert set(get_args(CallOutcome)) == set(LLM_OUTCOMES)
+
+
+def test_a_requests_own_4xx_is_a_call_but_a_refused_key_is_a_failure() -> None:
+    from bot.llm.call_stats import LLMCallStats
+
+    stats = LLMCallStats()
+    for error in (None, LLMBadRequest("400"), LLMConfigurationError("403"), LLMRateLimited("x")):
+        stats.record(call_outcome(error))
+    assert (stats.calls, stats.failed) == (4, 1)

@@ -462,3 +462,21 @@ async def test_periodic_flush_and_final_flush_on_stop() -> None:
     saved = json.loads(store.saved or "null")
     assert saved["day"]["used"] == 2
     await persister.stop()  # stopping twice is harmless
+
+
+async def test_store_failures_are_reported() -> None:
+    # The app counts them as llmbot_errors_total{component="store"}.
+    reported: list[None] = []
+    store = MemoryStateStore(fail_load=True)
+    limiter = QuotaLimiter(rpm=10, daily=500, clock=FakeClock(MINUTE_START))
+    persister = QuotaPersister(limiter, store, on_store_error=lambda: reported.append(None))
+    assert not await persister.load()
+    assert len(reported) == 1
+    limiter.try_acquire()
+    store.fail_save = True
+    assert not await persister.flush_if_dirty()
+    assert len(reported) == 2
+    assert persister.stats.save_errors_total == 1
+    store.fail_save = False
+    assert await persister.flush_if_dirty()
+    assert len(reported) == 2

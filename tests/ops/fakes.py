@@ -11,6 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from bot.chat.memory import ConversationMemory
 from bot.healing.receiver import HealStats
 from bot.llm.cache import ResponseCache
+from bot.llm.call_stats import LLMCallStats
 from bot.llm.quota import QuotaLimiter
 from bot.ops.health import HealthSnapshot
 from bot.ops.metrics import (
@@ -42,6 +43,7 @@ class FakeChat:
 
     outcomes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(MESSAGE_OUTCOMES, 0))
     errors: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ERROR_COMPONENTS, 0))
+    late: dict[str, int] = field(default_factory=lambda: dict.fromkeys(MESSAGE_OUTCOMES, 0))
     in_flight: int = 0
 
 
@@ -53,6 +55,7 @@ class World:
         self.chat = FakeChat()
         self.cache = ResponseCache(max_entries=100_000, max_bytes=1 << 30, clock=self.clock)
         self.quota = QuotaLimiter(1_000_000, 10_000_000, 1.0, clock=self.clock)
+        self.calls = LLMCallStats()
         self.breaker = CircuitBreaker("gemini", failure_threshold=2, clock=self.clock)
         self.memory = ConversationMemory(max_conversations=100_000, clock=self.clock)
         self.store = StoreStats(backend="memory")
@@ -69,6 +72,7 @@ class World:
             chat=lambda: self.chat,
             cache=lambda: self.cache.stats,
             quota=self.quota.snapshot,
+            llm_calls=lambda: self.calls,
             breakers=lambda: {self.breaker.name: self.breaker.state},
             dependencies=lambda: {"gemini": self.breaker.state != "open", "discord": True},
             memory=self.memory.stats,

@@ -13,7 +13,14 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from bot.llm.cache import ResponseCache
-from bot.llm.errors import LLMError, LLMRateLimited, LLMTimeout, LLMUnavailable
+from bot.llm.errors import (
+    CircuitOpen,
+    LLMError,
+    LLMRateLimited,
+    LLMTimeout,
+    LLMUnavailable,
+    QuotaExhausted,
+)
 from bot.llm.quota import QuotaLimiter
 from bot.llm.service import LLMService
 from bot.llm.types import GenerationSettings, LLMReply, LLMRequest, Message, TokenUsage
@@ -172,3 +179,49 @@ async def test_the_service_observes_every_attempt(
     assert [s.status.status_code for s in spans] == [StatusCode.ERROR, StatusCode.UNSET]
     assert [(c.outcome, c.usage) for c in metrics.calls] == [("error", None), ("ok", REPLY.usage)]
     assert [c.span_id for c in metrics.calls] == [span_id(s) for s in spans]
+
+
+async def test_the_service_counts_calls_and_breaker_refusals_for_the_error_ratio() -> None:
+    # The in-process counts behind /status error_rate count the same calls as the metrics.
+    metrics = RecordingMetrics()
+    service = LLMService(
+        ScriptedClient(LLMUnavailable("503"), REPLY, LLMTimeout("slow"), LLMTimeout("slow")),
+        cache=ResponseCache(),
+        quota=QuotaLimiter(100, 1000),
+        breaker=CircuitBreaker("gemini", failure_threshold=1),
+        retry_policy=RetryPolicy(max_attempts=2, initial_backoff_s=0.0, jitter_s=0.0),
+        observer=LLMCallTelemetry(metrics),
+    )
+    await service.answer(REQUEST)  # a 503, then an answer
+    with pytest.raises(LLMTimeout):
+        await service.answer(REQUEST, use_cache=False)  # two timeouts: the breaker opens
+    with pytest.raises(CircuitOpen):
+        await service.answer(REQUEST, use_cache=False)  # no call: refused
+    stats = service.stats
+    assert stats.outcomes == {
+        "ok": 1,
+        "error": 1,
+        "timeout": 2,
+        "rate_limited": 0,
+        "bad_request": 0,
+        "configuration": 0,
+    }
+    assert [c.outcome for c in metrics.calls] == ["error", "ok", "timeout", "timeout"]
+    assert stats.circuit_rejections == 1
+    assert (stats.calls, stats.failed_calls, stats.wanted, stats.failed) == (4, 3, 5, 4)
+    assert stats.error_ratio == pytest.approx(0.8)
+
+
+async def test_a_provider_429_is_a_call_but_not_a_failure() -> None:
+    service = LLMService(
+        ScriptedClient(LLMRateLimited("429", retry_after_s=30)),
+        cache=ResponseCache(),
+        quota=QuotaLimiter(100, 1000),
+        breaker=CircuitBreaker("gemini", failure_threshold=1),
+        retry_policy=RetryPolicy(max_attempts=1, initial_backoff_s=0.0, jitter_s=0.0),
+    )
+    with pytest.raises(QuotaExhausted):
+        await service.answer(REQUEST)
+    assert service.stats.outcomes["rate_limited"] == 1
+    assert (service.stats.wanted, service.stats.failed, service.stats.error_ratio) == (1, 0, 0.0)
+    assert service.breaker.state == "closed"

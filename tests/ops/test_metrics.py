@@ -150,7 +150,11 @@ def test_values_track_the_component_figures(tmp_path: Path) -> None:
     world.chat.outcomes["answered"] += 3
     world.chat.outcomes["failed"] += 1
     world.chat.errors["gemini"] += 2
+    world.chat.late["answered"] += 1
     world.chat.in_flight = 4
+    world.calls.record("error")
+    world.calls.reject()
+    world.calls.reject()
     reply = LLMReply("hello", MODEL)
     world.cache.get("k1")
     world.cache.put("k1", reply)
@@ -171,6 +175,7 @@ def test_values_track_the_component_figures(tmp_path: Path) -> None:
     world.degradation.set_override("test", DegradationLevel.HIGH, "testing")
     world.degradation.record_fallback("cached")
     world.heal.actions_total[("memory", "ok")] += 1
+    world.heal.streaks_total[("memory", "recovered")] += 1
     world.heal.last_success_timestamp["memory"] = START
     world.heal.webhook_requests_total[202] += 2
     world.shards = {0: ShardFigures(True, 0.25), 1: ShardFigures(False, math.nan)}
@@ -181,6 +186,9 @@ def test_values_track_the_component_figures(tmp_path: Path) -> None:
     assert value(after, "llmbot_messages_total", outcome="answered") == 3
     assert value(after, "llmbot_messages_total", outcome="failed") == 1
     assert value(after, "llmbot_errors_total", component="gemini") == 2
+    assert value(after, "llmbot_late_replies_total", outcome="answered") == 1
+    assert value(after, "llmbot_late_replies_total", outcome="failed") == 0
+    assert value(after, "llmbot_llm_circuit_rejections_total") == 2
     assert value(after, "llmbot_messages_in_flight") == 4
     assert value(after, "llmbot_cache_requests_total", result="hit") == 1
     assert value(after, "llmbot_cache_requests_total", result="miss") == 1
@@ -221,6 +229,8 @@ def test_values_track_the_component_figures(tmp_path: Path) -> None:
     assert value(after, "llmbot_degradation_level") == 3
     assert value(after, "llmbot_fallback_responses_total", kind="cached") == 1
     assert value(after, "llmbot_heal_actions_total", action="memory", outcome="ok") == 1
+    assert value(after, "llmbot_heal_streaks_total", action="memory", result="recovered") == 1
+    assert value(after, "llmbot_heal_streaks_total", action="memory", result="escalated") == 0
     assert value(after, "llmbot_heal_last_success_timestamp_seconds", action="memory") == START
     assert value(after, "llmbot_webhook_requests_total", code="202") == 2
     assert value(after, "llmbot_discord_shard_connected", shard="0") == 1
@@ -484,10 +494,12 @@ async def test_the_view_of_a_real_app_reads_its_parts(tmp_path: Path) -> None:
     try:
         telemetry = Telemetry(models=[settings.gemini_model], sources=app.view.metric_sources())
         app.pipeline.stats.outcomes["answered"] += 2
+        app.llm.stats.reject()
         series = scrape(telemetry)
     finally:
         await app.gemini.aclose()
     assert value(series, "llmbot_messages_total", outcome="answered") == 2
+    assert value(series, "llmbot_llm_circuit_rejections_total") == 1
     assert value(series, "llmbot_dependency_up", dependency="gemini") == 1
     assert value(series, "llmbot_dependency_up", dependency="discord") == 0
     assert value(series, "llmbot_discord_shard_connected", shard="0") == 0

@@ -395,13 +395,16 @@ async def test_items_the_store_refused_are_kept_then_flushed_or_dropped_at_shutd
     clock: FakeClock,
 ) -> None:
     async with MemoryStore(max_keys=2, cleanup_interval_s=3600) as small:
-        queue = make(small, clock)
+        reported: list[None] = []
+        queue = make(small, clock, on_store_error=lambda: reported.append(None))
         a = await queue.push({"text": "a"}, delay_s=0)
         await queue.push({"text": "b"})
         c = await queue.push({"text": "c"})
         # Accepted: the user's message is still answered if the bot keeps running.
         assert c.accepted
         assert queue.stats.persist_errors_total == 1
+        # ... and the failure is reported (the app counts llmbot_errors_total{component="store"}).
+        assert len(reported) == 1
         assert await queue.flush() == 1
 
         assert a.item is not None

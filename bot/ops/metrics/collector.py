@@ -33,8 +33,15 @@ from prometheus_client.registry import Collector
 
 from bot.chat.memory import MemoryStats
 from bot.healing.actions import HEAL_ACTIONS
-from bot.healing.receiver import HEAL_OUTCOMES, IGNORE_REASONS, WEBHOOK_CODES, HealStats
+from bot.healing.receiver import (
+    HEAL_OUTCOMES,
+    HEAL_STREAK_RESULTS,
+    IGNORE_REASONS,
+    WEBHOOK_CODES,
+    HealStats,
+)
 from bot.llm.cache import EVICTION_REASONS, CacheStats
+from bot.llm.call_stats import LLMCallStats
 from bot.llm.quota import QuotaSnapshot
 from bot.ops.metrics.catalogue import (
     CACHE_RESULTS,
@@ -77,6 +84,9 @@ class ChatFigures(Protocol):
     def errors(self) -> Mapping[Any, int]: ...
 
     @property
+    def late(self) -> Mapping[Any, int]: ...
+
+    @property
     def in_flight(self) -> int: ...
 
 
@@ -107,6 +117,7 @@ class MetricSources:
     cache: Callable[[], CacheStats | None] = _none
     quota: Callable[[], QuotaSnapshot | None] = _none
     llm_timeout: Callable[[], float | None] = _none  # seconds the next model call may take
+    llm_calls: Callable[[], LLMCallStats | None] = _none
     breakers: Callable[[], Mapping[str, str]] = _no_entries  # dependency -> state
     dependencies: Callable[[], Mapping[str, bool]] = _no_entries  # dependency -> up
     memory: Callable[[], MemoryStats | None] = _none
@@ -226,6 +237,16 @@ class BotCollector(Collector):
         for outcome in MESSAGE_OUTCOMES:
             messages.add_metric([outcome], outcomes.get(outcome, 0))
         yield messages
+        late: Mapping[Any, int] = chat.late if chat is not None else {}
+        late_replies = _counter(
+            "llmbot_late_replies_total",
+            "Replies to questions that were queued first (the later answer, refusal or drop "
+            "notice), by outcome; each is also in llmbot_messages_total.",
+            ["outcome"],
+        )
+        for outcome in MESSAGE_OUTCOMES:
+            late_replies.add_metric([outcome], late.get(outcome, 0))
+        yield late_replies
         failures = _counter(
             "llmbot_errors_total",
             "Errors while handling messages, by the component that failed.",
@@ -298,6 +319,14 @@ class BotCollector(Collector):
         )
         timeout.add_metric([], self._read("llm_timeout", self._sources.llm_timeout, None) or 0)
         yield timeout
+        calls = self._read("llm_calls", self._sources.llm_calls, None)
+        circuit = _counter(
+            "llmbot_llm_circuit_rejections_total",
+            "Model calls not made because the Gemini circuit breaker was open (they count as "
+            "failed in the model-call error ratio).",
+        )
+        circuit.add_metric([], calls.circuit_rejections if calls is not None else 0)
+        yield circuit
 
     def _dependencies(self) -> Iterator[Metric]:
         breakers: Mapping[str, str] = self._read("breakers", self._sources.breakers, {})
@@ -448,6 +477,16 @@ class BotCollector(Collector):
             for outcome in HEAL_OUTCOMES:
                 actions.add_metric([action, outcome], heal.actions_total.get((action, outcome), 0))
         yield actions
+        streaks = _counter(
+            "llmbot_heal_streaks_total",
+            "Heal streaks (an alert's applications of its action until it resolves) by how they "
+            "ended: recovered (resolved before escalation) or escalated.",
+            ["action", "result"],
+        )
+        for action in HEAL_ACTIONS:
+            for result in HEAL_STREAK_RESULTS:
+                streaks.add_metric([action, result], heal.streaks_total.get((action, result), 0))
+        yield streaks
         last = _gauge(
             "llmbot_heal_last_success_timestamp_seconds",
             "Unix time of the last successful run of each heal action (0: never).",
@@ -569,7 +608,7 @@ class BotCollector(Collector):
             ),
             (
                 "llmbot_alert_threshold_error_ratio",
-                "Failed-message ratio above which the bot alerts (HEALTH_ERROR_RATE_THRESHOLD).",
+                "Model-call error ratio above which the bot alerts (HEALTH_ERROR_RATE_THRESHOLD).",
                 t.error_ratio,
             ),
             (
