@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from bot.app import ASSESS_INTERVAL_S, DEGRADATION_WINDOW_S
 from bot.chat.pipeline import ChatStats
+from bot.llm.call_stats import LLMCallStats
 from bot.ops.signals import SignalProbe
 from bot.resilience.degradation import DegradationLevel, DegradationPolicy, DegradationState
 from tests.fakes import FakeClock
@@ -15,14 +16,18 @@ RECOVERY_LIMIT_S = 60.0
 
 
 class Bot:
-    """The figures a SignalProbe reads, moved by the test: messages, replies, the breaker."""
+    """The figures a SignalProbe reads, moved by the test: messages, the model calls behind
+    them (an answered message made one good call, a failed one a failed call), replies, the
+    breaker."""
 
     def __init__(self) -> None:
         self.clock = FakeClock(100.0)
         self.stats = ChatStats()
+        self.calls = LLMCallStats()
         self.breaker_open = False
         self.probe = SignalProbe(
             self.stats,
+            calls=lambda: self.calls,
             breaker_open=lambda: self.breaker_open,
             queue_pressure=lambda: 0.0,
             window_s=WINDOW_S,
@@ -34,6 +39,9 @@ class Bot:
     def messages(self, answered: int = 0, failed: int = 0, reply_s: float = 0.5) -> None:
         self.stats.outcomes["answered"] += answered
         self.stats.outcomes["failed"] += failed
+        for outcome, count in (("ok", answered), ("error", failed)):
+            for _ in range(int(count)):
+                self.calls.record(outcome)  # type: ignore[arg-type]
         for _ in range(answered + failed):
             self.stats.recent_seconds.append(reply_s)
             self.stats.recent_replies.append((self.clock.now, reply_s))
