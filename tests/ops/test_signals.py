@@ -16,8 +16,9 @@ RECOVERY_LIMIT_S = 60.0
 
 
 class Bot:
-    """The figures a SignalProbe reads, moved by the test: messages with their model calls,
-    replies, the breaker."""
+    """The figures a SignalProbe reads, moved by the test: messages, the model calls behind
+    them (an answered message made one good call, a failed one a failed call), replies, the
+    breaker."""
 
     def __init__(self) -> None:
         self.clock = FakeClock(100.0)
@@ -36,11 +37,10 @@ class Bot:
         self.state = DegradationState(DegradationPolicy(memory_bytes=1 << 50), clock=self.clock)
 
     def messages(self, answered: int = 0, failed: int = 0, reply_s: float = 0.5) -> None:
-        # One model call per message: ok for an answer, an error for a failure.
         self.stats.outcomes["answered"] += answered
         self.stats.outcomes["failed"] += failed
         for outcome, count in (("ok", answered), ("error", failed)):
-            for _ in range(count):
+            for _ in range(int(count)):
                 self.calls.record(outcome)  # type: ignore[arg-type]
         for _ in range(answered + failed):
             self.stats.recent_seconds.append(reply_s)
