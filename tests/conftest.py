@@ -17,8 +17,10 @@ from pathlib import Path
 import pytest
 
 from tests.ops.otlp_receiver import otlp_receiver
+from tests.ops.spans import recorded
 
-__all__ = ["otlp_receiver"]  # the fixture: a running OTLP/gRPC trace receiver
+# The fixtures: a running OTLP/gRPC trace receiver, and spans recorded in memory.
+__all__ = ["otlp_receiver", "recorded"]
 
 TESTS = Path(__file__).resolve().parent
 FOLDER_MARKERS = {"e2e": "e2e", "deploy": "ops", "bench": "bench"}

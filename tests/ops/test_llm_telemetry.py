@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
@@ -27,6 +25,7 @@ from bot.llm.types import GenerationSettings, LLMReply, LLMRequest, Message, Tok
 from bot.ops.llm_telemetry import LLMCallTelemetry
 from bot.resilience.breaker import CircuitBreaker
 from bot.resilience.retry import RetryPolicy
+from tests.ops.spans import only_span
 
 MODEL = "gemini-2.5-flash"
 REQUEST = LLMRequest(GenerationSettings(MODEL), (Message("user", "hello there"),))
@@ -56,21 +55,6 @@ class RecordingMetrics:
     ) -> None:
         span_id = trace.get_current_span().get_span_context().span_id
         self.calls.append(Observed(model, outcome, seconds, usage, span_id))
-
-
-@pytest.fixture
-def recorded() -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
-    provider = TracerProvider()
-    exporter = InMemorySpanExporter()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    yield provider, exporter
-    provider.shutdown()
-
-
-def only_span(exporter: InMemorySpanExporter) -> ReadableSpan:
-    spans = exporter.get_finished_spans()
-    assert len(spans) == 1, [s.name for s in spans]
-    return spans[0]
 
 
 def span_id(span: ReadableSpan) -> int:

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 
 import pytest
 from opentelemetry import trace
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
@@ -25,6 +23,7 @@ from bot.ops.tracing import (
     setup_tracing,
 )
 from tests.ops.otlp_receiver import OTLPReceiver
+from tests.ops.spans import only_span
 
 MODEL = "gemini-2.5-flash"
 _OTEL_VARS = (
@@ -42,21 +41,6 @@ _OTEL_VARS = (
 def clean_otel_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in _OTEL_VARS:
         monkeypatch.delenv(name, raising=False)
-
-
-@pytest.fixture
-def recorded() -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
-    provider = TracerProvider()
-    exporter = InMemorySpanExporter()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    yield provider, exporter
-    provider.shutdown()
-
-
-def only_span(exporter: InMemorySpanExporter) -> ReadableSpan:
-    spans = exporter.get_finished_spans()
-    assert len(spans) == 1, [s.name for s in spans]
-    return spans[0]
 
 
 # --- set-up ------------------------------------------------------------------------------------
