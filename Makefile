@@ -28,13 +28,14 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
-# Prometheus/promtool and Alertmanager/amtool for the ops tests (Debian packages).
+# Prometheus/promtool, Alertmanager/amtool and redis-server for the ops and fleet tests
+# (Debian packages; the tests start their own on random loopback ports).
 system-deps:
-	@if ! command -v promtool >/dev/null || ! command -v amtool >/dev/null; then \
+	@if ! command -v promtool >/dev/null || ! command -v amtool >/dev/null || ! command -v redis-server >/dev/null; then \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends \
-	    prometheus prometheus-alertmanager >/dev/null; \
+	    prometheus prometheus-alertmanager redis-server >/dev/null; \
 	fi
 
 # tests/ mirrors bot/ (tests/chat, tests/llm, ...); tests/conftest.py marks the folders that are
