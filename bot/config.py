@@ -284,9 +284,7 @@ class Settings(BaseSettings):
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(
-                "expected an IANA time zone name like UTC or Europe/Berlin"
-            ) from None
+            raise ValueError("expected an IANA time zone name like UTC or Europe/Berlin") from None
         return value
 
     @field_validator("gemini_allowed_models", mode="before")
