@@ -1,6 +1,7 @@
 """Fair use: daily token budgets per user, role and server, checked before the model is called.
 
-Usage is what Gemini reports for each answer (input + output tokens), counted per user and per
+Usage is what Gemini reports for each answer (input + output tokens, thinking included as
+the output it is billed as), counted per user and per
 server per budget day; the day ends at midnight in `BUDGET_RESET_TIMEZONE` (by default the
 provider's own day, Pacific time). A question from a user or server over budget is not sent to
 the model: the user is told which budget is used up and when it resets, at most once an hour;
@@ -172,10 +173,11 @@ class BudgetGate:
     def day(self) -> tuple[str, float]:
         return budget_day(self._clock(), self._tz)
 
-    def is_exempt(self, msg: IncomingMessage) -> bool:
+    def is_exempt(self, user_id: int, manages_guild: bool) -> bool:
+        """Admins (ADMIN_USER_IDS, Manage Server) are exempt unless BUDGETS_APPLY_TO_ADMINS."""
         if self.policy.apply_to_admins:
             return False
-        return msg.author_id in self.policy.admin_user_ids or msg.manages_guild
+        return user_id in self.policy.admin_user_ids or manages_guild
 
     def user_limit(self, user_id: int, role_ids: Collection[int]) -> tuple[int, Scope]:
         """The daily budget of a user with these roles, and where it comes from."""
@@ -196,26 +198,36 @@ class BudgetGate:
 
     async def status(self, msg: IncomingMessage) -> BudgetStatus:
         """The budgets of the message's author (and server) today."""
+        return await self.status_of(msg.author_id, msg.guild_id, msg.role_ids, msg.manages_guild)
+
+    async def status_of(
+        self,
+        user_id: int,
+        guild_id: int | None,
+        role_ids: Collection[int] = (),
+        manages_guild: bool = False,
+    ) -> BudgetStatus:
+        """A user's budgets (and their server's, outside DMs) today."""
         day, resets_at = self.day()
-        keys = [f"user:{msg.author_id}"]
-        if msg.guild_id is not None:
-            keys.append(f"guild:{msg.guild_id}")
+        keys = [f"user:{user_id}"]
+        if guild_id is not None:
+            keys.append(f"guild:{guild_id}")
         used = await self._store.usage(day, keys)
-        limit, scope = self.user_limit(msg.author_id, msg.role_ids)
+        limit, scope = self.user_limit(user_id, role_ids)
         return BudgetStatus(
             user_used=used[keys[0]],
             user_limit=limit,
             user_scope=scope,
-            guild_used=used[keys[1]] if msg.guild_id is not None else None,
-            guild_limit=self.guild_limit(msg.guild_id) if msg.guild_id is not None else 0,
+            guild_used=used[keys[1]] if guild_id is not None else None,
+            guild_limit=self.guild_limit(guild_id) if guild_id is not None else 0,
             resets_at=resets_at,
-            exempt=self.is_exempt(msg),
+            exempt=self.is_exempt(user_id, manages_guild),
         )
 
     async def check(self, msg: IncomingMessage) -> BudgetRefusal | None:
         """None when the question may go to the model; else the refusal (a notice, or None
         text when the user was told less than an hour ago)."""
-        if not self.enabled or self.is_exempt(msg):
+        if not self.enabled or self.is_exempt(msg.author_id, msg.manages_guild):
             return None
         try:
             status = await self.status(msg)
@@ -236,7 +248,7 @@ class BudgetGate:
 
     async def record(self, msg: IncomingMessage, usage: TokenUsage) -> None:
         """Count an answer's tokens against its user (and server, outside DMs)."""
-        tokens = usage.input + usage.output
+        tokens = usage.input + usage.output + usage.thoughts  # thinking is billed as output
         if tokens <= 0:
             return
         keys = [f"user:{msg.author_id}"]
