@@ -236,3 +236,46 @@ async def test_budgets_and_channel_settings_survive_a_restart(
 
     assert "your daily token budget is used up" in refused
     assert len(gemini.requests) == 2
+
+
+async def test_the_cache_keeps_each_channels_persona_apart(
+    start_bot: StartBot, discord: DiscordEmulator, gemini: GeminiEmulator
+) -> None:
+    bot: BotApp = await start_bot()
+    guild, pirate, alice = new_guild_with(discord, "alice")
+    robot, plain, also_plain = (discord.create_channel(guild, name=n) for n in ("r", "p", "q"))
+    await bot.channels.update(pirate, persona="You are a pirate.")
+    await bot.channels.update(robot, persona="You are a robot.")
+
+    for channel in (pirate, robot, plain, also_plain):
+        await _ask(discord, channel, alice, "what is the time?")
+
+    # The same words under two personas are two questions; without one, the second is cached.
+    assert [r.system_instruction for r in gemini.requests] == [
+        "You are a pirate.",
+        "You are a robot.",
+        bot.settings.gemini_system_instruction,
+    ]
+
+
+async def test_role_budgets_and_server_admins_by_role(
+    start_bot: StartBot, discord: DiscordEmulator, gemini: GeminiEmulator
+) -> None:
+    guild, channel, member = new_guild_with(discord, "member")
+    helpers = discord.create_role(guild, "helpers")
+    managers = discord.create_role(guild, "managers", permissions=MANAGE_GUILD)
+    discord.add_member(guild, member, roles=[helpers])
+    boss = discord.create_user("boss")
+    discord.add_member(guild, boss, roles=[managers])
+    await start_bot(user_daily_token_budget=10, role_token_budgets=f"{helpers}:40")
+    gemini.fixed_usage = TOKENS_PER_ANSWER
+
+    await _ask(discord, channel, member, "one")
+    await _ask(discord, channel, member, "two")  # 30 of 40: the role's budget, not the user's 10
+    refused = await _ask(discord, channel, member, "three")
+    office = discord.create_channel(guild, name="office")  # Discord's 5 messages / 5 s / channel
+    for text in ("one", "two", "three"):  # Manage Server through a role: exempt
+        assert "budget" not in await _ask(discord, office, boss, text)
+
+    assert "your role's daily token budget is used up (60 of 40 tokens today)" in refused
+    assert len(gemini.requests) == 5
