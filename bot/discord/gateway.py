@@ -264,6 +264,7 @@ class DiscordGateway:
             and isinstance(event, hikari.GuildMessageCreateEvent)
             and message.webhook_id is None
             and message.type in (hikari.MessageType.DEFAULT, hikari.MessageType.REPLY)
+            and bool((message.content or "").strip() or message.attachments)
             and self._autoreplies(int(message.channel_id), parent, message.content or "")
         )
 

@@ -51,7 +51,7 @@ class FairUseStore(Protocol):
         ...
 
     async def add_audit(self, entry: Mapping[str, Any]) -> None:
-        """Keep one audit entry (who changed what, when); entries expire after `audit_ttl_s`."""
+        """Keep one audit entry (who changed what, when); the oldest go past a bound."""
         ...
 
     async def audit(self, limit: int) -> list[dict[str, Any]]:
@@ -69,12 +69,14 @@ class KeyValueFairUseStore:
         audit: Namespace,
         *,
         audit_ttl_s: float = 365 * 86_400.0,
+        max_audit_entries: int = 10_000,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._budgets = budgets
         self._channels = channels
         self._audit = audit
         self._audit_ttl_s = audit_ttl_s
+        self._max_audit_entries = max_audit_entries
         self._clock = clock
         self._lock = asyncio.Lock()
         self._audit_seq = 0
@@ -133,6 +135,9 @@ class KeyValueFairUseStore:
         # Keys sort by time: the newest entries are the last keys.
         key = f"{int(self._clock() * 1000):015d}-{self._audit_seq:03d}"
         await self._audit.set_json(key, dict(entry), ttl_s=self._audit_ttl_s)
+        keys = await self._audit.keys()
+        for old in keys[: max(0, len(keys) - self._max_audit_entries)]:  # the oldest go first
+            await self._audit.delete(old)
 
     async def audit(self, limit: int) -> list[dict[str, Any]]:
         keys = (await self._audit.keys())[-limit:] if limit > 0 else []

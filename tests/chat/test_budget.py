@@ -202,3 +202,18 @@ async def test_channel_settings_refuse_bad_values_and_are_bounded(kv: MemoryStor
         await channels.update(3, autoreply=True)
     await channels.update(2, autoreply=False)  # a channel already kept may change
     assert channels.stats() == channels.stats().__class__(2, 1, 2)
+
+
+async def test_the_audit_keeps_the_newest_entries(kv: MemoryStore) -> None:
+    clock = FakeClock()
+    store = KeyValueFairUseStore(
+        kv.namespace("budgets"),
+        kv.namespace("channels"),
+        kv.namespace("budget_audit"),
+        max_audit_entries=3,
+        clock=clock,
+    )
+    for n in range(5):
+        clock.advance(1)
+        await store.add_audit({"n": n})
+    assert [e["n"] for e in await store.audit(10)] == [2, 3, 4]
