@@ -159,6 +159,7 @@ class _Thought:
     reply: Reply
     remember: tuple[Turn, str] | None = None
     react: str | None = None  # react to the message with this instead of sending `reply`
+    silent: bool = False  # count `reply` but send nothing
 
 
 class ChatPipeline:
@@ -231,7 +232,9 @@ class ChatPipeline:
             msg.author_id, msg.role_ids, msg.channel_id, msg.parent_channel_id
         )
         if refusal is not None:
-            return _Thought(Reply.text(refusal.message, "refused", ephemeral=True))
+            # In an auto-reply channel the user did not address the bot: no notice there.
+            silent = msg.source == "autoreply"
+            return _Thought(Reply.text(refusal.message, "refused", ephemeral=True), silent=silent)
         wait_s = self.cooldown.try_acquire(msg.author_id)
         if wait_s > 0:
             text = cooldown_refusal(wait_s).message
@@ -474,6 +477,8 @@ class ChatPipeline:
         self.stats.outcomes[outcome] += 1
         if late:
             self.stats.late[outcome] += 1
+        if thought.silent:
+            return
         if thought.react is not None and isinstance(msg.target, MessageTarget):
             try:
                 await self.discord.react(

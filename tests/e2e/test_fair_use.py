@@ -172,8 +172,12 @@ def _names(discord: DiscordEmulator) -> set[str]:
 async def test_autoreply_channels_answer_without_a_mention_and_threads_inherit(
     start_bot: StartBot, discord: DiscordEmulator, gemini: GeminiEmulator
 ) -> None:
-    bot: BotApp = await start_bot(gemini_allowed_models="gemini-2.5-pro")
+    blocked = discord.create_user("blocked")
+    bot: BotApp = await start_bot(
+        gemini_allowed_models="gemini-2.5-pro", blocked_user_ids=str(blocked["id"])
+    )
     guild, channel, mod = new_guild_with(discord, "mod")
+    discord.add_member(guild, blocked)
 
     async def channel_command(name: str, options: dict[str, Any], who: Any = mod) -> str:
         ix = await discord.send_interaction(
@@ -194,13 +198,17 @@ async def test_autoreply_channels_answer_without_a_mention_and_threads_inherit(
     assert "gemini-2.5-pro" in await channel_command("model", {"name": "gemini-2.5-pro"})
 
     ignored = await discord.send_message(channel, author=mod, content="// note to self")
+    unheard = await discord.send_message(channel, author=blocked, content="me too")  # no notice
     plain = await discord.send_message(channel, author=mod, content="no mention here")
     await discord.wait_for_reply(int(plain["id"]))
     thread = discord.create_channel(guild, name="a thread", type=11, parent_id=channel)
     in_thread = await discord.send_message(thread, author=mod, content="in the thread")
     await discord.wait_for_reply(int(in_thread["id"]))
 
+    # The blocked user's message was handled (refused, counted) and nothing was sent for it.
+    await discord.wait_for(lambda: bot.pipeline.stats.outcomes["rejected"] == 1)
     assert int(ignored["id"]) not in {m.reply_to for m in discord.sent_messages}
+    assert int(unheard["id"]) not in {m.reply_to for m in discord.sent_messages}
     assert len(gemini.requests) == 2
     for request in gemini.requests:
         assert request.system_instruction == "You are a pirate."
