@@ -79,13 +79,18 @@ def _roles(ctx: lightbulb.Context) -> frozenset[int]:
 
 
 def _may_set(
-    services: CommandServices, gate: BudgetGate, ctx: lightbulb.Context, scope: Scope, tokens: int
+    services: CommandServices,
+    gate: BudgetGate,
+    ctx: lightbulb.Context,
+    scope: Scope,
+    tokens: int | None,
 ) -> str | None:
     """None if the caller may set this budget, else why not.
 
     Bot admins (ADMIN_USER_IDS) may set any budget. A server's admins (Manage Server) may
     set their own server's budget and its roles', but not above what the operator's settings
     allow (nor to unlimited while a limit is set), and no user's (a user's budget is global).
+    `tokens` None removes an override: back to the settings, always within them.
     """
     if int(ctx.user.id) in services.admin_user_ids:
         return None
@@ -94,7 +99,7 @@ def _may_set(
     if scope == "user":
         return "A user's budget counts in every server: only bot admins (ADMIN_USER_IDS) set it."
     ceiling = gate.policy.guild_daily if scope == "guild" else gate.policy.user_daily
-    if ceiling and (tokens == 0 or tokens > ceiling):
+    if ceiling and tokens is not None and (tokens == 0 or tokens > ceiling):
         return (
             f"The bot's operator caps this budget at {ceiling:,} tokens a day: "
             "server admins can set it lower, not higher."
@@ -158,10 +163,12 @@ def build_fair_commands(services: CommandServices) -> list[Any]:
                 target = guild_id
             if target is None:
                 what = {"user": "the user option", "role": "the role option", "guild": "a server"}
-                await ctx.respond(f"Nothing changed: scope {self.scope} needs {what[scope]}.")
+                await ctx.respond(
+                    f"Nothing changed: scope {self.scope} needs {what[scope]}.", ephemeral=True
+                )
                 return
             tokens = None if self.remove else int(self.tokens)
-            refusal = _may_set(services, budgets, ctx, scope, tokens or 0)
+            refusal = _may_set(services, budgets, ctx, scope, tokens)
             if refusal is not None:
                 await ctx.respond(refusal, ephemeral=True)
                 return

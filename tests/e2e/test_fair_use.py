@@ -287,3 +287,35 @@ async def test_role_budgets_and_server_admins_by_role(
 
     assert "your role's daily token budget is used up (60 of 40 tokens today)" in refused
     assert len(gemini.requests) == 5
+
+
+async def test_quota_set_refuses_bad_input_and_caps_server_admins(
+    start_bot: StartBot, discord: DiscordEmulator
+) -> None:
+    bot: BotApp = await start_bot(guild_daily_token_budget=1000)
+    _guild, channel, member = new_guild_with(discord, "member")
+
+    async def quota_set(options: dict[str, Any], permissions: int = 0) -> str:
+        ix = await discord.send_interaction(
+            "quota-set", user=member, channel_id=channel, options=options, permissions=permissions
+        )
+        return await ix.wait_for_response()
+
+    assert "Only bot admins" in await quota_set({"scope": "server", "tokens": 10})
+    assert "needs the user option" in await quota_set({"scope": "user", "tokens": 10}, MANAGE_GUILD)
+    assert "caps this budget at 1,000" in await quota_set(
+        {"scope": "server", "tokens": 5000}, MANAGE_GUILD
+    )
+    assert "caps this budget at 1,000" in await quota_set(
+        {"scope": "server", "tokens": 0}, MANAGE_GUILD
+    )
+    assert bot.budgets.stats.overrides == 0
+    assert "now 500 tokens a day" in await quota_set(
+        {"scope": "server", "tokens": 500}, MANAGE_GUILD
+    )
+    assert bot.budgets.guild_limit(_guild) == 500
+    assert "back to the settings" in await quota_set(
+        {"scope": "server", "tokens": 0, "remove": True}, MANAGE_GUILD
+    )
+    assert bot.budgets.guild_limit(_guild) == 1000
+    assert len(await bot.budgets.audit()) == 2
