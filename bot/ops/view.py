@@ -25,6 +25,7 @@ from bot.llm.cache import CacheStats
 from bot.llm.call_stats import LLMCallStats
 from bot.llm.quota import QuotaSnapshot
 from bot.ops.metrics import AlertThresholds, MetricSources, ShardFigures
+from bot.ops.metrics.fair_use import FairUseFigures
 from bot.resilience.degradation import DegradationStats
 from bot.resilience.hold import HoldStats
 from bot.resilience.queue import QueueStats
@@ -80,6 +81,7 @@ class BotView:
     health_snapshots: Callable[[], int] = _zero
     # Replies waiting for Discord while its REST API fails (the "discord" breaker's hold).
     discord_hold: Callable[[], HoldStats | None] = _absent
+    fair_use: Callable[[], FairUseFigures | None] = _absent  # budgets, channel settings
 
     def dependencies(self) -> dict[str, bool]:
         """Is each dependency usable: Gemini unless its breaker is open, Discord while the
@@ -112,6 +114,7 @@ class BotView:
             guilds=self.guilds,
             health_snapshots=self.health_snapshots,
             discord_hold=self.discord_hold,
+            fair_use=self.fair_use,
             data_dir=self.data_dir,
             thresholds=self.thresholds,
         )

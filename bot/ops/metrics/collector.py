@@ -55,6 +55,7 @@ from bot.ops.metrics.catalogue import (
     STORE_OP_LABELS,
     AlertThresholds,
 )
+from bot.ops.metrics.fair_use import FairUseFigures, fair_use_families
 from bot.ops.runtime import (
     HEAP_REFRESH_S,
     BuildInfo,
@@ -129,6 +130,7 @@ class MetricSources:
     guilds: Callable[[], int] = _zero
     health_snapshots: Callable[[], int] = _zero
     discord_hold: Callable[[], HoldStats | None] = _none
+    fair_use: Callable[[], FairUseFigures | None] = _none
     asyncio_tasks: Callable[[], int] = asyncio_task_count
     heap_bytes: Callable[[], int] = field(default_factory=throttled_heap_bytes)
     data_dir: Path | None = None
@@ -223,6 +225,7 @@ class BotCollector(Collector):
         yield from self._degradation()
         yield from self._heal()
         yield from self._discord()
+        yield from fair_use_families(lambda: self._read("fair_use", self._sources.fair_use, None))
         yield from self._runtime()
 
     def _chat(self) -> Iterator[Metric]:
