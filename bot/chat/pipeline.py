@@ -51,6 +51,7 @@ from bot.resilience.degradation import (
     route,
 )
 from bot.resilience.queue import MessageQueue
+from bot.store.answered import AnswerLedger, AnswerRecord, Record, State
 
 __all__ = ["ChatPipeline", "ChatStats", "ChatTuning", "DropReason", "FallbackTexts", "Outcome"]
 
@@ -88,6 +89,10 @@ TOO_LONG_TEXT = (
     "{why}, and it frees up in about {wait}: longer than I can keep questions waiting. "
     "Please ask again then."
 )
+NOT_STORED_TEXT = (
+    "{why}, and I couldn't save your question to answer it later. "
+    "Please ask again in a few minutes."
+)
 DROPPED_TEXT: dict[DropReason, str] = {
     "overflow": "Sorry, too many questions are waiting right now; I had to drop yours. "
     "Please ask again later.",
@@ -96,6 +101,9 @@ DROPPED_TEXT: dict[DropReason, str] = {
     "failed": "Sorry, I couldn't get an answer from the model after several tries. "
     "Please ask again later.",
 }
+RESTARTING_NOTICE = (
+    "I'm restarting, so your question has to wait a moment: I'll answer here when I'm back."
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,8 +178,11 @@ class ChatPipeline:
         queue: MessageQueue,
         fallback: FallbackTexts,
         telemetry: ResponseObserver | None = None,
+        answers: AnswerRecord | None = None,
     ) -> None:
         self.telemetry: ResponseObserver = telemetry or _NoObserver()
+        # The idempotency record: each message id gets one final reply, whoever delivers it.
+        self.answers: AnswerRecord = answers if answers is not None else AnswerLedger(None)
         self.discord = discord
         self.llm = llm
         self.memory = memory
@@ -190,8 +201,15 @@ class ChatPipeline:
 
     # -- the story of one message ----------------------------------------------------------
 
-    async def handle(self, msg: IncomingMessage) -> None:
-        """Answer one message: refuse, answer, queue, or explain why not, and send it."""
+    async def handle(self, msg: IncomingMessage, *, via: str = "gateway") -> None:
+        """Answer one message: refuse, answer, queue, or explain why not, and send it.
+
+        The message id is claimed first: a duplicate delivery (a replayed gateway event, a
+        catch-up of a message already seen; `via` names the path) gets no reply at all.
+        """
+        if not await self.answers.claim(msg.message_id, message_to_payload(msg), via):
+            log.info("ignoring a duplicate delivery of a message (%s)", via)
+            return
         # One trace per message; no ids or text on it, only what kind of message it was.
         with _tracer.start_as_current_span(
             "message", kind=SpanKind.CONSUMER, attributes={"llmbot.source": msg.source}
@@ -345,6 +363,7 @@ class ChatPipeline:
             if pushed.evicted is not None:
                 await self.notify_dropped(pushed.evicted.payload, "overflow")
             if pushed.accepted:
+                await self.answers.queued(msg.message_id)
                 trace.get_current_span().add_event(
                     "queued", {"position": pushed.position, "reason": exc.kind}
                 )
@@ -354,11 +373,17 @@ class ChatPipeline:
                     wait=format_wait(max(1.0, pushed.estimated_wait_s)),
                 )
                 return Reply.text(text, "queued")
+            if pushed.refused_reason == "store_error":
+                # Nothing was promised: a cached answer, or say it could not be kept.
+                return self._fallback(
+                    request, exc.kind, too_long=NOT_STORED_TEXT.format(why=_why(exc))
+                )
         return self._fallback(request, exc.kind)
 
     def _fallback(self, request: LLMRequest, reason: str, *, too_long: str = "") -> Reply:
         """A cached answer, the maintenance text or the generic one (`too_long`, when given,
-        replaces the generic text: the model is out of reach for longer than the queue waits)."""
+        replaces the generic text: the model is out of reach for longer than the queue waits,
+        or the question could not be stored for later)."""
         cached = self.llm.cached(request)
         kind = self.degradation.fallback_kind(cached_available=cached is not None)
         if self.degradation.maintenance and cached is None:
@@ -409,6 +434,38 @@ class ChatPipeline:
             return
         await self._send(msg, _Thought(Reply.text(DROPPED_TEXT[reason], "failed")), late=True)
 
+    # -- after a restart, and at shutdown (bot.chat.resume) -------------------------------
+
+    async def resend(self, record: Record) -> bool:
+        """Send again the final reply a crash interrupted (the same text under the same nonce,
+        so Discord answers the first message if it had got it); False when it cannot be."""
+        if record.reply is None or record.payload is None:
+            return False
+        try:
+            msg = message_from_payload(record.payload)
+        except (KeyError, TypeError, ValueError):
+            return False
+        chunks, kind = record.reply
+        if kind not in _OUTCOME_OF_KIND or not chunks:
+            return False
+        await self._send(msg, _Thought(Reply(chunks, kind)), late=True)  # type: ignore[arg-type]
+        return self.answers.is_final(record.message_id)
+
+    async def notify_restarting(self, records: list[Record]) -> int:
+        """Tell the users of questions still being answered at shutdown that the answer comes
+        after the restart (their journal entries are resumed then); returns how many."""
+        told = 0
+        for record in records:
+            if record.payload is None:
+                continue
+            try:
+                msg = message_from_payload(record.payload)
+            except (KeyError, TypeError, ValueError):
+                continue
+            await self._send(msg, _Thought(Reply.text(RESTARTING_NOTICE, "queued")), late=True)
+            told += 1
+        return told
+
     # -- plumbing --------------------------------------------------------------------------
 
     def forget(self, channel_id: int, user_id: int | None = None) -> None:
@@ -448,6 +505,13 @@ class ChatPipeline:
 
     async def _send(self, msg: IncomingMessage, thought: _Thought, *, late: bool = False) -> None:
         reply = thought.reply
+        # Every reply but a "queued" notice is final: recorded (with its text) before it is
+        # sent, so a crash re-sends this very reply under the same nonce; never sent twice.
+        final = reply.kind != "queued"
+        if final and not await self.answers.begin_final(msg.message_id, reply.chunks, reply.kind):
+            self.answers.count_duplicate("queue" if late else "gateway")
+            return
+        reply = replace(reply, nonce_key=f"{msg.message_id}{'a' if final else 'q'}")
         outcome = _OUTCOME_OF_KIND[reply.kind]
         self.stats.outcomes[outcome] += 1
         if late:
@@ -455,9 +519,14 @@ class ChatPipeline:
         try:
             sent_ids = await self.discord.deliver(msg.target, reply)
         except Exception:
+            if final:
+                self.answers.abandon_final(msg.message_id)  # re-sent after a restart
             self.stats.errors["discord"] += 1
             log.exception("could not deliver a reply to Discord")
             return
+        if final:
+            done: State = "answered" if reply.kind in ("answer", "cached") else "notified"
+            await self.answers.finish(msg.message_id, done)
         if thought.remember is not None and sent_ids:
             user_turn, answer_text = thought.remember
             model_turn = Turn("model", answer_text, None, sent_ids[0], time.time())

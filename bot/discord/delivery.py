@@ -118,8 +118,9 @@ class DiscordDelivery:
             return await self._deliver_interaction(target, reply)
         ids: list[int] = []
         for index, chunk in enumerate(reply.chunks):
-            # Discord allows 25 characters; a retry sends the same nonce.
-            nonce = secrets.token_hex(12)
+            # Discord allows 25 characters; a retry sends the same nonce, and so does a re-send
+            # after a restart (the key is derived from the question's id).
+            nonce = f"{reply.nonce_key}{index}" if reply.nonce_key else secrets.token_hex(12)
             message = await self._send(
                 "create_message",
                 functools.partial(

@@ -28,6 +28,7 @@ from bot.ops.metrics import AlertThresholds, MetricSources, ShardFigures
 from bot.resilience.degradation import DegradationStats
 from bot.resilience.hold import HoldStats
 from bot.resilience.queue import QueueStats
+from bot.store.answered import LedgerStats
 from bot.store.stats import StoreStats
 
 __all__ = ["BotView"]
@@ -80,6 +81,8 @@ class BotView:
     health_snapshots: Callable[[], int] = _zero
     # Replies waiting for Discord while its REST API fails (the "discord" breaker's hold).
     discord_hold: Callable[[], HoldStats | None] = _absent
+    # The idempotency record and in-flight journal (bot.store.answered).
+    answers: Callable[[], LedgerStats | None] = _absent
 
     def dependencies(self) -> dict[str, bool]:
         """Is each dependency usable: Gemini unless its breaker is open, Discord while the
@@ -112,6 +115,7 @@ class BotView:
             guilds=self.guilds,
             health_snapshots=self.health_snapshots,
             discord_hold=self.discord_hold,
+            answers=self.answers,
             data_dir=self.data_dir,
             thresholds=self.thresholds,
         )

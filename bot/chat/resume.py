@@ -1,0 +1,67 @@
+"""After a restart: finish what the journal (`bot.store.answered`) says was in flight.
+
+Each unfinished record ends in exactly one way (`llmbot_resumed_questions_total{outcome}`):
+
+- `delivering`: the final reply was recorded but maybe not sent: `resent` with its nonce
+  (Discord returns the first message if it had got it), or `failed` when it cannot be sent now
+  (left in the journal for the next start);
+- `accepted` or `queued` but not in the queue (the process died while answering it):
+  `requeued` to be answered by the queue worker through the normal pipeline, or `told` ("I
+  restarted and couldn't keep your question") when it is older than the queue's maximum age or
+  the queue refuses it;
+- `queued` and in the queue: nothing to do, the queue answers it.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from bot.chat.pipeline import ChatPipeline
+from bot.resilience.queue import MessageQueue
+from bot.store.answered import AnswerLedger
+
+__all__ = ["resume_unfinished"]
+
+log = logging.getLogger(__name__)
+
+
+async def resume_unfinished(
+    pipeline: ChatPipeline, ledger: AnswerLedger, queue: MessageQueue
+) -> int:
+    """Resume every unfinished record (call after `queue.load()`, before the queue worker
+    starts); returns how many needed something."""
+    in_queue = {_message_id(item.payload) for item in queue.items}
+    resumed = 0
+    for record in ledger.unfinished():
+        if record.state == "delivering" and record.reply is not None:
+            resumed += 1
+            sent = await pipeline.resend(record)
+            ledger.count_resumed("resent" if sent else "failed")
+            continue
+        if record.message_id in in_queue:
+            await ledger.queued(record.message_id)
+            continue
+        resumed += 1
+        if record.payload is None:
+            # Nobody to answer or tell (a record written without its question): close it.
+            await ledger.finish(record.message_id, "notified")
+            ledger.count_resumed("failed")
+            continue
+        if queue.now() - record.at < queue.max_age_s:
+            pushed = await queue.push(record.payload, reason="restart", delay_s=0)
+            if pushed.evicted is not None:
+                await pipeline.notify_dropped(pushed.evicted.payload, "overflow")
+            if pushed.accepted:
+                await ledger.queued(record.message_id)
+                ledger.count_resumed("requeued")
+                continue
+        await pipeline.notify_dropped(record.payload, "shutdown")
+        ledger.count_resumed("told" if ledger.is_final(record.message_id) else "failed")
+    if resumed:
+        log.info("resumed %d questions that were in flight when the bot stopped", resumed)
+    return resumed
+
+
+def _message_id(payload: dict[str, object]) -> int | None:
+    value = payload.get("message_id")
+    return value if isinstance(value, int) else None
