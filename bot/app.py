@@ -20,7 +20,7 @@ from bot.chat.memory_store import MemoryPersistence
 from bot.chat.pipeline import ChatPipeline, FallbackTexts
 from bot.chat.pipeline import DropReason as PipelineDropReason
 from bot.chat.queue_worker import QueueWorker
-from bot.chat.resume import resume_unfinished
+from bot.chat.resume import resend_undelivered, resume_unfinished
 from bot.config import ConfigError, GatewayRefused, Settings
 from bot.discord.commands import CommandServices
 from bot.discord.gateway import DiscordGateway
@@ -448,6 +448,7 @@ class BotApp:
         self._every(SWEEP_INTERVAL_S, self._sweep, "sweep memory and cache")
         self._every(ASSESS_INTERVAL_S, self._assess, "assess degradation")
         self._every(STORE_HEALTH_INTERVAL_S, self.store.health_check, "store health check")
+        self._every(SWEEP_INTERVAL_S, self._resend_undelivered, "re-send undelivered replies")
         self._tasks.append(asyncio.create_task(self.history.run(), name="health history"))
         log.info("bot started as user %s", self.gateway.bot_id)
 
@@ -531,6 +532,10 @@ class BotApp:
             async with asyncio.timeout(max(1.0, budget_s)):
                 await self.pipeline.notify_restarting(waiting)
         log.warning("%d questions unfinished at shutdown; resumed at the next start", len(waiting))
+
+    async def _resend_undelivered(self) -> None:
+        if self.gateway.delivery.hold.state != "open":
+            await resend_undelivered(self.pipeline, self.answers)
 
     def _assess(self) -> None:
         self.degradation.assess(self.signals.sample())

@@ -436,9 +436,10 @@ class ChatPipeline:
 
     # -- after a restart, and at shutdown (bot.chat.resume) -------------------------------
 
-    async def resend(self, record: Record) -> bool:
-        """Send again the final reply a crash interrupted (the same text under the same nonce,
-        so Discord answers the first message if it had got it); False when it cannot be."""
+    async def resend(self, record: Record, *, count: bool = True) -> bool:
+        """Send again the final reply a crash or Discord interrupted (the same text under the
+        same nonce, so Discord answers the first message if it had got it); False when it
+        cannot be. `count=False` when this process counted the reply already."""
         if record.reply is None or record.payload is None:
             return False
         try:
@@ -448,7 +449,8 @@ class ChatPipeline:
         chunks, kind = record.reply
         if kind not in _OUTCOME_OF_KIND or not chunks:
             return False
-        await self._send(msg, _Thought(Reply(chunks, kind)), late=True)  # type: ignore[arg-type]
+        thought = _Thought(Reply(chunks, kind))  # type: ignore[arg-type]
+        await self._send(msg, thought, late=True, count=count)
         return self.answers.is_final(record.message_id)
 
     async def notify_restarting(self, records: list[Record]) -> int:
@@ -456,8 +458,8 @@ class ChatPipeline:
         after the restart (their journal entries are resumed then); returns how many."""
         told = 0
         for record in records:
-            if record.payload is None:
-                continue
+            if record.payload is None or self.answers.is_final(record.message_id):
+                continue  # answered meanwhile: no notice after the answer
             try:
                 msg = message_from_payload(record.payload)
             except (KeyError, TypeError, ValueError):
@@ -503,7 +505,9 @@ class ChatPipeline:
         for the parts that report through the app (the queue worker, the stores)."""
         self.stats.errors[component] = self.stats.errors.get(component, 0) + 1
 
-    async def _send(self, msg: IncomingMessage, thought: _Thought, *, late: bool = False) -> None:
+    async def _send(
+        self, msg: IncomingMessage, thought: _Thought, *, late: bool = False, count: bool = True
+    ) -> None:
         reply = thought.reply
         # Every reply but a "queued" notice is final: recorded (with its text) before it is
         # sent, so a crash re-sends this very reply under the same nonce; never sent twice.
@@ -513,9 +517,10 @@ class ChatPipeline:
             return
         reply = replace(reply, nonce_key=f"{msg.message_id}{'a' if final else 'q'}")
         outcome = _OUTCOME_OF_KIND[reply.kind]
-        self.stats.outcomes[outcome] += 1
-        if late:
-            self.stats.late[outcome] += 1
+        if count:  # a re-send of a reply counted when it was first tried is not counted again
+            self.stats.outcomes[outcome] += 1
+            if late:
+                self.stats.late[outcome] += 1
         try:
             sent_ids = await self.discord.deliver(msg.target, reply)
         except Exception:

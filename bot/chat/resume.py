@@ -10,6 +10,9 @@ Each unfinished record ends in exactly one way (`llmbot_resumed_questions_total{
   restarted and couldn't keep your question") when it is older than the queue's maximum age or
   the queue refuses it;
 - `queued` and in the queue: nothing to do, the queue answers it.
+
+While running, `resend_undelivered` does the same for final replies Discord refused for longer
+than the hold waits (the app calls it every minute while the Discord breaker is not open).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from bot.chat.pipeline import ChatPipeline
 from bot.resilience.queue import MessageQueue
 from bot.store.answered import AnswerLedger
 
-__all__ = ["resume_unfinished"]
+__all__ = ["resend_undelivered", "resume_unfinished"]
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +63,18 @@ async def resume_unfinished(
     if resumed:
         log.info("resumed %d questions that were in flight when the bot stopped", resumed)
     return resumed
+
+
+async def resend_undelivered(pipeline: ChatPipeline, ledger: AnswerLedger) -> int:
+    """Send again the final replies Discord refused while the bot runs (a 5xx outlasting the
+    hold): the answer was paid for, so it is kept, not thrown away. Returns how many went out."""
+    sent = 0
+    for record in ledger.undelivered():
+        if await pipeline.resend(record, count=False):
+            sent += 1
+    if sent:
+        log.info("delivered %d replies that Discord had refused earlier", sent)
+    return sent
 
 
 def _message_id(payload: dict[str, object]) -> int | None:

@@ -173,6 +173,15 @@ class AnswerLedger:
         """The open record of `message_id`, or None (terminal or unknown)."""
         return self._open.get(message_id)
 
+    def undelivered(self) -> list[Record]:
+        """Final replies recorded but not delivered (Discord refused them past the hold) and
+        not being sent now, oldest first: to send again once Discord is back."""
+        return [
+            r
+            for r in self.unfinished()
+            if r.state == "delivering" and r.message_id not in self._finalizing
+        ]
+
     def unfinished(self) -> list[Record]:
         """Records not yet terminal, oldest first: the journal a restart resumes."""
         return sorted(self._open.values(), key=lambda r: (r.at, r.message_id))

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.app import BotApp
+from bot.chat.resume import resend_undelivered
 from bot.emulator.discord import DiscordEmulator
 from bot.emulator.gemini import GeminiEmulator
 
@@ -123,3 +124,24 @@ async def test_a_question_in_flight_at_shutdown_is_told_and_answered_after_the_r
     await discord.wait_for(lambda: second.answers.is_final(message_id))
     await discord.wait_for(lambda: second.queue.size == 0)
     assert len(_replies_to(discord, message_id)) == 2
+
+
+async def test_a_reply_discord_refused_past_the_hold_is_kept_and_sent_later(
+    start_bot: Callable[..., Any], discord: DiscordEmulator, gemini: GeminiEmulator
+) -> None:
+    # Issue 16 item 10: a Discord 5xx on the reply threw away a paid-for answer.
+    app: BotApp = await start_bot(
+        discord_hold_max_seconds=0.5,
+        discord_rest_max_retries=0,
+        discord_breaker_reset_timeout_seconds=0.1,
+    )
+    discord.inject_rest_fault(503, count=None, route_contains="/messages")
+    message_id = await _ask(discord, "keep my answer")
+    await discord.wait_for(lambda: app.pipeline.stats.errors["discord"] == 1, timeout=20)
+    assert [r.message_id for r in app.answers.undelivered()] == [message_id]
+
+    discord.clear_rest_faults()
+    assert await resend_undelivered(app.pipeline, app.answers) == 1
+    assert _replies_to(discord, message_id) == ["You said: keep my answer\n(turns: 1, images: 0)"]
+    assert len(gemini.requests) == 1  # the same answer, not a second model call
+    assert app.answers.is_final(message_id) and app.answers.undelivered() == []
