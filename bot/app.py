@@ -460,6 +460,7 @@ class BotApp:
         self.gateway.stop_accepting()
         await self._drain(self.settings.shutdown_grace_seconds)
         await self._tell_unfinished(min(5.0, self.settings.shutdown_grace_seconds / 2))
+        await self.pipeline.cancel_in_flight()  # journalled: resumed at the next start
         await self.healer.stop(grace_s=self.settings.shutdown_grace_seconds)
         await self.heal_audit.stop()  # the last decisions and results, to disk
         await self.history.stop()

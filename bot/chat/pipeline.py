@@ -198,6 +198,7 @@ class ChatPipeline:
         self.tuning = ChatTuning()
         self._idle = asyncio.Event()
         self._idle.set()
+        self._answering: set[asyncio.Task[Any]] = set()  # tasks inside _in_flight (bounded by it)
 
     # -- the story of one message ----------------------------------------------------------
 
@@ -488,14 +489,29 @@ class ChatPipeline:
             return False
         return True
 
+    async def cancel_in_flight(self, timeout_s: float = 1.0) -> int:
+        """At shutdown, after the grace: stop answering what is still in flight (the journal
+        keeps each question for the next start); returns how many were cancelled."""
+        tasks = [t for t in self._answering if not t.done() and t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout_s)
+        return len(tasks)
+
     @contextlib.asynccontextmanager
     async def _in_flight(self) -> AsyncIterator[None]:
         """Count a message as in flight, so shutdown can wait for its reply."""
         self.stats.in_flight += 1
         self._idle.clear()
+        task = asyncio.current_task()
+        if task is not None:
+            self._answering.add(task)
         try:
             yield
         finally:
+            if task is not None:
+                self._answering.discard(task)
             self.stats.in_flight -= 1
             if self.stats.in_flight == 0:
                 self._idle.set()
