@@ -60,7 +60,7 @@ OPEN_STATES: Final[tuple[State, ...]] = ("accepted", "queued", "delivering")
 _TERMINAL: Final = frozenset({"answered", "notified"})
 _STATES: Final = frozenset({*OPEN_STATES, *_TERMINAL})
 # What delivered a duplicate (the `source` label of llmbot_duplicate_deliveries_total).
-DUPLICATE_SOURCES: Final = ("gateway", "queue", "restart", "catchup")
+DUPLICATE_SOURCES: Final = ("gateway", "queue", "catchup")
 # What a restart did with a journalled question (llmbot_resumed_questions_total{outcome}).
 RESUME_OUTCOMES: Final = ("requeued", "resent", "told", "failed")
 _FORMAT_VERSION: Final = 1

@@ -184,10 +184,10 @@ async def test_kill_9_anywhere_on_the_answer_path_gives_one_answer_or_notice_eac
 
     async def during_delivery() -> None:  # answered by the model; Discord answers 503
         discord.inject_rest_fault(503, count=None, route_contains="/messages")
-        injected = discord._faults.injected
+        injected = discord.rest_faults_injected
         await ask("during_delivery")
         await discord.wait_for(
-            lambda: discord._faults.injected >= injected + QUESTIONS_PER_POINT,
+            lambda: discord.rest_faults_injected >= injected + QUESTIONS_PER_POINT,
             what="the replies refused",
         )
         await jitter()

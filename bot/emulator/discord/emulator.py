@@ -443,6 +443,11 @@ class DiscordEmulator(LocalServer):
         answers after ``delay_s`` (past the client's timeout), ``drop`` closes the connection."""
         self._faults.add(Fault(0, count, route_contains, kind=kind, delay_s=delay_s))
 
+    @property
+    def rest_faults_injected(self) -> int:
+        """REST requests answered with an injected fault so far."""
+        return self._faults.injected
+
     def clear_rest_faults(self) -> None:
         """Drop every pending REST fault (ends an outage injected with ``count=None``)."""
         self._faults.clear()
