@@ -224,12 +224,7 @@ class ChatPipeline:
                     log.exception("answering a message failed")
                     thought = _Thought(Reply.text(INTERNAL_ERROR_TEXT, "failed"))
                 span.set_attribute("llmbot.reply.kind", thought.reply.kind)
-                await self._send(msg, thought)
-                now = time.monotonic()
-                elapsed = now - msg.received_at
-                self.stats.recent_seconds.append(elapsed)
-                self.stats.recent_replies.append((now, elapsed))
-                self.telemetry.observe_response(elapsed)
+                await self._send(msg, thought, observe=True)
 
     async def _think(self, msg: IncomingMessage) -> _Thought:
         refusal = self.access.check(
@@ -521,15 +516,33 @@ class ChatPipeline:
         for the parts that report through the app (the queue worker, the stores)."""
         self.stats.errors[component] = self.stats.errors.get(component, 0) + 1
 
+    def _observe(self, msg: IncomingMessage) -> None:
+        """The message-to-reply time of a live message (once its reply went out or failed)."""
+        now = time.monotonic()
+        elapsed = now - msg.received_at
+        self.stats.recent_seconds.append(elapsed)
+        self.stats.recent_replies.append((now, elapsed))
+        self.telemetry.observe_response(elapsed)
+
     async def _send(
-        self, msg: IncomingMessage, thought: _Thought, *, late: bool = False, count: bool = True
+        self,
+        msg: IncomingMessage,
+        thought: _Thought,
+        *,
+        late: bool = False,
+        count: bool = True,
+        observe: bool = False,
     ) -> None:
+        """Deliver a reply; `observe` (a live message) records its response time as soon as
+        Discord has it. The idempotency record is updated last."""
         reply = thought.reply
         # Every reply but a "queued" notice is final: recorded (with its text) before it is
         # sent, so a crash re-sends this very reply under the same nonce; never sent twice.
         final = reply.kind != "queued"
         if final and not await self.answers.begin_final(msg.message_id, reply.chunks, reply.kind):
             self.answers.count_duplicate("queue" if late else "gateway")
+            if observe:
+                self._observe(msg)
             return
         reply = replace(reply, nonce_key=f"{msg.message_id}{'a' if final else 'q'}")
         outcome = _OUTCOME_OF_KIND[reply.kind]
@@ -541,17 +554,21 @@ class ChatPipeline:
             sent_ids = await self.discord.deliver(msg.target, reply)
         except Exception:
             if final:
-                self.answers.abandon_final(msg.message_id)  # re-sent after a restart
+                self.answers.abandon_final(msg.message_id)  # re-sent later (bot.chat.resume)
             self.stats.errors["discord"] += 1
             log.exception("could not deliver a reply to Discord")
+            if observe:
+                self._observe(msg)
             return
-        if final:
-            done: State = "answered" if reply.kind in ("answer", "cached") else "notified"
-            await self.answers.finish(msg.message_id, done)
+        if observe:
+            self._observe(msg)
         if thought.remember is not None and sent_ids:
             user_turn, answer_text = thought.remember
             model_turn = Turn("model", answer_text, None, sent_ids[0], time.time())
             self.memory.append(msg.conversation_key, user_turn, model_turn)
+        if final:  # last: what a reader of Discord may look at next is in place before it
+            done: State = "answered" if reply.kind in ("answer", "cached") else "notified"
+            await self.answers.finish(msg.message_id, done)
 
 
 def _stricter(a: int | None, b: int | None) -> int | None:
