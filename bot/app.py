@@ -437,8 +437,9 @@ class BotApp:
         for dropped in expired:  # only now can their users be told
             reason: PipelineDropReason = "expired" if dropped.reason == "expired" else "overflow"
             await self.pipeline.notify_dropped(dropped.item.payload, reason)
-        # Questions in flight when the bot last stopped: re-sent, re-queued or told.
-        await resume_unfinished(self.pipeline, self.answers, self.queue)
+        # Questions in flight when the bot last stopped: re-sent, re-queued or told (in the
+        # background: a re-send may wait for Discord).
+        self._tasks.append(asyncio.create_task(self._resume(), name="resume"))
         if self.queue.size:
             log.info("%d queued questions restored; they will be answered", self.queue.size)
         self._tasks.append(asyncio.create_task(self.queue_worker.run(), name="queue worker"))
@@ -533,6 +534,9 @@ class BotApp:
             async with asyncio.timeout(max(1.0, budget_s)):
                 await self.pipeline.notify_restarting(waiting)
         log.warning("%d questions unfinished at shutdown; resumed at the next start", len(waiting))
+
+    async def _resume(self) -> None:
+        await resume_unfinished(self.pipeline, self.answers, self.queue)
 
     async def _resend_undelivered(self) -> None:
         if self.gateway.delivery.hold.state != "open":

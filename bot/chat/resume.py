@@ -31,11 +31,13 @@ log = logging.getLogger(__name__)
 async def resume_unfinished(
     pipeline: ChatPipeline, ledger: AnswerLedger, queue: MessageQueue
 ) -> int:
-    """Resume every unfinished record (call after `queue.load()`, before the queue worker
-    starts); returns how many needed something."""
+    """Resume every unfinished record (after `queue.load()`; it may run beside the queue
+    worker, the record's guards keep each reply single); returns how many needed something."""
     in_queue = {_message_id(item.payload) for item in queue.items}
     resumed = 0
     for record in ledger.unfinished():
+        if ledger.is_final(record.message_id):
+            continue  # finished meanwhile (the queue worker runs beside this)
         if record.state == "delivering" and record.reply is not None:
             resumed += 1
             sent = await pipeline.resend(record)
