@@ -13,6 +13,7 @@ from bot.app import BotApp
 from bot.chat.resume import resend_undelivered
 from bot.emulator.discord import DiscordEmulator
 from bot.emulator.gemini import GeminiEmulator
+from tests.fakes import FakeClock
 
 
 def _replies_to(discord: DiscordEmulator, message_id: int) -> list[str]:
@@ -145,3 +146,23 @@ async def test_a_reply_discord_refused_past_the_hold_is_kept_and_sent_later(
     assert _replies_to(discord, message_id) == ["You said: keep my answer\n(turns: 1, images: 0)"]
     assert len(gemini.requests) == 1  # the same answer, not a second model call
     assert app.answers.is_final(message_id) and app.answers.undelivered() == []
+
+
+async def test_a_question_in_flight_too_long_ago_is_told_after_the_restart(
+    start_bot: Callable[..., Any], discord: DiscordEmulator, gemini: GeminiEmulator
+) -> None:
+    clock = FakeClock.in_a_fresh_minute()
+    first: BotApp = await start_bot(clock=clock, shutdown_grace_seconds=0.2)
+    gemini.latency = 3.0
+    message_id = await _ask(discord, "too slow")
+    await gemini.wait_for_requests(1)
+    await first.stop()
+    assert "restarting" in _replies_to(discord, message_id)[0]
+
+    clock.advance(first.settings.queue_max_age_seconds + 1)  # down for longer than it may wait
+    gemini.latency = 0.0
+    second: BotApp = await start_bot(clock=clock)
+    await discord.wait_for(lambda: len(_replies_to(discord, message_id)) == 2, timeout=20)
+    assert "couldn't keep your question" in _replies_to(discord, message_id)[1]
+    await discord.wait_for(lambda: second.answers.stats.resumed_total["told"] == 1)
+    assert len(gemini.requests) == 1  # no model call for a question too old to answer
