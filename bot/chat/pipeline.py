@@ -31,7 +31,13 @@ from bot.chat.access import AccessPolicy, UserCooldown, cooldown_refusal, format
 from bot.chat.context import ContextBuilder, speaker_text
 from bot.chat.files import FileLoader
 from bot.chat.memory import ConversationMemory, Turn
-from bot.chat.models import IncomingMessage, Reply, message_from_payload, message_to_payload
+from bot.chat.models import (
+    IncomingMessage,
+    MessageTarget,
+    Reply,
+    message_from_payload,
+    message_to_payload,
+)
 from bot.chat.ports import DiscordPort
 from bot.chat.split import split_message
 from bot.llm.errors import (
@@ -448,6 +454,27 @@ class ChatPipeline:
         thought = _Thought(Reply(chunks, kind))  # type: ignore[arg-type]
         await self._send(msg, thought, late=True, count=count)
         return self.answers.is_final(record.message_id)
+
+    async def already_replied(self, record: Record) -> bool:
+        """Is the final reply of `record` in Discord already (looked up in the channel)? For a
+        re-send older than Discord's nonce window; then the record is finished, nothing sent.
+        False when it cannot be known (an interaction, a failed lookup): re-send then."""
+        try:
+            msg = message_from_payload(record.payload or {})
+        except (KeyError, TypeError, ValueError):
+            return False
+        if not isinstance(msg.target, MessageTarget) or record.reply is None:
+            return False
+        try:
+            found = await self.discord.find_reply(msg.target.channel_id, msg.target.message_id)
+        except Exception as exc:
+            log.warning("could not look for an earlier reply: %s", exc)
+            return False
+        if found is None:
+            return False
+        done: State = "answered" if record.reply[1] in ("answer", "cached") else "notified"
+        await self.answers.finish(record.message_id, done)
+        return True
 
     async def notify_restarting(self, records: list[Record]) -> int:
         """Tell the users of questions still being answered at shutdown that the answer comes

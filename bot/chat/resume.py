@@ -3,8 +3,9 @@
 Each unfinished record ends in exactly one way (`llmbot_resumed_questions_total{outcome}`):
 
 - `delivering`: the final reply was recorded but maybe not sent: `resent` with its nonce
-  (Discord returns the first message if it had got it), or `failed` when it cannot be sent now
-  (left in the journal for the next start);
+  (Discord returns the first message if it had got it), `found` when it is older than the
+  nonce window and the channel already holds the bot's reply to the question (nothing sent),
+  or `failed` when it cannot be sent now (left in the journal for the next start);
 - `accepted` or `queued` but not in the queue (the process died while answering it):
   `requeued` to be answered by the queue worker through the normal pipeline, or `told` ("I
   restarted and couldn't keep your question") when it is older than the queue's maximum age or
@@ -21,11 +22,15 @@ import logging
 
 from bot.chat.pipeline import ChatPipeline
 from bot.resilience.queue import MessageQueue
-from bot.store.answered import AnswerLedger
+from bot.store.answered import AnswerLedger, Record
 
 __all__ = ["resend_undelivered", "resume_unfinished"]
 
 log = logging.getLogger(__name__)
+
+# Discord deduplicates an enforced nonce for "a few minutes": trusted this long; an older
+# interrupted reply is looked for in the channel before it is sent again.
+NONCE_TRUSTED_S = 120.0
 
 
 async def resume_unfinished(
@@ -40,6 +45,9 @@ async def resume_unfinished(
             continue  # finished meanwhile (the queue worker runs beside this)
         if record.state == "delivering" and record.reply is not None:
             resumed += 1
+            if await _found(pipeline, ledger, record):
+                ledger.count_resumed("found")
+                continue
             sent = await pipeline.resend(record)
             ledger.count_resumed("resent" if sent else "failed")
             continue
@@ -72,11 +80,16 @@ async def resend_undelivered(pipeline: ChatPipeline, ledger: AnswerLedger) -> in
     hold): the answer was paid for, so it is kept, not thrown away. Returns how many went out."""
     sent = 0
     for record in ledger.undelivered():
-        if await pipeline.resend(record, count=False):
+        if await _found(pipeline, ledger, record) or await pipeline.resend(record, count=False):
             sent += 1
     if sent:
         log.info("delivered %d replies that Discord had refused earlier", sent)
     return sent
+
+
+async def _found(pipeline: ChatPipeline, ledger: AnswerLedger, record: Record) -> bool:
+    """Past the nonce window a re-send could post a second copy: look in the channel first."""
+    return ledger.now() - record.at > NONCE_TRUSTED_S and await pipeline.already_replied(record)
 
 
 def _message_id(payload: dict[str, object]) -> int | None:

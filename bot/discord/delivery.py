@@ -178,6 +178,21 @@ class DiscordDelivery:
             ids.append(int(message.id))
         return ids
 
+    async def find_reply(self, channel_id: int, message_id: int) -> int | None:
+        # One page: a reply lands soon after its question; older history is not searched.
+        page = self._rest.fetch_messages(channel_id, after=message_id).limit(100)
+        messages = await self._rest_call("fetch_messages", _collect(page))
+        for message in messages:
+            ref = message.message_reference
+            if (
+                int(message.author.id) == self._bot_id
+                and ref is not None
+                and ref.id is not None
+                and int(ref.id) == message_id
+            ):
+                return int(message.id)
+        return None
+
     async def fetch_quoted(self, channel_id: int, message_id: int) -> QuotedMessage | None:
         try:
             message = await self._rest_call(
@@ -204,3 +219,7 @@ class DiscordDelivery:
 
     async def download(self, attachment: Attachment, max_bytes: int) -> bytes:
         return await self._fetcher.fetch(attachment.url, max_bytes)
+
+
+async def _collect(page: hikari.iterators.LazyIterator[hikari.Message]) -> list[hikari.Message]:
+    return list(await page)

@@ -62,7 +62,7 @@ _STATES: Final = frozenset({*OPEN_STATES, *_TERMINAL})
 # What delivered a duplicate (the `source` label of llmbot_duplicate_deliveries_total).
 DUPLICATE_SOURCES: Final = ("gateway", "queue", "catchup")
 # What a restart did with a journalled question (llmbot_resumed_questions_total{outcome}).
-RESUME_OUTCOMES: Final = ("requeued", "resent", "told", "failed")
+RESUME_OUTCOMES: Final = ("requeued", "resent", "found", "told", "failed")
 _FORMAT_VERSION: Final = 1
 
 
@@ -172,6 +172,10 @@ class AnswerLedger:
     def get(self, message_id: int) -> Record | None:
         """The open record of `message_id`, or None (terminal or unknown)."""
         return self._open.get(message_id)
+
+    def now(self) -> float:
+        """The record's clock (epoch seconds; `Record.at` is on it)."""
+        return self._clock()
 
     def undelivered(self) -> list[Record]:
         """Final replies recorded but not delivered (Discord refused them past the hold) and

@@ -166,3 +166,39 @@ async def test_a_question_in_flight_too_long_ago_is_told_after_the_restart(
     assert "couldn't keep your question" in _replies_to(discord, message_id)[1]
     await discord.wait_for(lambda: second.answers.stats.resumed_total["told"] == 1)
     assert len(gemini.requests) == 1  # no model call for a question too old to answer
+
+
+def _message_calls(discord: DiscordEmulator, method: str) -> int:
+    return sum(
+        1
+        for m, path, _ in discord.requests
+        if m == method and path.endswith("/messages") and "/channels/" in path
+    )
+
+
+async def test_an_interrupted_reply_older_than_the_nonce_window_is_looked_up_not_resent(
+    start_bot: Callable[..., Any], discord: DiscordEmulator, gemini: GeminiEmulator
+) -> None:
+    clock = FakeClock.in_a_fresh_minute()
+    app: BotApp = await start_bot(
+        clock=clock,
+        discord_hold_max_seconds=0.5,
+        discord_rest_max_retries=0,
+        discord_breaker_reset_timeout_seconds=0.1,
+    )
+    # Discord posts the reply but the answer is lost, then fails every retry.
+    discord.inject_rest_lost_answer("drop", count=1, route_contains="/messages")
+    discord.inject_rest_fault(503, count=None, route_contains="/messages")
+    message_id = await _ask(discord, "posted but unheard")
+    await discord.wait_for(lambda: app.pipeline.stats.errors["discord"] == 1, timeout=20)
+    assert len(_replies_to(discord, message_id)) == 1  # in Discord; the bot cannot know
+    assert [r.message_id for r in app.answers.undelivered()] == [message_id]
+
+    discord.clear_rest_faults()
+    clock.advance(600)  # past Discord's nonce window: a re-send could post a second copy
+    posts = _message_calls(discord, "POST")
+    assert await resend_undelivered(app.pipeline, app.answers) == 1
+    assert _message_calls(discord, "GET") >= 1  # looked in the channel...
+    assert _message_calls(discord, "POST") == posts  # ...found it, and sent nothing
+    assert len(_replies_to(discord, message_id)) == 1
+    assert app.answers.is_final(message_id)
