@@ -566,7 +566,9 @@ class ChatPipeline:
         # Every reply but a "queued" notice is final: recorded (with its text) before it is
         # sent, so a crash re-sends this very reply under the same nonce; never sent twice.
         final = reply.kind != "queued"
-        if final and not await self.answers.begin_final(msg.message_id, reply.chunks, reply.kind):
+        if final and not await self.answers.begin_final(
+            msg.message_id, reply.chunks, reply.kind, message_to_payload(msg)
+        ):
             self.answers.count_duplicate("queue" if late else "gateway")
             if observe:
                 self._observe(msg)

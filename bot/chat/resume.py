@@ -45,6 +45,8 @@ async def resume_unfinished(
             continue  # finished meanwhile (the queue worker runs beside this)
         if record.state == "delivering" and record.reply is not None:
             resumed += 1
+            if await _given_up(ledger, record):
+                continue
             if await _found(pipeline, ledger, record):
                 ledger.count_resumed("found")
                 continue
@@ -80,11 +82,24 @@ async def resend_undelivered(pipeline: ChatPipeline, ledger: AnswerLedger) -> in
     hold): the answer was paid for, so it is kept, not thrown away. Returns how many went out."""
     sent = 0
     for record in ledger.undelivered():
+        if await _given_up(ledger, record):
+            continue
         if await _found(pipeline, ledger, record) or await pipeline.resend(record, count=False):
             sent += 1
     if sent:
         log.info("delivered %d replies that Discord had refused earlier", sent)
     return sent
+
+
+async def _given_up(ledger: AnswerLedger, record: Record) -> bool:
+    """A reply undelivered for longer than answered ids are remembered is given up (counted
+    `failed`, logged), so that the journal never keeps one for ever (a deleted channel)."""
+    if ledger.now() - record.at <= ledger.ttl_s:
+        return False
+    log.warning("giving up a reply Discord has not taken for %.0f s", ledger.now() - record.at)
+    await ledger.finish(record.message_id, "notified")
+    ledger.count_resumed("failed")
+    return True
 
 
 async def _found(pipeline: ChatPipeline, ledger: AnswerLedger, record: Record) -> bool:

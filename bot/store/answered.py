@@ -117,8 +117,15 @@ class AnswerRecord(Protocol):
         """The queue holds the question now."""
         ...
 
-    async def begin_final(self, message_id: int, chunks: tuple[str, ...], kind: str) -> bool:
-        """Record the final reply before it is sent; False when it was (or is being) sent."""
+    async def begin_final(
+        self,
+        message_id: int,
+        chunks: tuple[str, ...],
+        kind: str,
+        payload: dict[str, Any] | None = None,
+    ) -> bool:
+        """Record the final reply before it is sent (with the question, when the record has
+        none yet); False when it was (or is being) sent."""
         ...
 
     async def finish(self, message_id: int, state: State) -> None:
@@ -172,6 +179,11 @@ class AnswerLedger:
     def get(self, message_id: int) -> Record | None:
         """The open record of `message_id`, or None (terminal or unknown)."""
         return self._open.get(message_id)
+
+    @property
+    def ttl_s(self) -> float:
+        """How long answered ids are remembered (and undelivered replies are tried)."""
+        return self._ttl_s
 
     def now(self) -> float:
         """The record's clock (epoch seconds; `Record.at` is on it)."""
@@ -239,13 +251,22 @@ class AnswerLedger:
         self._sync()
         await self._write(updated)
 
-    async def begin_final(self, message_id: int, chunks: tuple[str, ...], kind: str) -> bool:
+    async def begin_final(
+        self,
+        message_id: int,
+        chunks: tuple[str, ...],
+        kind: str,
+        payload: dict[str, Any] | None = None,
+    ) -> bool:
         if message_id in self._done or message_id in self._finalizing:
             return False
         self._finalizing.add(message_id)
         record = self._open.get(message_id)
-        payload = record.payload if record is not None else None
-        updated = Record(message_id, "delivering", self._clock(), payload, (chunks, kind))
+        if record is not None and record.payload is not None:
+            payload = record.payload
+        # A re-send keeps the time of the first try: how long a reply has been undelivered.
+        at = record.at if record is not None and record.state == "delivering" else self._clock()
+        updated = Record(message_id, "delivering", at, payload, (chunks, kind))
         self._put(updated)
         self._sync()
         await self._write(updated)

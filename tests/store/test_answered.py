@@ -143,3 +143,17 @@ def test_bad_bounds_are_refused() -> None:
         AnswerLedger(None, max_records=0)
     with pytest.raises(ValueError, match="ttl_s"):
         AnswerLedger(None, ttl_s=0)
+
+
+async def test_a_final_reply_without_a_claim_keeps_the_question_and_its_first_try(
+    clock: FakeClock,
+) -> None:
+    # A queue entry written before the record existed: the journal still gets its question.
+    answers = ledger(None, clock)
+    assert await answers.begin_final(9, ("hi",), "answer", {"message_id": 9})
+    answers.abandon_final(9)
+    first_try = clock.now
+    clock.advance(30)
+    assert await answers.begin_final(9, ("hi",), "answer", {"message_id": 9})
+    (record,) = answers.unfinished()
+    assert (record.payload, record.at) == ({"message_id": 9}, first_try)
