@@ -20,7 +20,9 @@ from bot.chat.files import FileLoader
 from bot.chat.memory import ConversationMemory
 from bot.chat.memory_store import MemoryPersistence
 from bot.chat.pipeline import ChatPipeline, FallbackTexts
+from bot.chat.pipeline import DropReason as PipelineDropReason
 from bot.chat.queue_worker import QueueWorker
+from bot.chat.resume import resend_undelivered, resume_unfinished
 from bot.config import ConfigError, GatewayRefused, Settings
 from bot.discord.commands import CommandServices
 from bot.discord.gateway import DiscordGateway
@@ -52,6 +54,7 @@ from bot.resilience.queue import MessageQueue
 from bot.resilience.retry import RetryPolicy
 from bot.resilience.timeout import AdaptiveTimeout
 from bot.store import Namespace, SqliteStore
+from bot.store.answered import AnswerLedger
 from bot.store.fairuse import KeyValueFairUseStore
 
 __all__ = ["BotApp", "run_until_signal"]
@@ -186,6 +189,13 @@ class BotApp:
             clock=clock,
             on_store_error=self._count_store_error,
         )
+        self.answers = AnswerLedger(
+            self.store.namespace("answered"),
+            ttl_s=s.idempotency_ttl_seconds,
+            max_records=s.idempotency_max_records,
+            clock=clock,
+            on_store_error=self._count_store_error,
+        )
         self.degradation = DegradationState(
             DegradationPolicy(
                 memory_bytes=int(s.degradation_memory_threshold_mb * 1024 * 1024),
@@ -298,6 +308,7 @@ class BotApp:
             telemetry=self.telemetry,
             budgets=self.budgets,
             channels=self.channels,
+            answers=self.answers,
         )
         self.queue_worker = QueueWorker(self.queue, self.pipeline)
         self.signals = SignalProbe(
@@ -415,6 +426,7 @@ class BotApp:
             health_snapshots=lambda: len(self.history),
             discord_hold=lambda: gateway.delivery.hold.stats,
             fair_use=lambda: FairUseFigures(self.budgets.stats, self.channels.stats()),
+            answers=lambda: self.answers.stats,
         )
 
     async def start(self) -> None:
@@ -450,12 +462,17 @@ class BotApp:
         expired = await self.queue.load()
         await self.budgets.load()
         await self.channels.load()
+        await self.answers.load()
         await self.heal_audit.load()
         self._tasks.append(asyncio.create_task(self.heal_audit.run(), name="heal audit writer"))
         self.healer.start()
         await self.gateway.start()
         for dropped in expired:  # only now can their users be told
-            await self.pipeline.notify_dropped(dropped.item.payload, dropped.reason)
+            reason: PipelineDropReason = "expired" if dropped.reason == "expired" else "overflow"
+            await self.pipeline.notify_dropped(dropped.item.payload, reason)
+        # Questions in flight when the bot last stopped: re-sent, re-queued or told (in the
+        # background: a re-send may wait for Discord).
+        self._tasks.append(asyncio.create_task(self._resume(), name="resume"))
         if self.queue.size:
             log.info("%d queued questions restored; they will be answered", self.queue.size)
         self._tasks.append(asyncio.create_task(self.queue_worker.run(), name="queue worker"))
@@ -465,6 +482,7 @@ class BotApp:
         self._every(SWEEP_INTERVAL_S, self._sweep, "sweep memory and cache")
         self._every(ASSESS_INTERVAL_S, self._assess, "assess degradation")
         self._every(STORE_HEALTH_INTERVAL_S, self.store.health_check, "store health check")
+        self._every(SWEEP_INTERVAL_S, self._resend_undelivered, "re-send undelivered replies")
         self._tasks.append(asyncio.create_task(self.history.run(), name="health history"))
         log.info("bot started as user %s", self.gateway.bot_id)
 
@@ -475,6 +493,8 @@ class BotApp:
         self._stopped = self._stopping = True
         self.gateway.stop_accepting()
         await self._drain(self.settings.shutdown_grace_seconds)
+        await self._tell_unfinished(min(5.0, self.settings.shutdown_grace_seconds / 2))
+        await self.pipeline.cancel_in_flight()  # journalled: resumed at the next start
         await self.healer.stop(grace_s=self.settings.shutdown_grace_seconds)
         await self.heal_audit.stop()  # the last decisions and results, to disk
         await self.history.stop()
@@ -536,6 +556,24 @@ class BotApp:
     async def _drain(self, timeout_s: float) -> None:
         if not await self.pipeline.wait_idle(timeout_s):
             log.warning("%d replies still in flight at shutdown", self.pipeline.stats.in_flight)
+
+    async def _tell_unfinished(self, budget_s: float) -> None:
+        """Questions still being answered after the grace: tell their users the answer comes
+        after the restart (the journal resumes them), as many as fit in `budget_s`."""
+        waiting = [r for r in self.answers.unfinished() if r.state == "accepted"]
+        if not waiting:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(max(1.0, budget_s)):
+                await self.pipeline.notify_restarting(waiting)
+        log.warning("%d questions unfinished at shutdown; resumed at the next start", len(waiting))
+
+    async def _resume(self) -> None:
+        await resume_unfinished(self.pipeline, self.answers, self.queue)
+
+    async def _resend_undelivered(self) -> None:
+        if self.gateway.delivery.hold.state != "open":
+            await resend_undelivered(self.pipeline, self.answers)
 
     def _assess(self) -> None:
         self.degradation.assess(self.signals.sample())

@@ -14,7 +14,14 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = [
@@ -129,6 +136,10 @@ class Settings(BaseSettings):
     queue_retry_interval_seconds: float = Field(default=30.0, gt=0)
     queue_batch_size: int = Field(default=5, ge=1)
     queue_max_attempts: int = Field(default=3, ge=1)
+    # The idempotency record (one per incoming message id): answered ids are remembered this
+    # long (a replay or re-delivery within it gets no second reply), at most this many.
+    idempotency_ttl_seconds: float = Field(default=3600.0, gt=0)
+    idempotency_max_records: int = Field(default=50_000, ge=100)
     fallback_maintenance_text: str = (
         "I'm in maintenance right now and can't answer. Please try again later."
     )
@@ -319,6 +330,16 @@ class Settings(BaseSettings):
             raise ValueError("expected 0 (off) or at least 10 ms")
         return value
 
+    @model_validator(mode="after")
+    def _idempotency_outlives_the_queue(self) -> Settings:
+        if self.idempotency_ttl_seconds <= self.queue_max_age_seconds:
+            raise ValueError(
+                "set IDEMPOTENCY_TTL_SECONDS above QUEUE_MAX_AGE_SECONDS "
+                f"({self.queue_max_age_seconds:g}): a queued question must stay recorded as "
+                "answered for longer than it can wait"
+            )
+        return self
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, value: Any) -> Any:
@@ -401,6 +422,7 @@ SETTING_PREFIXES = (
     "GUILD_",
     "HEAL_",
     "HEALTH_",
+    "IDEMPOTENCY_",
     "IMAGE_",
     "MAINTENANCE_",
     "OPS_",

@@ -100,6 +100,9 @@ class Reply:
     chunks: tuple[str, ...]
     kind: ReplyKind
     ephemeral: bool = False
+    # Set by the pipeline: the nonce of chunk i is f"{nonce_key}{i}", derived from the
+    # question's id so that a re-send after a restart is deduplicated by Discord.
+    nonce_key: str | None = None
 
     @classmethod
     def text(cls, text: str, kind: ReplyKind, *, ephemeral: bool = False) -> Reply:

@@ -59,6 +59,7 @@ from bot.resilience.degradation import (
     route,
 )
 from bot.resilience.queue import MessageQueue
+from bot.store.answered import AnswerLedger, AnswerRecord, Record, State
 
 __all__ = ["ChatPipeline", "ChatStats", "ChatTuning", "DropReason", "FallbackTexts", "Outcome"]
 
@@ -96,6 +97,10 @@ TOO_LONG_TEXT = (
     "{why}, and it frees up in about {wait}: longer than I can keep questions waiting. "
     "Please ask again then."
 )
+NOT_STORED_TEXT = (
+    "{why}, and I couldn't save your question to answer it later. "
+    "Please ask again in a few minutes."
+)
 DROPPED_TEXT: dict[DropReason, str] = {
     "overflow": "Sorry, too many questions are waiting right now; I had to drop yours. "
     "Please ask again later.",
@@ -104,6 +109,9 @@ DROPPED_TEXT: dict[DropReason, str] = {
     "failed": "Sorry, I couldn't get an answer from the model after several tries. "
     "Please ask again later.",
 }
+RESTARTING_NOTICE = (
+    "I'm restarting, so your question has to wait a moment: I'll answer here when I'm back."
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,11 +190,14 @@ class ChatPipeline:
         telemetry: ResponseObserver | None = None,
         budgets: BudgetGate | None = None,
         channels: ChannelSettings | None = None,
+        answers: AnswerRecord | None = None,
     ) -> None:
         self.telemetry: ResponseObserver = telemetry or _NoObserver()
         # Fair use (bot/chat/budget.py, bot/chat/channels.py); None: not wired.
         self.budgets = budgets
         self.channels = channels
+        # The idempotency record: each message id gets one final reply, whoever delivers it.
+        self.answers: AnswerRecord = answers if answers is not None else AnswerLedger(None)
         self.discord = discord
         self.llm = llm
         self.memory = memory
@@ -202,11 +213,19 @@ class ChatPipeline:
         self.tuning = ChatTuning()
         self._idle = asyncio.Event()
         self._idle.set()
+        self._answering: set[asyncio.Task[Any]] = set()  # tasks inside _in_flight (bounded by it)
 
     # -- the story of one message ----------------------------------------------------------
 
-    async def handle(self, msg: IncomingMessage) -> None:
-        """Answer one message: refuse, answer, queue, or explain why not, and send it."""
+    async def handle(self, msg: IncomingMessage, *, via: str = "gateway") -> None:
+        """Answer one message: refuse, answer, queue, or explain why not, and send it.
+
+        The message id is claimed first: a duplicate delivery (a replayed gateway event, a
+        catch-up of a message already seen; `via` names the path) gets no reply at all.
+        """
+        if not await self.answers.claim(msg.message_id, message_to_payload(msg), via):
+            log.info("ignoring a duplicate delivery of a message (%s)", via)
+            return
         # One trace per message; no ids or text on it, only what kind of message it was.
         with _tracer.start_as_current_span(
             "message", kind=SpanKind.CONSUMER, attributes={"llmbot.source": msg.source}
@@ -220,12 +239,7 @@ class ChatPipeline:
                     log.exception("answering a message failed")
                     thought = _Thought(Reply.text(INTERNAL_ERROR_TEXT, "failed"))
                 span.set_attribute("llmbot.reply.kind", thought.reply.kind)
-                await self._send(msg, thought)
-                now = time.monotonic()
-                elapsed = now - msg.received_at
-                self.stats.recent_seconds.append(elapsed)
-                self.stats.recent_replies.append((now, elapsed))
-                self.telemetry.observe_response(elapsed)
+                await self._send(msg, thought, observe=True)
 
     async def _think(self, msg: IncomingMessage) -> _Thought:
         refusal = self.access.check(
@@ -368,6 +382,7 @@ class ChatPipeline:
             if pushed.evicted is not None:
                 await self.notify_dropped(pushed.evicted.payload, "overflow")
             if pushed.accepted:
+                await self.answers.queued(msg.message_id)
                 trace.get_current_span().add_event(
                     "queued", {"position": pushed.position, "reason": exc.kind}
                 )
@@ -377,11 +392,17 @@ class ChatPipeline:
                     wait=format_wait(max(1.0, pushed.estimated_wait_s)),
                 )
                 return Reply.text(text, "queued")
+            if pushed.refused_reason == "store_error":
+                # Nothing was promised: a cached answer, or say it could not be kept.
+                return self._fallback(
+                    request, exc.kind, too_long=NOT_STORED_TEXT.format(why=_why(exc))
+                )
         return self._fallback(request, exc.kind)
 
     def _fallback(self, request: LLMRequest, reason: str, *, too_long: str = "") -> Reply:
         """A cached answer, the maintenance text or the generic one (`too_long`, when given,
-        replaces the generic text: the model is out of reach for longer than the queue waits)."""
+        replaces the generic text: the model is out of reach for longer than the queue waits,
+        or the question could not be stored for later)."""
         cached = self.llm.cached(request)
         kind = self.degradation.fallback_kind(cached_available=cached is not None)
         if self.degradation.maintenance and cached is None:
@@ -434,6 +455,61 @@ class ChatPipeline:
             return
         await self._send(msg, _Thought(Reply.text(DROPPED_TEXT[reason], "failed")), late=True)
 
+    # -- after a restart, and at shutdown (bot.chat.resume) -------------------------------
+
+    async def resend(self, record: Record, *, count: bool = True) -> bool:
+        """Send again the final reply a crash or Discord interrupted (the same text under the
+        same nonce, so Discord answers the first message if it had got it); False when it
+        cannot be. `count=False` when this process counted the reply already."""
+        if record.reply is None or record.payload is None:
+            return False
+        try:
+            msg = message_from_payload(record.payload)
+        except (KeyError, TypeError, ValueError):
+            return False
+        chunks, kind = record.reply
+        if kind not in _OUTCOME_OF_KIND or not chunks:
+            return False
+        thought = _Thought(Reply(chunks, kind))  # type: ignore[arg-type]
+        await self._send(msg, thought, late=True, count=count)
+        return self.answers.is_final(record.message_id)
+
+    async def already_replied(self, record: Record) -> bool:
+        """Is the final reply of `record` in Discord already (looked up in the channel)? For a
+        re-send older than Discord's nonce window; then the record is finished, nothing sent.
+        False when it cannot be known (an interaction, a failed lookup): re-send then."""
+        try:
+            msg = message_from_payload(record.payload or {})
+        except (KeyError, TypeError, ValueError):
+            return False
+        if not isinstance(msg.target, MessageTarget) or record.reply is None:
+            return False
+        try:
+            found = await self.discord.find_reply(msg.target.channel_id, msg.target.message_id)
+        except Exception as exc:
+            log.warning("could not look for an earlier reply: %s", exc)
+            return False
+        if found is None:
+            return False
+        done: State = "answered" if record.reply[1] in ("answer", "cached") else "notified"
+        await self.answers.finish(record.message_id, done)
+        return True
+
+    async def notify_restarting(self, records: list[Record]) -> int:
+        """Tell the users of questions still being answered at shutdown that the answer comes
+        after the restart (their journal entries are resumed then); returns how many."""
+        told = 0
+        for record in records:
+            if record.payload is None or self.answers.is_final(record.message_id):
+                continue  # answered meanwhile: no notice after the answer
+            try:
+                msg = message_from_payload(record.payload)
+            except (KeyError, TypeError, ValueError):
+                continue
+            await self._send(msg, _Thought(Reply.text(RESTARTING_NOTICE, "queued")), late=True)
+            told += 1
+        return told
+
     # -- plumbing --------------------------------------------------------------------------
 
     def forget(self, channel_id: int, user_id: int | None = None) -> None:
@@ -454,14 +530,29 @@ class ChatPipeline:
             return False
         return True
 
+    async def cancel_in_flight(self, timeout_s: float = 1.0) -> int:
+        """At shutdown, after the grace: stop answering what is still in flight (the journal
+        keeps each question for the next start); returns how many were cancelled."""
+        tasks = [t for t in self._answering if not t.done() and t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout_s)
+        return len(tasks)
+
     @contextlib.asynccontextmanager
     async def _in_flight(self) -> AsyncIterator[None]:
         """Count a message as in flight, so shutdown can wait for its reply."""
         self.stats.in_flight += 1
         self._idle.clear()
+        task = asyncio.current_task()
+        if task is not None:
+            self._answering.add(task)
         try:
             yield
         finally:
+            if task is not None:
+                self._answering.discard(task)
             self.stats.in_flight -= 1
             if self.stats.in_flight == 0:
                 self._idle.set()
@@ -471,13 +562,45 @@ class ChatPipeline:
         for the parts that report through the app (the queue worker, the stores)."""
         self.stats.errors[component] = self.stats.errors.get(component, 0) + 1
 
-    async def _send(self, msg: IncomingMessage, thought: _Thought, *, late: bool = False) -> None:
+    def _observe(self, msg: IncomingMessage) -> None:
+        """The message-to-reply time of a live message (once its reply went out or failed)."""
+        now = time.monotonic()
+        elapsed = now - msg.received_at
+        self.stats.recent_seconds.append(elapsed)
+        self.stats.recent_replies.append((now, elapsed))
+        self.telemetry.observe_response(elapsed)
+
+    async def _send(
+        self,
+        msg: IncomingMessage,
+        thought: _Thought,
+        *,
+        late: bool = False,
+        count: bool = True,
+        observe: bool = False,
+    ) -> None:
+        """Deliver a reply; `observe` (a live message) records its response time as soon as
+        Discord has it. The idempotency record is updated last."""
         reply = thought.reply
+        # Every reply but a "queued" notice is final: recorded (with its text) before it is
+        # sent, so a crash re-sends this very reply under the same nonce; never sent twice.
+        final = reply.kind != "queued"
+        if final and not await self.answers.begin_final(
+            msg.message_id, reply.chunks, reply.kind, message_to_payload(msg)
+        ):
+            self.answers.count_duplicate("queue" if late else "gateway")
+            if observe:
+                self._observe(msg)
+            return
+        reply = replace(reply, nonce_key=f"{msg.message_id}{'a' if final else 'q'}")
         outcome = _OUTCOME_OF_KIND[reply.kind]
-        self.stats.outcomes[outcome] += 1
-        if late:
-            self.stats.late[outcome] += 1
+        if count:  # a re-send of a reply counted when it was first tried is not counted again
+            self.stats.outcomes[outcome] += 1
+            if late:
+                self.stats.late[outcome] += 1
         if thought.silent:
+            if final:
+                await self.answers.finish(msg.message_id, "notified")
             return
         if thought.react is not None and isinstance(msg.target, MessageTarget):
             try:
@@ -487,17 +610,28 @@ class ChatPipeline:
             except Exception:
                 self.stats.errors["discord"] += 1
                 log.warning("could not react to a message", exc_info=True)
+            if final:
+                await self.answers.finish(msg.message_id, "notified")
             return
         try:
             sent_ids = await self.discord.deliver(msg.target, reply)
         except Exception:
+            if final:
+                self.answers.abandon_final(msg.message_id)  # re-sent later (bot.chat.resume)
             self.stats.errors["discord"] += 1
             log.exception("could not deliver a reply to Discord")
+            if observe:
+                self._observe(msg)
             return
+        if observe:
+            self._observe(msg)
         if thought.remember is not None and sent_ids:
             user_turn, answer_text = thought.remember
             model_turn = Turn("model", answer_text, None, sent_ids[0], time.time())
             self.memory.append(msg.conversation_key, user_turn, model_turn)
+        if final:  # last: what a reader of Discord may look at next is in place before it
+            done: State = "answered" if reply.kind in ("answer", "cached") else "notified"
+            await self.answers.finish(msg.message_id, done)
 
 
 def _over_budget(msg: IncomingMessage, over: BudgetRefusal) -> _Thought:

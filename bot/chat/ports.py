@@ -24,6 +24,11 @@ class DiscordPort(Protocol):
         """Send the reply's chunks in order; returns the ids of the messages created."""
         ...
 
+    async def find_reply(self, channel_id: int, message_id: int) -> int | None:
+        """The id of the bot's reply to `message_id` among the messages just after it (one
+        bounded page), or None: for a re-send older than Discord's nonce window."""
+        ...
+
     async def fetch_quoted(self, channel_id: int, message_id: int) -> QuotedMessage | None:
         """One message of a reply chain, or None when it is gone or unreadable."""
         ...

@@ -47,6 +47,12 @@ class QueueWorker:
             log.error("queue entry %s is unreadable", item.id)
             await self.queue.mark_failed(item)
             return
+        if self.pipeline.answers.is_final(msg.message_id):
+            # Answered already: a delete after answering failed and the item came back (a
+            # restart), or another path answered it. Never a second answer.
+            self.pipeline.answers.count_duplicate("queue")
+            await self.queue.mark_answered(item)
+            return
         try:
             await self.pipeline.answer_queued(msg, item.age_s(self.queue.now()))
         except (QuotaExhausted, CircuitOpen) as exc:

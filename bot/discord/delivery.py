@@ -118,8 +118,9 @@ class DiscordDelivery:
             return await self._deliver_interaction(target, reply)
         ids: list[int] = []
         for index, chunk in enumerate(reply.chunks):
-            # Discord allows 25 characters; a retry sends the same nonce.
-            nonce = secrets.token_hex(12)
+            # Discord allows 25 characters; a retry sends the same nonce, and so does a re-send
+            # after a restart (the key is derived from the question's id).
+            nonce = f"{reply.nonce_key}{index}" if reply.nonce_key else secrets.token_hex(12)
             message = await self._send(
                 "create_message",
                 functools.partial(
@@ -177,6 +178,21 @@ class DiscordDelivery:
             ids.append(int(message.id))
         return ids
 
+    async def find_reply(self, channel_id: int, message_id: int) -> int | None:
+        # One page: a reply lands soon after its question; older history is not searched.
+        page = self._rest.fetch_messages(channel_id, after=message_id).limit(100)
+        messages = await self._rest_call("fetch_messages", _collect(page))
+        for message in messages:
+            ref = message.message_reference
+            if (
+                int(message.author.id) == self._bot_id
+                and ref is not None
+                and ref.id is not None
+                and int(ref.id) == message_id
+            ):
+                return int(message.id)
+        return None
+
     async def fetch_quoted(self, channel_id: int, message_id: int) -> QuotedMessage | None:
         try:
             message = await self._rest_call(
@@ -208,3 +224,7 @@ class DiscordDelivery:
         await self._rest_call(
             "add_reaction", self._rest.add_reaction(channel_id, message_id, emoji)
         )
+
+
+async def _collect(page: hikari.iterators.LazyIterator[hikari.Message]) -> list[hikari.Message]:
+    return list(await page)

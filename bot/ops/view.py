@@ -29,6 +29,7 @@ from bot.ops.metrics.fair_use import FairUseFigures
 from bot.resilience.degradation import DegradationStats
 from bot.resilience.hold import HoldStats
 from bot.resilience.queue import QueueStats
+from bot.store.answered import LedgerStats
 from bot.store.stats import StoreStats
 
 __all__ = ["BotView"]
@@ -82,6 +83,8 @@ class BotView:
     # Replies waiting for Discord while its REST API fails (the "discord" breaker's hold).
     discord_hold: Callable[[], HoldStats | None] = _absent
     fair_use: Callable[[], FairUseFigures | None] = _absent  # budgets, channel settings
+    # The idempotency record and in-flight journal (bot.store.answered).
+    answers: Callable[[], LedgerStats | None] = _absent
 
     def dependencies(self) -> dict[str, bool]:
         """Is each dependency usable: Gemini unless its breaker is open, Discord while the
@@ -115,6 +118,7 @@ class BotView:
             health_snapshots=self.health_snapshots,
             discord_hold=self.discord_hold,
             fair_use=self.fair_use,
+            answers=self.answers,
             data_dir=self.data_dir,
             thresholds=self.thresholds,
         )

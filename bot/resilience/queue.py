@@ -7,13 +7,16 @@ reason the caller turns into a notice to the user: `overflow` (refused or evicte
 are in the store and `load()` brings them back after a restart.
 
 Persistence: one store key per item (`item:<id>` in the `queue` namespace), written before the
-mutating call returns, so a kill -9 loses nothing that was acknowledged. Memory is the source
-of truth while running; a failed store write is logged, counted and retried by `flush()`.
+mutating call returns, so a kill -9 loses nothing that was acknowledged. `push` writes first
+and refuses (`store_error`) what the store could not take: nothing unstored is acknowledged.
+Memory is the source of truth while running; a failed later write (a reschedule) or delete is
+logged, counted and retried by `flush()`.
 
 The worker contract: take items with `due()` (they are then leased: not handed out again, not
 expired, not evicted) and end each one with `mark_answered`, `mark_failed` or `defer`, in a
 `finally`. Leases are not persisted: after a crash mid-answer the item is retried, so delivery
-is at-least-once. Stop the worker before `close()`.
+is at-least-once here; the idempotency record (`bot.store.answered`) makes the answer
+exactly-once. Stop the worker before `close()`.
 """
 
 from __future__ import annotations
@@ -47,8 +50,15 @@ logger = logging.getLogger(__name__)
 
 # `overflow`, `expired` and `shutdown` are the catalogue's `llmbot_queue_dropped_total` reasons;
 # `failed` (attempts spent) is a loss the user is told about too, so it is counted beside them.
-DropReason = Literal["overflow", "expired", "shutdown", "failed"]
-DROP_REASONS: Final[tuple[DropReason, ...]] = ("overflow", "expired", "shutdown", "failed")
+# `store_error`: refused by `push` because the store could not keep it (nothing was promised).
+DropReason = Literal["overflow", "expired", "shutdown", "failed", "store_error"]
+DROP_REASONS: Final[tuple[DropReason, ...]] = (
+    "overflow",
+    "expired",
+    "shutdown",
+    "failed",
+    "store_error",
+)
 
 # Upper bounds of `llmbot_queue_wait_seconds`: from "answered at the first retry" to max age
 # and beyond (an item answered just before expiring after a deferral).
@@ -87,7 +97,8 @@ class PushResult:
     estimated_wait_s: float
     # Pushed out to make room: the caller sends that user an overflow notice.
     evicted: QueuedItem | None = None
-    refused_reason: DropReason | None = None  # "overflow" (full) or "shutdown" (closed)
+    # "overflow" (full), "shutdown" (closed) or "store_error" (the store could not keep it)
+    refused_reason: DropReason | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,14 +334,9 @@ class MessageQueue:
         if self._closed:
             self.stats.dropped_total["shutdown"] += 1
             return PushResult(False, None, 0, 0.0, refused_reason="shutdown")
-        evicted: QueuedItem | None = None
-        if self.is_full:
-            evicted = self._eviction_candidate(priority)
-            if evicted is None:
-                self.stats.dropped_total["overflow"] += 1
-                return PushResult(False, None, 0, 0.0, refused_reason="overflow")
-            self._remove(evicted.id)
+        if self.is_full and self._eviction_candidate(priority) is None:
             self.stats.dropped_total["overflow"] += 1
+            return PushResult(False, None, 0, 0.0, refused_reason="overflow")
         now = self._clock()
         delay = self._retry_interval_s if delay_s is None else max(0.0, delay_s)
         item = QueuedItem(
@@ -344,6 +350,20 @@ class MessageQueue:
             seq=self._next_seq,
         )
         self._next_seq += 1
+        # Written before it is queued or acknowledged: a promise ("queued, position N") is only
+        # made for what a kill -9 cannot lose. A failed write refuses the push (`store_error`).
+        if not await self._store_new(item):
+            self.stats.dropped_total["store_error"] += 1
+            return PushResult(False, None, 0, 0.0, refused_reason="store_error")
+        evicted: QueuedItem | None = None
+        if self.is_full:  # looked at again: the queue may have filled during the write
+            evicted = self._eviction_candidate(priority)
+            if evicted is None:
+                self.stats.dropped_total["overflow"] += 1
+                await self._unpersist(item.id)
+                return PushResult(False, None, 0, 0.0, refused_reason="overflow")
+            self._remove(evicted.id)
+            self.stats.dropped_total["overflow"] += 1
         self._insert(item)
         position = 1 + sum(
             1
@@ -352,9 +372,6 @@ class MessageQueue:
         )
         self._sync_size()
         self._notify()
-        # The new item first: a crash between the two writes leaves one too many, which load()
-        # trims, rather than a hole.
-        await self._persist(item)
         if evicted is not None:
             await self._unpersist(evicted.id)
         return PushResult(
@@ -538,6 +555,20 @@ class MessageQueue:
     def _notify(self) -> None:
         self._changed.set()
         self._changed = asyncio.Event()
+
+    async def _store_new(self, item: QueuedItem) -> bool:
+        """Write a new item before it is queued; False (logged, counted) when the write failed."""
+        if self._store is None:
+            return True
+        self._stored.add(item.id)
+        try:
+            await self._store.set_json(_KEY_PREFIX + item.id, _encode(item))
+        except StoreError as exc:
+            self._stored.discard(item.id)
+            self._store_failed()
+            logger.warning("could not store a message to queue, so it is not queued: %s", exc)
+            return False
+        return True
 
     async def _persist(self, item: QueuedItem) -> None:
         if self._store is None:

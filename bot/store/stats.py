@@ -36,6 +36,7 @@ STORE_NAMES: Final = (
     "budgets",
     "channels",
     "budget_audit",
+    "answered",
 )
 # Figures for keys used outside any namespace (admin tools, tests) land here instead of
 # creating label values on the fly.

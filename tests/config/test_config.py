@@ -160,6 +160,27 @@ def test_diagnostics_and_discord_hold_settings_are_checked(
     assert message in str(err.value)
 
 
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"IDEMPOTENCY_MAX_RECORDS": "10"}, "IDEMPOTENCY_MAX_RECORDS"),
+        ({"IDEMPOTENCY_TTL_SECONDS": "0"}, "IDEMPOTENCY_TTL_SECONDS"),
+        (
+            {"IDEMPOTENCY_TTL_SECONDS": "600", "QUEUE_MAX_AGE_SECONDS": "900"},
+            "set IDEMPOTENCY_TTL_SECONDS above QUEUE_MAX_AGE_SECONDS (900)",
+        ),
+    ],
+)
+def test_the_idempotency_record_settings_are_checked(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], message: str
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=re.escape(message)) as err:
+        load_settings(_env_file=None)
+    assert "\n" not in str(err.value)
+
+
 def test_env_example_copied_to_env_has_no_unknown_settings() -> None:
     """`cp .env.example .env` (the README's first step) must not make `check` fail."""
     example = Path(__file__).resolve().parents[2] / ".env.example"

@@ -107,13 +107,14 @@ async def test_a_store_that_refuses_writes_counts_store_errors(
         )
     gemini.error_rate = 1.0
     reply = await _ask(discord, "store question")
-    # The question is still queued (in memory); the failed write is counted twice over: by
-    # the store's own operation counter and as an error of the message path.
-    assert "queued" in reply
+    # The question is not queued (issue 16 item 9: a promise only for what is stored), the user
+    # is told at once; the failed write is counted twice over: by the store's own operation
+    # counter and as an error of the message path.
+    assert "queued" not in reply and "couldn't save your question" in reply
     after = parse_samples(await scrape(app.ops.url))
     assert value(after, "llmbot_errors_total", component="store") == 1
     operations = value(
         after, "llmbot_store_operations_total", store="queue", op="save", outcome="error"
     )
     assert operations == 1
-    assert app.queue.size == 1
+    assert app.queue.size == 0

@@ -310,16 +310,17 @@ async def test_a_sqlite_queue_survives_reopening_with_the_same_items_and_order(
         assert texts(reopened.due()) == ["b", "d", "a", "c", "e"]
 
 
-async def test_a_push_answered_while_its_write_is_in_flight_leaves_no_ghost(
+async def test_a_push_is_served_only_once_its_write_is_done_and_leaves_no_ghost(
     tmp_path: Path, clock: FakeClock
 ) -> None:
     async with SqliteStore(tmp_path / "bot.db", cleanup_interval_s=3600) as store:
         queue = make(store, clock)
         push = asyncio.create_task(queue.push({"text": "fast"}, delay_s=0))
         await asyncio.sleep(0)  # the push is now waiting for the store's thread
+        assert queue.due() == []  # not queued (nor acknowledged) before it is stored
+        assert (await push).accepted
         (item,) = queue.due()
         await queue.mark_answered(item)
-        assert (await push).accepted
         assert await stored_ids(store.namespace("queue")) == set()
 
 
@@ -391,32 +392,46 @@ async def test_without_a_store_close_drops_everything_as_shutdown(clock: FakeClo
     assert_conserved(queue.stats)
 
 
-async def test_items_the_store_refused_are_kept_then_flushed_or_dropped_at_shutdown(
-    clock: FakeClock,
-) -> None:
+async def test_a_push_the_store_refused_is_not_acknowledged(clock: FakeClock) -> None:
+    # Issue 16 item 9: the user was told "queued (position N)" for an item the store never
+    # held, and a kill -9 lost it. Now nothing unstored is acknowledged.
     async with MemoryStore(max_keys=2, cleanup_interval_s=3600) as small:
         reported: list[None] = []
         queue = make(small, clock, on_store_error=lambda: reported.append(None))
         a = await queue.push({"text": "a"}, delay_s=0)
         await queue.push({"text": "b"})
         c = await queue.push({"text": "c"})
-        # Accepted: the user's message is still answered if the bot keeps running.
-        assert c.accepted
+        assert (c.accepted, c.item, c.position, c.refused_reason) == (
+            False,
+            None,
+            0,
+            "store_error",
+        )
+        assert texts(queue.items) == ["a", "b"]
+        assert queue.stats.dropped_total["store_error"] == 1
         assert queue.stats.persist_errors_total == 1
         # ... and the failure is reported (the app counts llmbot_errors_total{component="store"}).
         assert len(reported) == 1
-        assert await queue.flush() == 1
+        assert await queue.flush() == 0
 
         assert a.item is not None
         await queue.mark_answered(queue.due()[0])  # frees a key in the store
-        assert await queue.flush() == 0
-
         d = await queue.push({"text": "d"})
         assert d.accepted and d.item is not None
-        lost = await queue.close()
-        assert lost == [d.item]
-        assert queue.stats.dropped_total["shutdown"] == 1
-        assert texts(queue.items) == ["b", "c"]
+        assert await stored_ids(small.namespace("queue")) == {i.id for i in queue.items}
+        assert await queue.close() == []  # everything acknowledged is in the store
+        assert texts(queue.items) == ["b", "d"]
+        assert_conserved(queue.stats)
+
+
+async def test_an_eviction_happens_only_once_the_newcomer_is_stored(clock: FakeClock) -> None:
+    async with MemoryStore(max_keys=1, cleanup_interval_s=3600) as small:
+        queue = make(small, clock, max_size=1)
+        low = await queue.push({"text": "low"}, priority=0)
+        high = await queue.push({"text": "high"}, priority=1)  # the store is full: refused
+        assert (high.accepted, high.evicted, high.refused_reason) == (False, None, "store_error")
+        assert low.item is not None and queue.items == [low.item]
+        assert queue.stats.dropped_total["overflow"] == 0
         assert_conserved(queue.stats)
 
 

@@ -274,6 +274,16 @@ class DiscordEmulator(LocalServer):
         guild_id = self._state.guild_id_of(int(referenced["channel_id"]))
         return reply_reference(referenced, guild_id), referenced
 
+    async def redeliver_message(self, message_id: int) -> None:
+        """Dispatch MESSAGE_CREATE again for a stored message, as Discord's at-least-once
+        gateway may (an event re-sent after a RESUME): a bot must not answer it twice."""
+        message = self._state.messages.get(message_id)
+        if message is None:
+            msg = f"unknown message {message_id}: send it with send_message() first"
+            raise KeyError(msg)
+        self._require_gateway()
+        await asyncio.gather(*self._events.message("MESSAGE_CREATE", message))
+
     async def delete_message(self, channel_id: int, message_id: int) -> None:
         """Delete a stored message and dispatch MESSAGE_DELETE."""
         self._state.messages.pop(message_id, None)
@@ -432,6 +442,11 @@ class DiscordEmulator(LocalServer):
         """Carry out the next ``count`` matching REST requests but lose the answer: ``slow``
         answers after ``delay_s`` (past the client's timeout), ``drop`` closes the connection."""
         self._faults.add(Fault(0, count, route_contains, kind=kind, delay_s=delay_s))
+
+    @property
+    def rest_faults_injected(self) -> int:
+        """REST requests answered with an injected fault so far."""
+        return self._faults.injected
 
     def clear_rest_faults(self) -> None:
         """Drop every pending REST fault (ends an outage injected with ``count=None``)."""

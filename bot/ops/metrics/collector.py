@@ -68,6 +68,7 @@ from bot.resilience.breaker import BREAKER_STATES
 from bot.resilience.degradation import FALLBACK_KINDS, DegradationStats
 from bot.resilience.hold import ABANDON_REASONS, HoldStats
 from bot.resilience.queue import DROP_REASONS, QUEUE_WAIT_BUCKETS_S, QueueStats
+from bot.store.answered import DUPLICATE_SOURCES, OPEN_STATES, RESUME_OUTCOMES, LedgerStats
 from bot.store.stats import OPS, LatencyHistogram, StoreStats
 
 logger = logging.getLogger(__name__)
@@ -131,6 +132,7 @@ class MetricSources:
     health_snapshots: Callable[[], int] = _zero
     discord_hold: Callable[[], HoldStats | None] = _none
     fair_use: Callable[[], FairUseFigures | None] = _none
+    answers: Callable[[], LedgerStats | None] = _none
     asyncio_tasks: Callable[[], int] = asyncio_task_count
     heap_bytes: Callable[[], int] = field(default_factory=throttled_heap_bytes)
     data_dir: Path | None = None
@@ -222,6 +224,7 @@ class BotCollector(Collector):
         yield from self._memory()
         yield from self._store()
         yield from self._queue()
+        yield from self._answers()
         yield from self._degradation()
         yield from self._heal()
         yield from self._discord()
@@ -451,6 +454,38 @@ class BotCollector(Collector):
                 [reason], queue.dropped_total.get(reason, 0) if queue is not None else 0
             )
         yield dropped
+
+    def _answers(self) -> Iterator[Metric]:
+        """The idempotency record and in-flight journal (bot.store.answered)."""
+        answers = self._read("answers", self._sources.answers, None)
+        records = _gauge(
+            "llmbot_idempotency_records", "Message ids remembered as accepted or answered."
+        )
+        records.add_metric([], answers.size if answers is not None else 0)
+        capacity = _gauge("llmbot_idempotency_capacity", "Message ids that can be remembered.")
+        capacity.add_metric([], answers.capacity if answers is not None else 0)
+        inflight = _gauge(
+            "llmbot_inflight_questions",
+            "Accepted questions not yet answered or told (journalled), by state.",
+            ["state"],
+        )
+        for state in OPEN_STATES:
+            inflight.add_metric([state], answers.open_by_state[state] if answers else 0)
+        duplicates = _counter(
+            "llmbot_duplicate_deliveries_total",
+            "Deliveries of an already accepted message id, given no reply, by source.",
+            ["source"],
+        )
+        for source in DUPLICATE_SOURCES:
+            duplicates.add_metric([source], answers.duplicates_total[source] if answers else 0)
+        resumed = _counter(
+            "llmbot_resumed_questions_total",
+            "Questions in flight at the last stop, finished after the restart, by outcome.",
+            ["outcome"],
+        )
+        for outcome in RESUME_OUTCOMES:
+            resumed.add_metric([outcome], answers.resumed_total[outcome] if answers else 0)
+        yield from (records, capacity, inflight, duplicates, resumed)
 
     def _degradation(self) -> Iterator[Metric]:
         degradation = self._read("degradation", self._sources.degradation, None)
