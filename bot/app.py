@@ -317,6 +317,8 @@ class BotApp:
             snapshot=lambda: take_snapshot(self.view),
             readiness=readiness(self.view),
             history=self.history,
+            max_connections=s.ops_max_connections,
+            idle_timeout_s=s.ops_idle_timeout_seconds,
             extra_routes=[
                 (
                     "POST",

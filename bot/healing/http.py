@@ -203,7 +203,7 @@ def alerts_handler(
             if response.status >= 500:
                 span.set_status(trace.StatusCode.ERROR, note)
             logger.log(
-                logging.INFO if response.status < 400 else logging.WARNING,
+                _log_level(response.status),
                 "alerts webhook: %d from %s in %.1fms: %s",
                 response.status,
                 request.remote,
@@ -213,6 +213,14 @@ def alerts_handler(
             return response
 
     return handle
+
+
+def _log_level(status: int) -> int:
+    """INFO for an answer, WARNING for an error; 401/403/413 at DEBUG, since the ops server
+    counts and logs those rate-limited (bot.ops.connections.RefusalLog)."""
+    if status in (401, 403, 413):
+        return logging.DEBUG
+    return logging.INFO if status < 400 else logging.WARNING
 
 
 def _since(text: str) -> float:

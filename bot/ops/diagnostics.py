@@ -293,7 +293,9 @@ def debug_routes(
                 authorize(request)
                 body = await answer(request)
             except _Refused as refused:
-                logger.warning(
+                # 401/403 are counted and logged rate-limited by the ops server (RefusalLog).
+                logger.log(
+                    logging.DEBUG if refused.status in (401, 403) else logging.WARNING,
                     "debug: %d for %s %s from %s: %s",
                     refused.status,
                     request.method,

@@ -8,6 +8,7 @@ is still missing.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -15,6 +16,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
+from bot.ops.connections import ConnectionGuard, RefusalLog, refusal_reason
 from bot.ops.health import HealthSnapshot
 from bot.ops.history import HealthHistory, parse_time
 from bot.ops.metrics import Telemetry
@@ -34,6 +36,11 @@ logger = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Route = tuple[str, str, Handler]  # (method, path, handler)
 Readiness = Callable[[], tuple[bool, Mapping[str, Any]]]
+
+DEFAULT_MAX_CONNECTIONS: Final = 256
+DEFAULT_IDLE_TIMEOUT_S: Final = 30.0
+REFUSAL_LOG_INTERVAL_S: Final = 60.0
+_BACKLOG: Final = 128
 
 _OPENMETRICS: Final = "application/openmetrics-text"
 _CSV: Final = "text/csv; charset=utf-8"
@@ -85,14 +92,24 @@ class OpsServer:
         readiness: Readiness,
         history: HealthHistory | None = None,
         extra_routes: Sequence[Route] = (),
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
+        refusal_log_interval_s: float = REFUSAL_LOG_INTERVAL_S,
     ) -> None:
+        if idle_timeout_s <= 0:
+            raise ValueError("idle_timeout_s must be positive")
         self.host = host
         self._port = port
         self._telemetry = telemetry
         self._snapshot = snapshot
         self._readiness = readiness
         self._history = history
-        self._app = web.Application()
+        self._idle_timeout_s = idle_timeout_s
+        self.refusals = RefusalLog(telemetry.ops_refused, interval_s=refusal_log_interval_s)
+        self.connections = ConnectionGuard(
+            max_connections, self.refusals, on_change=telemetry.ops_connections
+        )
+        self._app = web.Application(middlewares=[self.connections.middleware, self._count_refusals])
         self._app.router.add_get("/metrics", self._metrics)
         self._app.router.add_get("/healthz", self._healthz)
         self._app.router.add_get("/readyz", self._readyz)
@@ -101,6 +118,18 @@ class OpsServer:
         for method, path, handler in extra_routes:
             self._app.router.add_route(method, path, handler)
         self._runner: web.AppRunner | None = None
+        self._listener: asyncio.Server | None = None
+
+    @property
+    def routes(self) -> list[tuple[str, str]]:
+        """(method, path) of every route registered, HEAD of GET routes left out."""
+        found = []
+        for route in self._app.router.routes():
+            info = route.resource.get_info() if route.resource is not None else {}
+            path = info.get("path") or info.get("formatter") or ""
+            if route.method != "HEAD":
+                found.append((route.method, str(path)))
+        return found
 
     @property
     def port(self) -> int:
@@ -123,24 +152,50 @@ class OpsServer:
         if self._runner is not None:
             return
         # No access log: Prometheus scrapes every few seconds and would drown real messages.
-        runner = web.AppRunner(self._app, access_log=None, shutdown_timeout=5.0)
+        # keepalive_timeout is also the header timeout (see bot.ops.connections).
+        runner = web.AppRunner(
+            self._app,
+            access_log=None,
+            shutdown_timeout=5.0,
+            keepalive_timeout=self._idle_timeout_s,
+        )
         await runner.setup()
-        site = web.TCPSite(runner, self.host, self._port)
+        assert runner.server is not None
+        self.connections.serve(runner.server)
         try:
-            await site.start()
+            # Our own listener (not web.TCPSite) so that the connection guard is the protocol
+            # factory; runner.cleanup() still closes the connections it holds.
+            self._listener = await asyncio.get_running_loop().create_server(
+                self.connections, self.host, self._port, backlog=_BACKLOG, reuse_address=True
+            )
         except OSError:
             await runner.cleanup()
             raise
         self._runner = runner
-        address = runner.addresses[0]
-        self._port = int(address[1])
+        self._port = int(self._listener.sockets[0].getsockname()[1])
         logger.info("ops server listening on %s", self.url)
 
     async def stop(self) -> None:
         """Stop listening and finish the requests in progress (bounded)."""
         runner, self._runner = self._runner, None
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.close()
         if runner is not None:
             await runner.cleanup()
+        self.refusals.flush()
+
+    @web.middleware
+    async def _count_refusals(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """401, 403 and 413 answers: counted and logged rate-limited (RefusalLog)."""
+        response = await handler(request)
+        reason = refusal_reason(response.status)
+        if reason is not None:
+            self.refusals.note(
+                reason,
+                f"{response.status} for {request.method} {request.path} from {request.remote}",
+            )
+        return response
 
     # -- handlers ------------------------------------------------------------------------------
 
