@@ -1,5 +1,6 @@
-"""The ops HTTP server: `/metrics`, `/healthz`, `/readyz`, `/status`, `/status/history`, plus
-the routes others add (the Alertmanager webhook `POST /alerts`).
+"""The ops HTTP server: `/metrics`, `/healthz`, `/readyz`, `/status`, `/status/history`,
+`/openapi.json` (the API described: bot.ops.openapi), plus the routes others add (the
+Alertmanager webhook `POST /alerts`, `/heal/audit`, `/debug/*`).
 
 It runs on the bot's event loop and needs nothing but the objects it is given, so it can start
 before the gateway connects: `/healthz` answers from the first second and `/readyz` says what
@@ -16,10 +17,12 @@ from typing import Any, Final
 
 from aiohttp import web
 
+from bot.healing.audit import safe_text
 from bot.ops.connections import ConnectionGuard, RefusalLog, refusal_reason
 from bot.ops.health import HealthSnapshot
 from bot.ops.history import HealthHistory, parse_time
 from bot.ops.metrics import Telemetry
+from bot.ops.openapi import document
 from bot.ops.view import BotView
 
 __all__ = [
@@ -41,6 +44,7 @@ DEFAULT_MAX_CONNECTIONS: Final = 256
 DEFAULT_IDLE_TIMEOUT_S: Final = 30.0
 REFUSAL_LOG_INTERVAL_S: Final = 60.0
 _BACKLOG: Final = 128
+_HISTORY_PARAMS: Final = frozenset({"from", "to", "format"})
 
 _OPENMETRICS: Final = "application/openmetrics-text"
 _CSV: Final = "text/csv; charset=utf-8"
@@ -115,10 +119,12 @@ class OpsServer:
         self._app.router.add_get("/readyz", self._readyz)
         self._app.router.add_get("/status", self._status)
         self._app.router.add_get("/status/history", self._status_history)
+        self._app.router.add_get("/openapi.json", self._openapi)
         for method, path, handler in extra_routes:
             self._app.router.add_route(method, path, handler)
         self._runner: web.AppRunner | None = None
         self._listener: asyncio.Server | None = None
+        self._openapi_body: str | None = None
 
     @property
     def routes(self) -> list[tuple[str, str]]:
@@ -217,10 +223,19 @@ class OpsServer:
     async def _status(self, request: web.Request) -> web.Response:
         return _json(self._snapshot().as_dict())
 
+    async def _openapi(self, request: web.Request) -> web.Response:
+        if self._openapi_body is None:
+            self._openapi_body = json.dumps(document(), indent=2)
+        return web.Response(text=self._openapi_body, content_type="application/json")
+
     async def _status_history(self, request: web.Request) -> web.Response:
         if self._history is None:
             return _json({"error": "the health history is not enabled"}, 404)
         query = request.query
+        unknown = sorted(set(query) - _HISTORY_PARAMS)
+        if unknown:
+            shown = safe_text(unknown[0], 40)
+            return _json({"error": f"unknown parameter {shown!r}: use from, to and format"}, 400)
         fmt = query.get("format", "json").lower()
         try:
             from_ts = _timestamp(query.get("from"), "from")
