@@ -408,7 +408,8 @@ class BotApp:
             # With OPS_PORT=0 the real port is known only now; it is what Prometheus scrapes.
             self.healer.instance = self.ops.host_port
         log.info(
-            "ops server on %s (/metrics /healthz /readyz /status /alerts /heal/audit /debug)",
+            "ops server on %s (/metrics /healthz /readyz /status /alerts /heal/audit /debug "
+            "/openapi.json)",
             self.ops.url,
         )
         await self.store.open()
