@@ -116,7 +116,7 @@ IGNORE_REASONS: Final[tuple[str, ...]] = (
     "not_applied",
 )
 # `llmbot_webhook_requests_total{code}`: every status the alerts handler answers with.
-WEBHOOK_CODES: Final[tuple[int, ...]] = (202, 400, 401, 403, 404, 413, 415, 500, 503)
+WEBHOOK_CODES: Final[tuple[int, ...]] = (202, 400, 401, 403, 404, 408, 413, 415, 500, 503)
 
 # Runs by hand carry this fingerprint prefix (then the action name) in events and logs.
 HAND_FINGERPRINT_PREFIX: Final = "manual:"

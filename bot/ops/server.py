@@ -44,6 +44,7 @@ DEFAULT_MAX_CONNECTIONS: Final = 256
 DEFAULT_IDLE_TIMEOUT_S: Final = 30.0
 REFUSAL_LOG_INTERVAL_S: Final = 60.0
 _BACKLOG: Final = 128
+_LINGERING_S: Final = 2.0
 _HISTORY_PARAMS: Final = frozenset({"from", "to", "format"})
 
 _OPENMETRICS: Final = "application/openmetrics-text"
@@ -164,6 +165,9 @@ class OpsServer:
             access_log=None,
             shutdown_timeout=5.0,
             keepalive_timeout=self._idle_timeout_s,
+            # After an error answer (413, 408) aiohttp reads what is left of the body for up
+            # to this long so the client sees the answer; its default, 10 s, holds a slot.
+            lingering_time=_LINGERING_S,
         )
         await runner.setup()
         assert runner.server is not None

@@ -114,6 +114,26 @@ async def test_a_200_kb_label_is_cut_in_logs_and_in_the_answer(
     assert len(text) < 20_000, "the answer echoes the 200 KB value"
 
 
+async def test_a_body_that_stalls_gets_408_and_runs_nothing() -> None:
+    async with serve(body_timeout_s=0.5) as server:
+        host, port = server.url.removeprefix("http://").split("/")[0].split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        head = (
+            "POST /alerts HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Authorization: Bearer {AUTH['Authorization'].split()[1]}\r\n"
+            "Content-Length: 1000\r\n\r\n"
+        )
+        writer.write(head.encode() + b'{"version": "4"')  # and then nothing more
+        await writer.drain()
+        started = time.monotonic()
+        answer = await asyncio.wait_for(reader.readline(), 10)
+        assert answer.startswith(b"HTTP/1.1 408"), answer
+        assert time.monotonic() - started < 5
+        writer.close()
+        assert server.codes() == {408: 1}
+        assert server.ran() == 0
+
+
 def flood_body(index: int, alerts: int) -> bytes:
     chosen = [
         sample_alert(
