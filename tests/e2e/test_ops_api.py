@@ -187,3 +187,29 @@ async def test_schemathesis_finds_nothing_on_the_running_bot(bot: BotApp) -> Non
             assert answer.status == 200
     assert 500 not in figures.statuses
     assert bot.healer.stats.webhook_requests_total[500] == 0
+
+
+async def test_connection_settings_bound_a_real_bot(start_bot: Callable[..., Any]) -> None:
+    """OPS_MAX_CONNECTIONS and OPS_IDLE_TIMEOUT_SECONDS on a running bot: 30 idle sockets
+    leave at most 10 open, /healthz answers, the rest close after a second, /metrics counts it."""
+    bot: BotApp = await start_bot(ops_max_connections=10, ops_idle_timeout_seconds=1)
+    sockets = [await asyncio.open_connection("127.0.0.1", bot.ops.port) for _ in range(30)]
+    deadline = time.monotonic() + 10
+    while bot.ops.connections.open > 10:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.01)
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{bot.ops.url}/healthz") as answer:
+            assert answer.status == 200
+        for reader, _ in sockets:  # each is closed by the server: evicted or timed out
+            assert await asyncio.wait_for(reader.read(), 10) == b""
+        async with http.get(f"{bot.ops.url}/metrics") as answer:
+            text = await answer.text()
+    evicted = next(
+        line for line in text.splitlines()
+        if line.startswith('llmbot_ops_requests_refused_total{reason="idle_evicted"}')
+    )  # fmt: skip
+    assert float(evicted.split()[-1]) >= 20
+    assert "llmbot_ops_connections " in text
+    for _, writer in sockets:
+        writer.close()
