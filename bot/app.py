@@ -358,6 +358,8 @@ class BotApp:
             snapshot=lambda: take_snapshot(self.view),
             readiness=readiness(self.view),
             history=self.history,
+            max_connections=s.ops_max_connections,
+            idle_timeout_s=s.ops_idle_timeout_seconds,
             extra_routes=[
                 (
                     "POST",
@@ -449,7 +451,8 @@ class BotApp:
             # With OPS_PORT=0 the real port is known only now; it is what Prometheus scrapes.
             self.healer.instance = self.ops.host_port
         log.info(
-            "ops server on %s (/metrics /healthz /readyz /status /alerts /heal/audit /debug)",
+            "ops server on %s (/metrics /healthz /readyz /status /alerts /heal/audit /debug "
+            "/openapi.json)",
             self.ops.url,
         )
         await self.store.open()

@@ -222,6 +222,8 @@ class Settings(BaseSettings):
     data_dir: Path = Path("./data")
     ops_host: str = "127.0.0.1"
     ops_port: int = Field(default=9464, ge=0, le=65535)
+    ops_max_connections: int = Field(default=256, ge=1, le=10_000)
+    ops_idle_timeout_seconds: float = Field(default=30.0, ge=1, le=3600)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)

@@ -2,11 +2,22 @@
 what it decided and did, behind the same bearer token.
 
 Alertmanager retries 5xx and gives up on 4xx, so 4xx means "do not send this again" (bad token,
-bad payload, too large) and 503 means "try again later" (shutting down, backlog full).
+bad payload, too large) and 503 means "try again later" (shutting down, backlog full, too many
+notifications waiting).
+
+Bounded work per request, so a flood of large notifications cannot hold the event loop (500
+parallel 300-alert payloads held it ~9 s and wrote 150k INFO lines before): the token is checked
+before the body is read, the body is read within `body_timeout_s` and `max_body_bytes`, then one
+notification at a time is parsed and decided (`_WORK_SLOTS`), its alerts in slices of
+`_ALERTS_PER_SLICE` with the loop handed back between slices; at most `_MAX_WAITING` wait for
+that turn, the next get a 503 (Alertmanager retries). Each notification writes one log line with
+the decisions counted (each alert's decision is at DEBUG and in the audit), and everything taken
+from a payload into a log line is escaped and cut (`safe_text`, `PayloadError` reasons).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import ipaddress
 import logging
@@ -22,8 +33,9 @@ from aiohttp.http_exceptions import HttpProcessingError
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
-from bot.healing.payload import PayloadError, parse_payload
-from bot.healing.receiver import HealReceiver, ReceiverClosedError
+from bot.healing.audit import safe_text
+from bot.healing.payload import PayloadError, WebhookPayload, parse_payload
+from bot.healing.receiver import AlertDecision, HealReceiver, ReceiverClosedError, SubmitSummary
 
 __all__ = [
     "AUDIT_DEFAULT_LIMIT",
@@ -38,8 +50,13 @@ logger = logging.getLogger(__name__)
 _tracer = trace.get_tracer(__name__)
 
 DEFAULT_MAX_BODY_BYTES: Final = 256 * 1024
+DEFAULT_BODY_TIMEOUT_S: Final = 30.0
+_WORK_SLOTS: Final = 1  # notifications parsed and decided at once
+_MAX_WAITING: Final = 32  # notifications waiting for a slot; the next get a 503
+_ALERTS_PER_SLICE: Final = 50  # alerts decided between two turns of the event loop
 
 AUDIT_DEFAULT_LIMIT: Final = 100
+_NOTE_CHARS: Final = 400
 
 AlertsHandler = Callable[[web.Request], Awaitable[web.Response]]
 
@@ -128,6 +145,7 @@ def alerts_handler(
     token: str | None,
     allow_insecure_loopback: bool,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
     is_shutting_down: Callable[[], bool] = lambda: False,
 ) -> AlertsHandler:
     """An aiohttp handler for `POST /alerts`; every answer is counted in `receiver.stats`.
@@ -137,7 +155,11 @@ def alerts_handler(
     """
     if max_body_bytes < 1:
         raise ValueError("max_body_bytes must be at least 1")
+    if body_timeout_s <= 0:
+        raise ValueError("body_timeout_s must be positive")
     expected = token.encode("utf-8") if token else None
+    slots = asyncio.Semaphore(_WORK_SLOTS)
+    waiting = 0
 
     def authorize(request: web.Request) -> None:
         _authorize(request, expected, allow_insecure_loopback, "post alerts")
@@ -149,38 +171,69 @@ def alerts_handler(
         chunks: list[bytes] = []
         size = 0
         try:
-            while chunk := await request.content.read(max_body_bytes + 1 - size):
-                chunks.append(chunk)
-                size += len(chunk)
-                if size > max_body_bytes:
-                    raise _Answer(413, f"body is larger than {max_body_bytes} bytes")
+            async with asyncio.timeout(body_timeout_s):
+                while chunk := await request.content.read(max_body_bytes + 1 - size):
+                    chunks.append(chunk)
+                    size += len(chunk)
+                    if size > max_body_bytes:
+                        raise _Answer(413, f"body is larger than {max_body_bytes} bytes")
         except HttpProcessingError as exc:
             raise _Answer(400, f"could not read the body: {exc.message}") from None
+        except TimeoutError:
+            raise _Answer(408, f"the body took longer than {body_timeout_s:g}s to arrive") from None
         return b"".join(chunks)
+
+    async def decide(payload: WebhookPayload) -> SubmitSummary:
+        """The receiver's decisions, a slice of alerts at a time with the loop handed back
+        between slices (a 300-alert notification would otherwise hold it for its whole run)."""
+        alerts = payload.alerts
+        if len(alerts) <= _ALERTS_PER_SLICE:
+            return receiver.submit(payload)
+        decisions: list[AlertDecision] = []
+        for start in range(0, len(alerts), _ALERTS_PER_SLICE):
+            part = payload.model_copy(update={"alerts": alerts[start : start + _ALERTS_PER_SLICE]})
+            decisions.extend(receiver.submit(part).decisions)
+            await asyncio.sleep(0)
+        return SubmitSummary(tuple(decisions))
+
+    async def parse_and_decide(body: bytes, request: web.Request) -> tuple[int, SubmitSummary]:
+        nonlocal waiting
+        if slots.locked() and waiting >= _MAX_WAITING:
+            raise _Answer(503, f"{_MAX_WAITING} notifications are waiting; retry later")
+        waiting += 1
+        try:
+            await slots.acquire()
+        finally:
+            waiting -= 1
+        try:
+            await asyncio.sleep(0)  # whoever waited behind the previous notification runs now
+            try:
+                payload = parse_payload(body)
+            except PayloadError as exc:
+                # Lenient about the content type while the body parses; strict once it does not.
+                if hdrs.CONTENT_TYPE in request.headers and not _is_json(request.content_type):
+                    raise _Answer(
+                        415, f"expected application/json, got {request.content_type}"
+                    ) from None
+                raise _Answer(400, exc.reason) from None
+            trace.get_current_span().set_attribute("heal.alerts", len(payload.alerts))
+            try:
+                return len(payload.alerts), await decide(payload)
+            except ReceiverClosedError:
+                raise _Answer(503, "shutting down") from None
+        finally:
+            slots.release()
 
     async def answer(request: web.Request) -> tuple[web.Response, str]:
         authorize(request)
         if is_shutting_down() or not receiver.accepting:
             raise _Answer(503, "shutting down")
         body = await read_body(request)
-        try:
-            payload = parse_payload(body)
-        except PayloadError as exc:
-            # Lenient about the content type while the body parses; strict once it does not.
-            if hdrs.CONTENT_TYPE in request.headers and not _is_json(request.content_type):
-                raise _Answer(
-                    415, f"expected application/json, got {request.content_type}"
-                ) from None
-            raise _Answer(400, exc.reason) from None
-        trace.get_current_span().set_attribute("heal.alerts", len(payload.alerts))
-        try:
-            summary = receiver.submit(payload)
-        except ReceiverClosedError:
-            raise _Answer(503, "shutting down") from None
+        alerts, summary = await parse_and_decide(body, request)
         data = summary.to_json()
-        if summary.http_status != 202:
+        if summary.http_status == 503:
             data["error"] = "job backlog is full; retry later"
-        note = f"{len(payload.alerts)} alert(s), {summary.queued} job(s) queued"
+        note = f"{alerts} alert(s): {summary.counts()}"
         return web.json_response(data, status=summary.http_status), note
 
     async def handle(request: web.Request) -> web.Response:
@@ -192,7 +245,7 @@ def alerts_handler(
                 response = web.json_response(
                     {"error": exc.reason}, status=exc.status, headers=exc.headers
                 )
-                note = exc.reason
+                note = safe_text(exc.reason, _NOTE_CHARS)
             except Exception:
                 # Never let a surprise become aiohttp's HTML 500 without a count and a log.
                 logger.exception("alerts webhook: unexpected error")
@@ -203,7 +256,7 @@ def alerts_handler(
             if response.status >= 500:
                 span.set_status(trace.StatusCode.ERROR, note)
             logger.log(
-                logging.INFO if response.status < 400 else logging.WARNING,
+                _log_level(response.status),
                 "alerts webhook: %d from %s in %.1fms: %s",
                 response.status,
                 request.remote,
@@ -213,6 +266,14 @@ def alerts_handler(
             return response
 
     return handle
+
+
+def _log_level(status: int) -> int:
+    """INFO for an answer, WARNING for an error; 401/403/413 at DEBUG, since the ops server
+    counts and logs those rate-limited (bot.ops.connections.RefusalLog)."""
+    if status in (401, 403, 413):
+        return logging.DEBUG
+    return logging.INFO if status < 400 else logging.WARNING
 
 
 def _since(text: str) -> float:

@@ -25,6 +25,10 @@ __all__ = [
 ]
 
 PAYLOAD_VERSION: Final = "4"
+# A key in a reason is cut to this many characters, and a reason to REASON_CHARS: the reason is
+# logged and answered, and must not echo a 200 KB label name.
+KEY_CHARS: Final = 40
+REASON_CHARS: Final = 300
 
 AlertStatus = Literal["firing", "resolved"]
 
@@ -100,10 +104,16 @@ def _location(loc: tuple[int | str, ...]) -> str:
         if isinstance(part, int):
             text += f"[{part}]"
             continue
-        # A key comes from the sender: quote odd ones so a reason stays one printable line.
-        name = part if part.isidentifier() else repr(part)
+        # A key comes from the sender: quote odd ones so a reason stays one printable line,
+        # and cut long ones.
+        name = part if part.isidentifier() and len(part) <= KEY_CHARS else _quoted(part)
         text += f".{name}" if text else name
     return text
+
+
+def _quoted(key: str) -> str:
+    shown = repr(key[:KEY_CHARS])
+    return shown if len(key) <= KEY_CHARS else f"{shown}…"
 
 
 def _reason(error: ErrorDetails) -> str:
@@ -140,4 +150,6 @@ def parse_payload(body: bytes) -> WebhookPayload:
         # The fields of another version's payload would only repeat that version is wrong.
         if len(errors) > 1 and errors[0]["loc"] != ("version",):
             reason += f" (and {len(errors) - 1} more)"
+        if len(reason) > REASON_CHARS:
+            reason = reason[: REASON_CHARS - 1] + "…"
         raise PayloadError(reason) from None

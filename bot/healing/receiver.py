@@ -116,7 +116,7 @@ IGNORE_REASONS: Final[tuple[str, ...]] = (
     "not_applied",
 )
 # `llmbot_webhook_requests_total{code}`: every status the alerts handler answers with.
-WEBHOOK_CODES: Final[tuple[int, ...]] = (202, 400, 401, 403, 404, 413, 415, 500, 503)
+WEBHOOK_CODES: Final[tuple[int, ...]] = (202, 400, 401, 403, 404, 408, 413, 415, 500, 503)
 
 # Runs by hand carry this fingerprint prefix (then the action name) in events and logs.
 HAND_FINGERPRINT_PREFIX: Final = "manual:"
@@ -149,11 +149,12 @@ class AlertDecision:
     detail: str = ""
 
     def to_json(self) -> dict[str, str | None]:
-        """The decision as a JSON object for the webhook answer."""
+        """The decision as a JSON object for the webhook answer (the fingerprint as the audit
+        shows it: escaped and cut, so a huge one is not echoed back)."""
         return {
-            "fingerprint": self.fingerprint,
+            "fingerprint": safe_text(self.fingerprint, FINGERPRINT_CHARS),
             "status": self.status,
-            "action": self.action,
+            "action": None if self.action is None else safe_text(self.action, NAME_CHARS),
             "decision": self.decision,
             "detail": self.detail,
         }
@@ -183,6 +184,13 @@ class SubmitSummary:
     def to_json(self) -> dict[str, object]:
         """The summary as a JSON object for the webhook answer."""
         return {"queued": self.queued, "decisions": [d.to_json() for d in self.decisions]}
+
+    def counts(self) -> str:
+        """How many alerts got each decision, e.g. `2 apply, 298 ignored`, for one log line."""
+        tally: dict[str, int] = {}
+        for decision in self.decisions:
+            tally[decision.decision] = tally.get(decision.decision, 0) + 1
+        return ", ".join(f"{n} {name}" for name, n in tally.items()) or "no alerts"
 
 
 @dataclass(frozen=True, slots=True)
@@ -576,7 +584,7 @@ class HealReceiver:
                     "heal: forgetting the %s heal of fingerprint %s (too many alerts tracked); "
                     "it will not be reverted",
                     old.action,
-                    old_fingerprint,
+                    safe_text(old_fingerprint, FINGERPRINT_CHARS),
                 )
         return state
 
@@ -619,7 +627,8 @@ class HealReceiver:
     def _ignore(self, alert: Alert, name: str | None, reason: str, detail: str) -> AlertDecision:
         self._stats.alerts_ignored_total[reason] += 1
         self._event(None, "ignored", alert, f"{reason}: {detail}")
-        logger.info("heal ignored (%s): %s (fingerprint %s)", reason, detail, _fingerprint(alert))
+        # Per alert at DEBUG: the webhook logs one line per notification with the counts.
+        logger.debug("heal ignored (%s): %s (fingerprint %s)", reason, detail, _fingerprint(alert))
         return AlertDecision(alert.fingerprint, alert.status, name, "ignored", reason)
 
     def _refuse(
@@ -628,9 +637,9 @@ class HealReceiver:
         self._stats.actions_total[(name, decision)] += 1
         self._event(name, decision, alert, detail)
         if log:
-            level = logging.WARNING if decision == "rejected" else logging.INFO
-            logger.log(
-                level,
+            # Per alert at DEBUG: the webhook logs one line per notification with the counts
+            # (a rejected one answers 503, logged as a WARNING there).
+            logger.debug(
                 "heal %s %s: %s (fingerprint %s)",
                 name,
                 decision,
@@ -645,7 +654,7 @@ class HealReceiver:
             detail = _would(job)
             self._stats.actions_total[(name, "dry_run")] += 1
             event = self._event(name, "dry_run", job.alert, detail, kind=job.kind, by=job.by)
-            logger.info(
+            logger.debug(
                 "heal %s dry run: %s (fingerprint %s)", name, event.detail, event.fingerprint
             )
             return AlertDecision(job.alert.fingerprint, job.alert.status, name, "dry_run", detail)
@@ -653,7 +662,7 @@ class HealReceiver:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         self._event(name, "queued", job.alert, job.kind, kind=job.kind, by=job.by)
-        logger.info("heal %s queued %s (fingerprint %s)", name, job.kind, _fingerprint(job.alert))
+        logger.debug("heal %s queued %s (fingerprint %s)", name, job.kind, _fingerprint(job.alert))
         return AlertDecision(job.alert.fingerprint, job.alert.status, name, job.kind)
 
     # -- jobs --------------------------------------------------------------------------------

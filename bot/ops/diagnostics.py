@@ -31,6 +31,8 @@ from typing import Any, Final
 
 from aiohttp import hdrs, web
 
+from bot.healing.audit import safe_text
+
 __all__ = [
     "MAX_FRAMES",
     "MAX_TASKS",
@@ -254,6 +256,14 @@ class _Refused(Exception):
         self.headers = dict(headers or {})
 
 
+def _known_params(request: web.Request, known: frozenset[str]) -> None:
+    """A 400 for a parameter the route does not take (a typo must not be silently ignored)."""
+    unknown = sorted(set(request.query) - known)
+    if unknown:
+        shown = safe_text(unknown[0], 40)
+        raise _Refused(400, f"unknown parameter {shown!r}: use {', '.join(sorted(known))}")
+
+
 def _int(query: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
     raw = query.get(name)
     if raw is None:
@@ -287,13 +297,18 @@ def debug_routes(
             challenge = f'{_REALM}, error="invalid_token"'
             raise _Refused(401, "invalid bearer token", {hdrs.WWW_AUTHENTICATE: challenge})
 
-    def guarded(answer: Callable[[web.Request], Awaitable[Any]]) -> Handler:
+    def guarded(answer: Callable[[web.Request], Awaitable[Any]], *params: str) -> Handler:
+        known = frozenset(params)
+
         async def handle(request: web.Request) -> web.StreamResponse:
             try:
                 authorize(request)
+                _known_params(request, known)
                 body = await answer(request)
             except _Refused as refused:
-                logger.warning(
+                # 401/403 are counted and logged rate-limited by the ops server (RefusalLog).
+                logger.log(
+                    logging.DEBUG if refused.status in (401, 403) else logging.WARNING,
                     "debug: %d for %s %s from %s: %s",
                     refused.status,
                     request.method,
@@ -337,7 +352,7 @@ def debug_routes(
         return {**tracer.status(), "changed": changed}
 
     return [
-        ("GET", "/debug/tasks", guarded(tasks)),
-        ("GET", "/debug/memory", guarded(memory)),
-        ("POST", "/debug/memory", guarded(switch)),
+        ("GET", "/debug/tasks", guarded(tasks, "limit", "frames")),
+        ("GET", "/debug/memory", guarded(memory, "limit", "group_by")),
+        ("POST", "/debug/memory", guarded(switch, "trace", "frames")),
     ]

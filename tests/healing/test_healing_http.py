@@ -29,6 +29,7 @@ INSTANCE = "127.0.0.1:9464"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 JSON = {"Content-Type": "application/json"}
 INVALID = 'Bearer realm="alerts", error="invalid_token"'
+LINGERING_S = 2.0  # as the ops server (bot.ops.server): aiohttp's default is 10 s
 
 
 @dataclass
@@ -60,6 +61,7 @@ async def serve(
     token: str | None = TOKEN,
     allow_insecure_loopback: bool = False,
     max_body_bytes: int = 256 * 1024,
+    body_timeout_s: float = 30.0,
     **receiver_kwargs: Any,
 ) -> AsyncIterator[Server]:
     actions = {name: RecordingAction(name) for name in HEAL_ACTIONS}
@@ -72,10 +74,11 @@ async def serve(
         token=token,
         allow_insecure_loopback=allow_insecure_loopback,
         max_body_bytes=max_body_bytes,
+        body_timeout_s=body_timeout_s,
         is_shutting_down=lambda: shutting_down[0],
     )
     app.router.add_post("/alerts", handler)
-    runner = web.AppRunner(app, access_log=None)
+    runner = web.AppRunner(app, access_log=None, lingering_time=LINGERING_S)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()

@@ -202,3 +202,97 @@ def test_wrong_types_only_raise_payload_error(
     else:
         data[top] = value
     assert_parses_or_explains(encode(data))
+
+
+# -- properties over generated Alertmanager payloads (issue #17 part 3) ------------------------
+
+# Any text Alertmanager may carry in a label: newlines, control characters, any script, long.
+# (Long ones are repeated short ones: drawing 3,000 characters one by one is slow.)
+label_text = st.text(max_size=30) | st.text(min_size=1, max_size=10).map(lambda t: t * 300)
+label_maps = st.dictionaries(label_text, label_text, max_size=4)
+moments = st.datetimes(
+    min_value=datetime(1970, 1, 1), max_value=datetime(2200, 1, 1), timezones=st.just(UTC)
+)
+generated_alerts = st.fixed_dictionaries(
+    {
+        "status": st.sampled_from(["firing", "resolved"]),
+        "labels": label_maps,
+        "annotations": label_maps,
+        "startsAt": moments.map(lambda moment: moment.isoformat().replace("+00:00", "Z")),
+        "endsAt": st.just("0001-01-01T00:00:00Z"),
+        "generatorURL": st.text(max_size=40),
+        "fingerprint": st.text(min_size=1, max_size=40),
+    }
+)
+generated_payloads = st.fixed_dictionaries(
+    {
+        "version": st.just("4"),
+        "status": st.sampled_from(["firing", "resolved"]),
+        "alerts": st.lists(generated_alerts, max_size=4),
+        "receiver": st.text(max_size=20),
+        "groupKey": st.text(max_size=40),
+        "truncatedAlerts": st.integers(0, 10**6),
+        "groupLabels": label_maps,
+        "commonLabels": label_maps,
+        "commonAnnotations": label_maps,
+        "externalURL": st.text(max_size=40),
+    },
+    optional={"extra": st.text(max_size=10)},  # unknown fields are ignored
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(generated_payloads)
+def test_every_valid_payload_parses_with_its_values(data: dict[str, Any]) -> None:
+    payload = parse_payload(encode(data))
+    assert payload.status == data["status"]
+    assert payload.truncated_alerts == data["truncatedAlerts"]
+    assert payload.common_labels == data["commonLabels"]
+    assert len(payload.alerts) == len(data["alerts"])
+    for alert, sent in zip(payload.alerts, data["alerts"], strict=True):
+        assert alert.labels == sent["labels"]
+        assert alert.fingerprint == sent["fingerprint"]
+        assert alert.status == sent["status"]
+        assert alert.starts_at.isoformat().replace("+00:00", "Z") == sent["startsAt"]
+
+
+def break_one(data: dict[str, Any], where: str, value: Any) -> dict[str, Any]:
+    """`data` with one required part made invalid: removed (value None) or replaced."""
+    target = data["alerts"][0] if where.startswith("alert.") else data
+    key = where.removeprefix("alert.")
+    if value is None:
+        del target[key]
+    else:
+        target[key] = value
+    return data
+
+
+invalid_payloads = st.builds(
+    break_one,
+    generated_payloads.filter(lambda data: bool(data["alerts"])),
+    st.sampled_from(
+        ["version", "status", "alerts", "alert.status", "alert.labels", "alert.startsAt",
+         "alert.fingerprint"]
+    ),
+    st.none() | st.integers() | st.just("") | st.just({"\n" * 3: 1}) | st.just(["x" * 5_000]),
+)  # fmt: skip
+
+
+@settings(max_examples=100, deadline=None)
+@given(invalid_payloads)
+def test_every_invalid_payload_gets_a_short_one_line_reason(data: dict[str, Any]) -> None:
+    # None of the replacements is valid where it goes, so every one must be refused.
+    reason = reason_for(encode(data))
+    assert reason
+    assert "\n" not in reason and "\r" not in reason
+    assert len(reason) <= 300
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.dictionaries(label_text, st.integers() | st.none() | st.booleans(), min_size=1))
+def test_a_wrong_label_value_names_its_key_cut_and_escaped(labels: dict[str, Any]) -> None:
+    data = sample_payload()
+    data["alerts"][0]["labels"] = labels
+    reason = reason_for(data)
+    assert reason.startswith("alerts[0].labels")
+    assert "\n" not in reason and len(reason) <= 300

@@ -37,6 +37,14 @@ CIRCUIT_DEPENDENCIES: Final = ("gemini", "discord")
 LLM_OUTCOMES: Final = ("ok", "error", "timeout", "rate_limited", "bad_request", "configuration")
 TOKEN_TYPES: Final = ("input", "output", "thoughts", "cached")
 REST_STATUS_CLASSES: Final = ("2xx", "4xx", "429", "5xx", "error")
+# llmbot_ops_requests_refused_total{reason} (bot/ops/connections.py says what each one means).
+OPS_REFUSAL_REASONS: Final = (
+    "unauthorized",
+    "forbidden",
+    "too_large",
+    "connection_limit",
+    "idle_evicted",
+)
 STORE_LABELS: Final = (*STORE_NAMES, OTHER_STORE)
 STORE_DIRECTIONS: Final = ("written", "read")
 STORE_OP_LABELS: Final = ("store", "op")

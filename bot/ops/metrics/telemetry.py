@@ -39,6 +39,7 @@ from opentelemetry import trace
 from prometheus_client import (
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     disable_created_metrics,
     exposition,
@@ -54,6 +55,7 @@ from bot.ops.metrics.catalogue import (
     GATEWAY_EVENT_TYPES,
     LATENCY_BUCKETS_S,
     LLM_OUTCOMES,
+    OPS_REFUSAL_REASONS,
     OTHER,
     REST_STATUS_CLASSES,
     TOKEN_TYPES,
@@ -156,6 +158,18 @@ class Telemetry:
             "EVENT_LOOP_BLOCK_THRESHOLD_MS (each logged with its stack, rate-limited).",
             registry=registry,
         )
+        self._ops_refused = Counter(
+            "llmbot_ops_requests_refused",
+            "Requests and connections the ops server refused, by reason (a 401, 403 or 413; a "
+            "connection over OPS_MAX_CONNECTIONS; an idle connection closed to make room).",
+            ["reason"],
+            registry=registry,
+        )
+        self._ops_connections = Gauge(
+            "llmbot_ops_connections",
+            "Connections open to the ops server (at most OPS_MAX_CONNECTIONS).",
+            registry=registry,
+        )
         # Slow operations: a watchdog thread that logs the blocking stack (None: off).
         self._watchdog = (
             LoopWatchdog(block_threshold_s, self._loop_blocks.inc) if block_threshold_s else None
@@ -170,6 +184,8 @@ class Telemetry:
             self._gateway_events.labels(event)
         for status_class in REST_STATUS_CLASSES:
             self._rest.labels(status_class)
+        for reason in OPS_REFUSAL_REASONS:
+            self._ops_refused.labels(reason)
         if sources is not None:
             self.bind(sources)
 
@@ -219,6 +235,15 @@ class Telemetry:
     def discord_rest(self, status: int | None) -> None:
         """One Discord REST request answered with HTTP `status` (None: no answer)."""
         self._rest.labels(rest_status_class(status)).inc()
+
+    def ops_refused(self, reason: str) -> None:
+        """The ops server refused a request or connection; `reason` is one of
+        `OPS_REFUSAL_REASONS`."""
+        self._ops_refused.labels(reason if reason in OPS_REFUSAL_REASONS else OTHER).inc()
+
+    def ops_connections(self, open_connections: int) -> None:
+        """How many connections the ops server has open now."""
+        self._ops_connections.set(open_connections)
 
     # -- event-loop lag ------------------------------------------------------------------------
 
