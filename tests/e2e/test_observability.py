@@ -107,7 +107,7 @@ def catalogue_names() -> set[str]:
     names: set[str] = set()
     for line in METRICS_MD.read_text(encoding="utf-8").splitlines():
         if line.startswith("|"):
-            names.update(re.findall(r"`((?:llmbot|process|python)_[a-z0-9_]+)`", line))
+            names.update(re.findall(r"`((?:llmbot|process|python|gen_ai)_[a-z0-9_]+)`", line))
     assert len(names) > 40, "METRICS.md changed shape: no catalogue tables found"
     return names
 

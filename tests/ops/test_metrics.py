@@ -62,7 +62,9 @@ def catalogue() -> list[CatalogueRow]:
         if len(cells) != 4 or not cells[2] or cells[2] == "type" or set(cells[2]) <= {"-"}:
             continue
         names = tuple(
-            n for n in re.findall(r"`([a-z_]+)`", cells[1]) if n.startswith(("llmbot_", "process_"))
+            n
+            for n in re.findall(r"`([a-z_]+)`", cells[1])
+            if n.startswith(("llmbot_", "process_", "gen_ai_"))
         )
         if not names:
             continue
@@ -127,7 +129,8 @@ def test_label_sets_match_the_components() -> None:
 def test_only_llmbot_and_default_collector_metrics() -> None:
     families = exported_families(World().telemetry())
     prefixes = {name.split("_")[0] for name in families}
-    assert prefixes == {"llmbot", "process", "python"}
+    # gen_ai_client_*: the OpenTelemetry GenAI conventions' names, as an OTel export writes them.
+    assert prefixes == {"llmbot", "process", "python", "gen"}
     assert "process_resident_memory_bytes" in families
     assert "python_gc_objects_collected_total" in families
     assert "python_info" in families
