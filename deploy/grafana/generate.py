@@ -587,11 +587,15 @@ def overview() -> model.Dashboard:
 
 
 def cost_per_second(tokens: Callable[[str], str]) -> str:
-    """USD per second from per-second token series `tokens(matcher)` and the price boxes."""
+    """USD per second from per-second token series `tokens(matcher)` and the price boxes.
+
+    Gemini's input count includes the cached tokens, so those are priced at the cached price
+    instead of the input price: the same estimate as llmbot_llm_cost_usd_total.
+    """
     priced = [
         ('type="input"', "$price_input"),
         ('type=~"output|thoughts"', "$price_output"),
-        ('type="cached"', "$price_cached"),
+        ('type="cached"', "($price_cached - $price_input)"),
     ]
     # `or vector(0)`: a type with no series yet must not blank the whole sum.
     parts = [f"(sum({tokens(matcher)}) or vector(0)) * {price}" for matcher, price in priced]
