@@ -19,9 +19,9 @@ from fault to heal and 60 s from the fault's end to the revert (four runs); the 
 
 A failing model (the `error_rate` heal): every Gemini call fails while questions keep coming;
 LLMBotHealErrorRate (worst case 110 s by test_heal_timing) fires, the bot degrades to medium and
-renews its Gemini client; Gemini recovers and the override is cleared. Measured: 42 s from the
-fault to the heal, 60 s from Gemini's recovery to the revert; about 2 minutes. The module takes
-about 4 minutes (one Prometheus + Alertmanager pair for both).
+renews its Gemini client; Gemini recovers and the override is cleared. Measured: 42 to 46 s
+from the fault to the heal, 60 s from Gemini's recovery to the revert (three runs); about
+2 minutes. The module takes about 4 minutes (one Prometheus + Alertmanager pair for both).
 """
 
 from __future__ import annotations
