@@ -42,7 +42,7 @@ from bot.ops.health import take_snapshot
 from bot.ops.heap import freeze_startup_heap
 from bot.ops.history import HealthHistory
 from bot.ops.llm_telemetry import LLMCallTelemetry
-from bot.ops.metrics import AlertThresholds, ShardFigures, Telemetry
+from bot.ops.metrics import AlertThresholds, LLMPrices, ShardFigures, Telemetry
 from bot.ops.metrics.fair_use import FairUseFigures
 from bot.ops.report import StatusReport
 from bot.ops.server import OpsServer, readiness
@@ -129,6 +129,7 @@ class BotApp:
         self.telemetry = Telemetry(
             models=[s.gemini_model],
             block_threshold_s=s.event_loop_block_threshold_ms / 1000 or None,
+            prices=LLMPrices.from_settings(s),
         )
         self.store = SqliteStore(
             s.data_dir / "bot.db", cleanup_interval_s=s.store_cleanup_interval_seconds

@@ -106,6 +106,11 @@ class Settings(BaseSettings):
     gemini_adaptive_timeout: bool = True
     gemini_timeout_min_seconds: float = Field(default=10.0, gt=0)
     gemini_stream: bool = False
+    # Estimated cost (llmbot_llm_cost_usd_total): USD per million tokens, Google's published
+    # paid-tier prices for gemini-2.5-flash; set your model's and tier's.
+    gemini_price_input_usd_per_million: float = Field(default=0.30, ge=0)
+    gemini_price_output_usd_per_million: float = Field(default=2.50, ge=0)
+    gemini_price_cached_input_usd_per_million: float = Field(default=0.03, ge=0)
 
     # --- quota, retries, circuit breaker, cache -------------------------------------------------
     gemini_rate_limit_rpm: int = Field(default=10, ge=1)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 import urllib.request
 from typing import Any
 
@@ -165,15 +166,26 @@ class GeminiClient:
         self, model: str, contents: Any, config: types.GenerateContentConfig
     ) -> LLMReply:
         chunks = []
+        # Time to first chunk as the GenAI conventions measure it: from issuing the request to
+        # the first chunk of the response stream.
+        started = time.perf_counter()
+        first_chunk_s: float | None = None
         stream = await self._current().aio.models.generate_content_stream(
             model=model, contents=contents, config=config
         )
         async for chunk in stream:
+            if first_chunk_s is None:
+                first_chunk_s = time.perf_counter() - started
             chunks.append(chunk)
-        return _to_reply(model, chunks)
+        return _to_reply(model, chunks, time_to_first_chunk_s=first_chunk_s)
 
 
-def _to_reply(model: str, responses: list[types.GenerateContentResponse]) -> LLMReply:
+def _to_reply(
+    model: str,
+    responses: list[types.GenerateContentResponse],
+    *,
+    time_to_first_chunk_s: float | None = None,
+) -> LLMReply:
     if not responses:
         raise LLMUnavailable("the model's stream ended without any answer")
     text_parts: list[str] = []
@@ -203,7 +215,12 @@ def _to_reply(model: str, responses: list[types.GenerateContentResponse]) -> LLM
         # No text: a safety stop, recitation, or an empty candidate list.
         blocked = finish_reason or "EMPTY"
     return LLMReply(
-        text=text, model=model, finish_reason=finish_reason, blocked_reason=blocked, usage=usage
+        text=text,
+        model=model,
+        finish_reason=finish_reason,
+        blocked_reason=blocked,
+        usage=usage,
+        time_to_first_chunk_s=time_to_first_chunk_s,
     )
 
 

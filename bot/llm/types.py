@@ -50,6 +50,10 @@ class LLMRequest:
 
 @dataclass(frozen=True, slots=True)
 class TokenUsage:
+    """Gemini's `usage_metadata`: `input` is the whole prompt (cached tokens included), `output`
+    the answer's tokens without the thinking, `thoughts` the thinking (billed as output) and
+    `cached` the part of the prompt read from Gemini's context cache."""
+
     input: int = 0
     output: int = 0
     thoughts: int = 0
@@ -58,10 +62,20 @@ class TokenUsage:
 
 @dataclass(frozen=True, slots=True)
 class LLMReply:
-    """The model's answer. `text` is empty only when `blocked_reason` says why."""
+    """The model's answer. `text` is empty only when `blocked_reason` says why.
+
+    `time_to_first_chunk_s` is how long after the request the first chunk of a streamed answer
+    arrived (None when the answer was not streamed).
+    """
 
     text: str
     model: str
     finish_reason: str | None = None
     blocked_reason: str | None = None
     usage: TokenUsage = field(default_factory=TokenUsage)
+    time_to_first_chunk_s: float | None = None
+
+    @property
+    def finish_reasons(self) -> tuple[str, ...]:
+        """Why the model stopped, per candidate (the bot asks for one candidate)."""
+        return (self.finish_reason,) if self.finish_reason else ()

@@ -26,7 +26,13 @@ class LLMCallMetrics(Protocol):
     """Where each call's duration, outcome and tokens are counted (`bot.ops.metrics.Telemetry`)."""
 
     def observe_llm_call(
-        self, model: str, outcome: str, seconds: float, usage: TokenUsage | None = None
+        self,
+        model: str,
+        outcome: str,
+        seconds: float,
+        usage: TokenUsage | None = None,
+        *,
+        time_to_first_chunk_s: float | None = None,
     ) -> None: ...
 
 
@@ -71,12 +77,19 @@ class _TracedCall:
         record_llm_result(
             self._span,
             usage=reply.usage,
-            finish_reasons=[reply.finish_reason] if reply.finish_reason else (),
+            finish_reasons=reply.finish_reasons,
             response_model=reply.model,
             include_message_text=include,
             output_text=reply.text,
+            time_to_first_chunk_s=reply.time_to_first_chunk_s,
         )
-        self._owner.metrics.observe_llm_call(self._model, "ok", seconds, reply.usage)
+        self._owner.metrics.observe_llm_call(
+            self._model,
+            "ok",
+            seconds,
+            reply.usage,
+            time_to_first_chunk_s=reply.time_to_first_chunk_s,
+        )
 
     def failed(self, error: LLMError, seconds: float) -> None:
         record_llm_result(self._span, error=error)

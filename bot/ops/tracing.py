@@ -212,17 +212,21 @@ def record_llm_result(
     error: BaseException | str | None = None,
     include_message_text: bool = False,
     output_text: str | None = None,
+    time_to_first_chunk_s: float | None = None,
 ) -> None:
     """Record the answer (or failure) of an LLM call on its span.
 
     `usage` has `input`, `output` and optionally `thoughts`, `cached` token counts
-    (`bot.llm.types.TokenUsage`); `error` is the exception or a short error identifier.
+    (`bot.llm.types.TokenUsage`); `error` is the exception or a short error identifier;
+    `time_to_first_chunk_s` is given for a streamed answer.
     """
     if usage is not None:
         # Input and output always (0 is a real count); reasoning and cache reads when present.
-        span.set_attribute("gen_ai.usage.input_tokens", int(usage.input))
-        span.set_attribute("gen_ai.usage.output_tokens", int(usage.output))
+        # As the conventions count them, the reasoning tokens are part of the output tokens and
+        # the cache reads part of the input (Gemini's prompt count includes them already).
         thoughts = int(getattr(usage, "thoughts", 0))
+        span.set_attribute("gen_ai.usage.input_tokens", int(usage.input))
+        span.set_attribute("gen_ai.usage.output_tokens", int(usage.output) + thoughts)
         if thoughts:
             span.set_attribute("gen_ai.usage.reasoning.output_tokens", thoughts)
         cached = int(getattr(usage, "cached", 0))
@@ -232,6 +236,8 @@ def record_llm_result(
         span.set_attribute("gen_ai.response.finish_reasons", [str(r) for r in finish_reasons])
     if response_model:
         span.set_attribute("gen_ai.response.model", response_model)
+    if time_to_first_chunk_s is not None:
+        span.set_attribute("gen_ai.response.time_to_first_chunk", float(time_to_first_chunk_s))
     if include_message_text and output_text is not None:
         span.set_attribute("gen_ai.output.messages", _messages_json([("assistant", output_text)]))
     if error is not None:

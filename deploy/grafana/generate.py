@@ -42,9 +42,9 @@ SEL: Final = 'job=~"$job", instance=~"$instance"'
 # The legend name that marks a series as a threshold line (dashed red, see _threshold_style).
 THRESHOLD: Final = "threshold"
 
-# Gemini 2.5 Flash list prices in USD per million tokens when this was written; the
-# dashboard's text boxes let an operator change them without regenerating.
-PRICES: Final = {"price_input": "0.30", "price_output": "2.50", "price_cached": "0.075"}
+# Gemini 2.5 Flash list prices in USD per million tokens when this was written (the defaults of
+# the GEMINI_PRICE_* settings too); the text boxes let an operator change them here.
+PRICES: Final = {"price_input": "0.30", "price_output": "2.50", "price_cached": "0.03"}
 
 AnyPanel = Builder[model.Panel]
 
@@ -643,15 +643,24 @@ def overview() -> model.Dashboard:
 
 
 def cost_per_second(tokens: Callable[[str], str]) -> str:
-    """USD per second from per-second token series `tokens(matcher)` and the price boxes."""
+    """USD per second from per-second token series `tokens(matcher)` and the price boxes.
+
+    Gemini's input count includes the cached tokens, so those are priced at the cached price
+    instead of the input price: the same estimate as llmbot_llm_cost_usd_total.
+    """
     priced = [
         ('type="input"', "$price_input"),
         ('type=~"output|thoughts"', "$price_output"),
-        ('type="cached"', "$price_cached"),
+        ('type="cached"', "($price_cached - $price_input)"),
     ]
     # `or vector(0)`: a type with no series yet must not blank the whole sum.
     parts = [f"(sum({tokens(matcher)}) or vector(0)) * {price}" for matcher, price in priced]
     return "(" + " + ".join(parts) + ") / 1e6"
+
+
+GEN_AI_DURATION: Final = "gen_ai_client_operation_duration_seconds"
+GEN_AI_TOKENS: Final = "gen_ai_client_token_usage"
+GEN_AI_FIRST_CHUNK: Final = "gen_ai_client_operation_time_to_first_chunk_seconds"
 
 
 def _token_rate(matcher: str) -> str:
@@ -793,6 +802,102 @@ def llm() -> model.Dashboard:
                             + rate("llmbot_messages_total", 'outcome="answered"')
                             + ")",
                             "tokens",
+                        ),
+                        span=6,
+                    ),
+                ],
+            ),
+            Section(
+                "Streaming and cost",
+                [
+                    ts(
+                        "Time to first chunk",
+                        "Seconds from issuing a streamed Gemini call to its first chunk, "
+                        "p50/p95 (gen_ai_client_operation_time_to_first_chunk_seconds, the "
+                        "OpenTelemetry GenAI conventions' buckets). Empty unless GEMINI_STREAM "
+                        "is on: whole answers have no first chunk.",
+                        "s",
+                        [
+                            query(quantile("0.5", GEN_AI_FIRST_CHUNK), "p50"),
+                            query(quantile("0.95", GEN_AI_FIRST_CHUNK), "p95"),
+                        ],
+                        span=8,
+                    ),
+                    ts(
+                        "GenAI operation duration",
+                        "Duration of each Gemini call on the GenAI conventions' histogram "
+                        "(gen_ai_client_operation_duration_seconds), p95 of the calls that "
+                        "succeeded and of those that failed, by error type.",
+                        "s",
+                        [
+                            query(
+                                "histogram_quantile(0.95, sum by (error_type, le) ("
+                                + rate(GEN_AI_DURATION + "_bucket")
+                                + "))",
+                                "p95 {{error_type}}",
+                            ),
+                        ],
+                        span=8,
+                    ),
+                    ts(
+                        "Tokens per call",
+                        "Input (the whole prompt) and output (answer plus thinking) tokens per "
+                        "Gemini call, p50/p95 (gen_ai_client_token_usage).",
+                        "short",
+                        [
+                            query(
+                                quantile("0.5", GEN_AI_TOKENS, by="gen_ai_token_type"),
+                                "p50 {{gen_ai_token_type}}",
+                            ),
+                            query(
+                                quantile("0.95", GEN_AI_TOKENS, by="gen_ai_token_type"),
+                                "p95 {{gen_ai_token_type}}",
+                            ),
+                        ],
+                        span=8,
+                    ),
+                    ts(
+                        "Estimated cost per hour (price settings)",
+                        "llmbot_llm_cost_usd_total as USD per hour, by model: the bot's own "
+                        "estimate from the GEMINI_PRICE_* settings (defaults: Google's "
+                        "published gemini-2.5-flash prices). The provider's bill is "
+                        "authoritative.",
+                        "currencyUSD",
+                        [
+                            query(
+                                "sum by (model) (" + rate("llmbot_llm_cost_usd_total") + ") * 3600",
+                                "{{model}}",
+                            )
+                        ],
+                    ),
+                    single(
+                        "Estimated cost per answer",
+                        "Estimated USD per message answered by Gemini, over the rate interval "
+                        "(llmbot_llm_cost_usd_total over llmbot_messages_total{outcome="
+                        '"answered"}).',
+                        "currencyUSD",
+                        query(
+                            "sum("
+                            + rate("llmbot_llm_cost_usd_total")
+                            + ") / sum("
+                            + rate("llmbot_messages_total", 'outcome="answered"')
+                            + ")",
+                            "USD per answer",
+                        ),
+                        span=6,
+                    ),
+                    single(
+                        "Streamed calls",
+                        "Share of successful Gemini calls that were streamed (they have a time "
+                        "to first chunk), over the rate interval.",
+                        "percentunit",
+                        query(
+                            "sum("
+                            + rate(GEN_AI_FIRST_CHUNK + "_count")
+                            + ") / sum("
+                            + rate(GEN_AI_DURATION + "_count", 'error_type=""')
+                            + ")",
+                            "streamed",
                         ),
                         span=6,
                     ),

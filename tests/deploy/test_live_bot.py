@@ -196,8 +196,12 @@ async def test_dashboards_and_rules_against_a_busy_bot(
 ) -> None:
     # A memory threshold below any real RSS makes LLMBotHighMemory fire and the memory heal run:
     # the "Firing alerts" and "Last successful healing" panels need both.
+    # Streamed answers (GEMINI_STREAM): the time-to-first-chunk panel has data only for them.
     app = await launch(
-        health_memory_threshold_mb=1, queue_retry_interval_seconds=1, retry_max_attempts=1
+        health_memory_threshold_mb=1,
+        queue_retry_interval_seconds=1,
+        retry_max_attempts=1,
+        gemini_stream=True,
     )
     instance = await watch(live, prom, app, sink)
 

@@ -102,12 +102,15 @@ def series(samples: Iterable[Sample]) -> set[SeriesKey]:
     return {(s.name, tuple(sorted(s.labels.items()))) for s in samples}
 
 
+CATALOGUE_NAME: Final = r"`((?:llmbot|process|python|gen_ai_client)_[a-z0-9_]+)`"
+
+
 def catalogue_names() -> set[str]:
     """Every metric name in the tables of METRICS.md (recording rules use colons: not these)."""
     names: set[str] = set()
     for line in METRICS_MD.read_text(encoding="utf-8").splitlines():
         if line.startswith("|"):
-            names.update(re.findall(r"`((?:llmbot|process|python)_[a-z0-9_]+)`", line))
+            names.update(re.findall(CATALOGUE_NAME, line))
     assert len(names) > 40, "METRICS.md changed shape: no catalogue tables found"
     return names
 
@@ -294,6 +297,29 @@ async def test_every_catalogue_metric_is_exposed_and_counts_what_the_emulators_s
     assert tokens("output") == usage.output_tokens > 0
     assert tokens("thoughts") == usage.thoughts_tokens == 3 * usage.answers
     assert tokens("cached") == 0
+
+    # The same calls on the OpenTelemetry GenAI conventions, and their estimated cost at the
+    # default prices (GEMINI_PRICE_*: 0.30 input, 2.50 output and thinking, per million).
+    gen_ai = {
+        "gen_ai_operation_name": "chat",
+        "gen_ai_provider_name": "gcp.gemini",
+        "gen_ai_request_model": MODEL,
+    }
+    duration = "gen_ai_client_operation_duration_seconds_count"
+    assert value(samples, duration, **gen_ai, error_type="") == usage.answers
+    assert value(samples, duration, **gen_ai, error_type="error") == traffic.failing_requests
+    assert value(samples, duration, **gen_ai, error_type="rate_limited") == 1
+
+    def gen_ai_tokens(kind: str) -> float:
+        return value(samples, "gen_ai_client_token_usage_sum", **gen_ai, gen_ai_token_type=kind)
+
+    assert gen_ai_tokens("input") == usage.input_tokens
+    assert gen_ai_tokens("output") == usage.output_tokens + usage.thoughts_tokens
+    # Whole answers (GEMINI_STREAM=false): no time to first chunk, as the conventions say.
+    first_chunk = "gen_ai_client_operation_time_to_first_chunk_seconds_count"
+    assert value(samples, first_chunk, **gen_ai) == 0
+    cost = (usage.input_tokens * 0.30 + (usage.output_tokens + usage.thoughts_tokens) * 2.50) / 1e6
+    assert value(samples, "llmbot_llm_cost_usd_total", model=MODEL) == pytest.approx(cost)
 
     # Lookups: ann (miss), ben (hit), cy twice (429, then from the queue), two failing ones.
     assert value(samples, "llmbot_cache_requests_total", result="hit") == 1

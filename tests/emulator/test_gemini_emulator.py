@@ -193,6 +193,22 @@ async def test_thought_tokens_count_unless_thinking_is_off(
     assert silent.usage_metadata.thoughts_token_count is None
 
 
+async def test_cached_tokens_are_part_of_the_prompt_and_at_most_all_of_it(
+    emu: GeminiEmulator, client: genai.Client
+) -> None:
+    emu.cached_tokens = 3
+    some = (await ask(client, "a question long enough for more than three tokens")).usage_metadata
+    emu.cached_tokens = 10_000
+    whole = (await ask(client, "hi")).usage_metadata
+    emu.cached_tokens = 0
+    none = (await ask(client, "hi")).usage_metadata
+
+    assert some.cached_content_token_count == 3 < some.prompt_token_count
+    assert some.cache_tokens_details[0].token_count == 3
+    assert whole.cached_content_token_count == whole.prompt_token_count
+    assert none.cached_content_token_count is None
+
+
 async def test_multi_turn_contents_are_recorded(emu: GeminiEmulator, client: genai.Client) -> None:
     history = [
         types.Content(role="user", parts=[types.Part(text="My name is Ada.")]),

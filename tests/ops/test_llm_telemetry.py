@@ -44,6 +44,7 @@ class Observed:
     seconds: float
     usage: TokenUsage | None
     span_id: int  # of the span current while the call was reported (the exemplar's)
+    first_chunk_s: float | None = None
 
 
 class RecordingMetrics:
@@ -51,10 +52,16 @@ class RecordingMetrics:
         self.calls: list[Observed] = []
 
     def observe_llm_call(
-        self, model: str, outcome: str, seconds: float, usage: TokenUsage | None = None
+        self,
+        model: str,
+        outcome: str,
+        seconds: float,
+        usage: TokenUsage | None = None,
+        *,
+        time_to_first_chunk_s: float | None = None,
     ) -> None:
         span_id = trace.get_current_span().get_span_context().span_id
-        self.calls.append(Observed(model, outcome, seconds, usage, span_id))
+        self.calls.append(Observed(model, outcome, seconds, usage, span_id, time_to_first_chunk_s))
 
 
 def span_id(span: ReadableSpan) -> int:

@@ -33,6 +33,7 @@ from bot.ops.metrics import (
     LATENCY_BUCKETS_S,
     MESSAGE_OUTCOMES,
     AlertThresholds,
+    LLMPrices,
     MetricSources,
     ShardFigures,
     Telemetry,
@@ -62,7 +63,9 @@ def catalogue() -> list[CatalogueRow]:
         if len(cells) != 4 or not cells[2] or cells[2] == "type" or set(cells[2]) <= {"-"}:
             continue
         names = tuple(
-            n for n in re.findall(r"`([a-z_]+)`", cells[1]) if n.startswith(("llmbot_", "process_"))
+            n
+            for n in re.findall(r"`([a-z_]+)`", cells[1])
+            if n.startswith(("llmbot_", "process_", "gen_ai_"))
         )
         if not names:
             continue
@@ -127,7 +130,8 @@ def test_label_sets_match_the_components() -> None:
 def test_only_llmbot_and_default_collector_metrics() -> None:
     families = exported_families(World().telemetry())
     prefixes = {name.split("_")[0] for name in families}
-    assert prefixes == {"llmbot", "process", "python"}
+    # gen_ai_client_*: the OpenTelemetry GenAI conventions' names, as an OTel export writes them.
+    assert prefixes == {"llmbot", "process", "python", "gen"}
     assert "process_resident_memory_bytes" in families
     assert "python_gc_objects_collected_total" in families
     assert "python_info" in families
@@ -510,3 +514,14 @@ async def test_the_view_of_a_real_app_reads_its_parts(tmp_path: Path) -> None:
     assert limit == app.llm.quota.minute_limit
     assert value(series, "llmbot_data_disk_size_bytes") > 0
     assert value(series, "llmbot_asyncio_tasks") >= 1  # scraped on the loop: this test's task
+
+
+def test_the_cost_estimate_uses_the_settings_prices(tmp_path: Path) -> None:
+    settings = load_settings(_env_file=None, data_dir=tmp_path / "data")
+    assert LLMPrices.from_settings(settings) == LLMPrices()  # one set of defaults
+    prices = LLMPrices(input=1.0, output=10.0, cached_input=0.1)
+    # 1,000 prompt tokens of which 400 cached, 100 answer and 50 thinking tokens.
+    cost = prices.cost_usd(input=1_000, output=100, thoughts=50, cached=400)
+    assert cost == pytest.approx((600 * 1.0 + 400 * 0.1 + 150 * 10.0) / 1e6)
+    # A cache count above the prompt is capped at the prompt.
+    assert prices.cost_usd(input=10, output=0, thoughts=0, cached=50) == pytest.approx(1e-6)

@@ -126,6 +126,7 @@ class _Configuration:
     clock: Callable[[], float]
     thoughts_tokens: int
     stream_chunk_chars: int
+    cached_tokens: int = 0
 
 
 class GeminiEmulator(LocalServer):
@@ -147,6 +148,7 @@ class GeminiEmulator(LocalServer):
         max_recorded: int = 10_000,
         thoughts_tokens: int = 0,
         stream_chunk_chars: int = 200,
+        cached_tokens: int = 0,
     ) -> None:
         super().__init__()
         self._initial = _Configuration(
@@ -158,6 +160,7 @@ class GeminiEmulator(LocalServer):
             clock=clock,
             thoughts_tokens=thoughts_tokens,
             stream_chunk_chars=stream_chunk_chars,
+            cached_tokens=cached_tokens,
         )
         self._max_recorded = max_recorded
         self._requests: list[GeminiRequest] = []
@@ -180,6 +183,8 @@ class GeminiEmulator(LocalServer):
         # (prompt, candidates) tokens every answer reports instead of counting its text;
         # None: counted (about four characters a token).
         self.fixed_usage: tuple[int, int] | None = None
+        # Reported as read from the context cache (at most the prompt), like implicit caching.
+        self.cached_tokens = initial.cached_tokens
         self._random = random.Random(initial.seed)
         self._error_rate = 0.0
         self._fail_status: int | None = None
@@ -475,7 +480,9 @@ class GeminiEmulator(LocalServer):
             finish = "MAX_TOKENS"
         thinking = get_field(entry.generation_config, "thinkingConfig")
         thoughts = 0 if get_field(thinking, "thinkingBudget") == 0 else self.thoughts_tokens
-        usage = wire.usage_metadata(prompt, wire.text_tokens(text), thoughts)
+        usage = wire.usage_metadata(
+            prompt, wire.text_tokens(text), thoughts, cached=self.cached_tokens
+        )
         if self.fixed_usage is not None:
             fixed_prompt, fixed_candidates = self.fixed_usage
             usage = wire.usage_metadata(

@@ -226,14 +226,27 @@ def prompt_tokens(body: dict[str, Any]) -> PromptTokens:
 
 
 def usage_metadata(
-    prompt: PromptTokens, candidates: int, thoughts: int = 0, *, with_candidates: bool = True
+    prompt: PromptTokens,
+    candidates: int,
+    thoughts: int = 0,
+    *,
+    with_candidates: bool = True,
+    cached: int = 0,
 ) -> dict[str, Any]:
-    """`usageMetadata` with the total the API reports (prompt + candidates + thoughts)."""
+    """`usageMetadata` with the total the API reports (prompt + candidates + thoughts).
+
+    `cached` prompt tokens (at most the prompt) are reported as read from the context cache:
+    part of `promptTokenCount`, as the API counts them.
+    """
     usage: dict[str, Any] = {"promptTokenCount": prompt.total}
     if with_candidates:
         usage["candidatesTokenCount"] = candidates
     usage["totalTokenCount"] = prompt.total + candidates + thoughts
     usage["promptTokensDetails"] = prompt.details()
+    cached = min(max(cached, 0), prompt.total)
+    if cached:
+        usage["cachedContentTokenCount"] = cached
+        usage["cacheTokensDetails"] = [{"modality": "TEXT", "tokenCount": cached}]
     if thoughts:
         usage["thoughtsTokenCount"] = thoughts
     return usage

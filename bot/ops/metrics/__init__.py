@@ -12,8 +12,8 @@ One owner per fact, so each metric has exactly one way in:
   tasks, data disk, alert thresholds, build info and the number of health snapshots held.
 * **Observed when they happen**, through the `Telemetry` facade (`telemetry`; prometheus_client
   instruments on the facade's own registry): response time, LLM call duration and tokens,
-  gateway events, Discord REST answers, and event-loop lag (measured by the facade's own
-  monitor task).
+  the OpenTelemetry GenAI histograms (`gen_ai_client_*`) and the estimated cost, gateway
+  events, Discord REST answers, and event-loop lag (measured by the facade's own monitor task).
 * The default process, platform and GC collectors sit on the same registry
   (`process_resident_memory_bytes`, `process_start_time_seconds`, `python_gc_*`, `python_info`).
 
@@ -45,6 +45,7 @@ from bot.ops.metrics.catalogue import (
     REST_STATUS_CLASSES,
     TOKEN_TYPES,
     AlertThresholds,
+    LLMPrices,
     rest_status_class,
 )
 from bot.ops.metrics.collector import BotCollector, ChatFigures, MetricSources, ShardFigures
@@ -67,6 +68,7 @@ __all__ = [
     "AlertThresholds",
     "BotCollector",
     "ChatFigures",
+    "LLMPrices",
     "MetricSources",
     "ShardFigures",
     "Telemetry",

@@ -36,6 +36,13 @@ DEPENDENCIES: Final = ("gemini", "discord")
 CIRCUIT_DEPENDENCIES: Final = ("gemini", "discord")
 LLM_OUTCOMES: Final = ("ok", "error", "timeout", "rate_limited", "bad_request", "configuration")
 TOKEN_TYPES: Final = ("input", "output", "thoughts", "cached")
+# The OpenTelemetry GenAI metrics (gen_ai_client_*): one operation, one provider, the
+# conventions' two token types, and `error_type` = "" (absent to Prometheus) for a call that
+# succeeded, else the outcome of the failed call.
+GEN_AI_OPERATION: Final = "chat"
+GEN_AI_PROVIDER: Final = "gcp.gemini"
+GEN_AI_TOKEN_TYPES: Final = ("input", "output")
+GEN_AI_ERROR_TYPES: Final = ("", *(o for o in LLM_OUTCOMES if o != "ok"))
 REST_STATUS_CLASSES: Final = ("2xx", "4xx", "429", "5xx", "error")
 # llmbot_ops_requests_refused_total{reason} (bot/ops/connections.py says what each one means).
 OPS_REFUSAL_REASONS: Final = (
@@ -78,6 +85,40 @@ GATEWAY_EVENT_TYPES: Final = (
 # --- buckets (see the module docstring) ------------------------------------------------------
 
 LATENCY_BUCKETS_S: Final = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 20.0, 30.0, 60.0)
+# The GenAI conventions' explicit bucket boundaries: operation duration and time to first chunk
+# (0.01 s doubling to 81.92 s), token usage (1 token, times 4 up to 67,108,864).
+GEN_AI_DURATION_BUCKETS_S: Final = (
+    0.01,
+    0.02,
+    0.04,
+    0.08,
+    0.16,
+    0.32,
+    0.64,
+    1.28,
+    2.56,
+    5.12,
+    10.24,
+    20.48,
+    40.96,
+    81.92,
+)
+GEN_AI_TOKEN_BUCKETS: Final = (
+    1,
+    4,
+    16,
+    64,
+    256,
+    1024,
+    4096,
+    16384,
+    65536,
+    262144,
+    1048576,
+    4194304,
+    16777216,
+    67108864,
+)
 EVENT_LOOP_LAG_BUCKETS_S: Final = (
     0.001,
     0.0025,
@@ -116,6 +157,38 @@ class AlertThresholds:
             response_seconds=settings.health_response_time_threshold_ms / 1000,
             disk_ratio=settings.health_disk_space_threshold / 100,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class LLMPrices:
+    """USD per million tokens for the cost estimate (`llmbot_llm_cost_usd_total`).
+
+    Defaults: Google's published paid-tier prices for gemini-2.5-flash, the default model
+    (input $0.30, output including thinking $2.50, cached input $0.03). Estimates: the
+    provider's bill is authoritative.
+    """
+
+    input: float = 0.30
+    output: float = 2.50
+    cached_input: float = 0.03
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LLMPrices:
+        """From GEMINI_PRICE_INPUT_USD_PER_MILLION, ..._OUTPUT_... and ..._CACHED_INPUT_..."""
+        return cls(
+            input=settings.gemini_price_input_usd_per_million,
+            output=settings.gemini_price_output_usd_per_million,
+            cached_input=settings.gemini_price_cached_input_usd_per_million,
+        )
+
+    def cost_usd(self, *, input: int, output: int, thoughts: int, cached: int) -> float:
+        """The estimated cost of one call: the prompt less its cached part at the input price,
+        the cached part at the cached price, the answer and the thinking at the output price."""
+        cached = min(max(cached, 0), max(input, 0))
+        fresh = max(input, 0) - cached
+        billed = fresh * self.input + cached * self.cached_input
+        billed += (max(output, 0) + max(thoughts, 0)) * self.output
+        return billed / 1_000_000
 
 
 # --- label values of events ------------------------------------------------------------------

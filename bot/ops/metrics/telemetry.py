@@ -1,10 +1,12 @@
 """The event-time half of the catalogue: the `Telemetry` facade, the one object components
 report to. It owns the registry `/metrics` renders and the instruments of what is observed
 when it happens (prometheus_client instruments on that registry): response time, LLM call
-duration and tokens, gateway events, Discord REST answers, and event-loop lag (measured by the
-facade's own monitor task). The default process, platform and GC collectors sit on the same
-registry (`process_resident_memory_bytes`, `process_start_time_seconds`, `python_gc_*`,
-`python_info`), and so does the scrape-time `BotCollector` once sources are bound.
+duration and tokens (ours and the OpenTelemetry GenAI conventions' `gen_ai_client_*`
+histograms with their bucket boundaries), the estimated cost (`LLMPrices`), gateway events,
+Discord REST answers, and event-loop lag (measured by the facade's own monitor task). The
+default process, platform and GC collectors sit on the same registry
+(`process_resident_memory_bytes`, `process_start_time_seconds`, `python_gc_*`, `python_info`),
+and so does the scrape-time `BotCollector` once sources are bound.
 
 `render` writes the registry with prometheus_client's own `generate_latest` (text 0.0.4, or
 OpenMetrics 1.0 with exemplars). Until the package split the bot had its own byte-for-byte
@@ -53,12 +55,19 @@ from bot.ops.loop_watchdog import LoopWatchdog
 from bot.ops.metrics.catalogue import (
     EVENT_LOOP_LAG_BUCKETS_S,
     GATEWAY_EVENT_TYPES,
+    GEN_AI_DURATION_BUCKETS_S,
+    GEN_AI_ERROR_TYPES,
+    GEN_AI_OPERATION,
+    GEN_AI_PROVIDER,
+    GEN_AI_TOKEN_BUCKETS,
+    GEN_AI_TOKEN_TYPES,
     LATENCY_BUCKETS_S,
     LLM_OUTCOMES,
     OPS_REFUSAL_REASONS,
     OTHER,
     REST_STATUS_CLASSES,
     TOKEN_TYPES,
+    LLMPrices,
     rest_status_class,
 )
 from bot.ops.metrics.collector import BotCollector, MetricSources
@@ -100,6 +109,7 @@ class Telemetry:
         sources: MetricSources | None = None,
         lag_interval_s: float = 0.5,
         block_threshold_s: float | None = None,
+        prices: LLMPrices | None = None,
     ) -> None:
         if lag_interval_s <= 0:
             raise ValueError("lag_interval_s must be positive")
@@ -114,6 +124,7 @@ class Telemetry:
         self._lag_task: asyncio.Task[None] | None = None
         self._collector: BotCollector | None = None
         self._models = tuple(dict.fromkeys((*models, OTHER)))
+        self._prices = prices if prices is not None else LLMPrices()
 
         self._response = Histogram(
             "llmbot_response_duration_seconds",
@@ -132,6 +143,35 @@ class Telemetry:
             "llmbot_llm_tokens_total",
             "LLM tokens used, by model and type (cached: input tokens served from cache).",
             ["model", "type"],
+            registry=registry,
+        )
+        # The OpenTelemetry GenAI metrics, named as an OTel-to-Prometheus export names them.
+        gen_ai_labels = ["gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_request_model"]
+        self._gen_ai_duration = Histogram(
+            "gen_ai_client_operation_duration_seconds",
+            "GenAI operation duration: one model call (attempt); error_type is set on failures.",
+            [*gen_ai_labels, "error_type"],
+            buckets=GEN_AI_DURATION_BUCKETS_S,
+            registry=registry,
+        )
+        self._gen_ai_tokens = Histogram(
+            "gen_ai_client_token_usage",
+            "Number of input and output tokens used per model call (output includes thinking).",
+            [*gen_ai_labels, "gen_ai_token_type"],
+            buckets=GEN_AI_TOKEN_BUCKETS,
+            registry=registry,
+        )
+        self._gen_ai_first_chunk = Histogram(
+            "gen_ai_client_operation_time_to_first_chunk_seconds",
+            "Time from issuing a streamed model call to receiving its first chunk.",
+            gen_ai_labels,
+            buckets=GEN_AI_DURATION_BUCKETS_S,
+            registry=registry,
+        )
+        self._cost = Counter(
+            "llmbot_llm_cost_usd",
+            "Estimated cost of the model calls in USD, from the GEMINI_PRICE_* settings.",
+            ["model"],
             registry=registry,
         )
         self._gateway_events = Counter(
@@ -180,6 +220,13 @@ class Telemetry:
                 self._llm_duration.labels(model, outcome)
             for kind in TOKEN_TYPES:
                 self._tokens.labels(model, kind)
+            gen_ai = (GEN_AI_OPERATION, GEN_AI_PROVIDER, model)
+            for error_type in GEN_AI_ERROR_TYPES:
+                self._gen_ai_duration.labels(*gen_ai, error_type)
+            for kind in GEN_AI_TOKEN_TYPES:
+                self._gen_ai_tokens.labels(*gen_ai, kind)
+            self._gen_ai_first_chunk.labels(*gen_ai)
+            self._cost.labels(model)
         for event in GATEWAY_EVENT_TYPES:
             self._gateway_events.labels(event)
         for status_class in REST_STATUS_CLASSES:
@@ -215,17 +262,38 @@ class Telemetry:
         outcome: str,
         seconds: float,
         usage: TokenCounts | None = None,
+        *,
+        time_to_first_chunk_s: float | None = None,
     ) -> None:
-        """One LLM call (attempt) finished; `outcome` is one of `LLM_OUTCOMES`."""
+        """One LLM call (attempt) finished; `outcome` is one of `LLM_OUTCOMES`.
+
+        `time_to_first_chunk_s` is given for a streamed answer only (the conventions record it
+        for streaming calls and not otherwise).
+        """
         label = model if model in self._models else OTHER
         if outcome not in LLM_OUTCOMES:
             outcome = "error"  # a caller's mistake must not create a new series
-        self._llm_duration.labels(label, outcome).observe(max(0.0, seconds), _exemplar())
+        exemplar = _exemplar()
+        seconds = max(0.0, seconds)
+        self._llm_duration.labels(label, outcome).observe(seconds, exemplar)
+        gen_ai = (GEN_AI_OPERATION, GEN_AI_PROVIDER, label)
+        error_type = "" if outcome == "ok" else outcome
+        self._gen_ai_duration.labels(*gen_ai, error_type).observe(seconds, exemplar)
+        if time_to_first_chunk_s is not None:
+            self._gen_ai_first_chunk.labels(*gen_ai).observe(max(0.0, time_to_first_chunk_s))
         if usage is not None:
             for kind in TOKEN_TYPES:  # TokenCounts names its fields after the label values
                 count = int(getattr(usage, kind))
                 if count > 0:
                     self._tokens.labels(label, kind).inc(count)
+            tokens = {"input": usage.input, "output": usage.output, "thoughts": usage.thoughts}
+            # The conventions' output tokens are the billed ones: the answer and the thinking.
+            self._gen_ai_tokens.labels(*gen_ai, "input").observe(max(0, usage.input))
+            output = max(0, usage.output) + max(0, usage.thoughts)
+            self._gen_ai_tokens.labels(*gen_ai, "output").observe(output)
+            cost = self._prices.cost_usd(**tokens, cached=usage.cached)
+            if cost > 0:
+                self._cost.labels(label).inc(cost)
 
     def gateway_event(self, event_type: str) -> None:
         """One gateway dispatch received (Discord's event name, e.g. MESSAGE_CREATE)."""
