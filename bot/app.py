@@ -227,6 +227,9 @@ class BotApp:
             hold_max_seconds=s.discord_hold_max_seconds,
             rest_max_retries=s.discord_rest_max_retries,
             rest_timeout_s=s.discord_rest_timeout_seconds,
+            max_concurrent_messages=s.max_concurrent_messages,
+            intake_max_waiting=s.intake_max_waiting,
+            shed_notice_interval_s=s.intake_shed_notice_interval_seconds,
         )
         delivery = self.gateway.delivery
         self.pipeline = ChatPipeline(
@@ -384,6 +387,11 @@ class BotApp:
             heal=lambda: self.healer.stats,
             health_snapshots=lambda: len(self.history),
             discord_hold=lambda: gateway.delivery.hold.stats,
+            intake=lambda: gateway.intake.stats,
+            typing=lambda: {
+                "sent": gateway.typing.stats.sent,
+                "skipped": gateway.typing.stats.skipped,
+            },
         )
 
     async def start(self) -> None:

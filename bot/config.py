@@ -126,6 +126,10 @@ class Settings(BaseSettings):
     queue_retry_interval_seconds: float = Field(default=30.0, gt=0)
     queue_batch_size: int = Field(default=5, ge=1)
     queue_max_attempts: int = Field(default=3, ge=1)
+    # Backpressure for new messages (bot.chat.intake, bot.discord.shed).
+    max_concurrent_messages: int = Field(default=100, ge=1)
+    intake_max_waiting: int = Field(default=5_000, ge=0)
+    intake_shed_notice_interval_seconds: float = Field(default=10.0, gt=0)
     fallback_maintenance_text: str = (
         "I'm in maintenance right now and can't answer. Please try again later."
     )
@@ -326,6 +330,7 @@ SETTING_PREFIXES = (
     "HEAL_",
     "HEALTH_",
     "IMAGE_",
+    "INTAKE_",
     "MAINTENANCE_",
     "OPS_",
     "PERSIST_",
