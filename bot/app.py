@@ -428,6 +428,7 @@ class BotApp:
         await self.heal_audit.load()
         self._tasks.append(asyncio.create_task(self.heal_audit.run(), name="heal audit writer"))
         self.healer.start()
+        self.gemini.prepare()  # its one-off cost (SSL contexts) before any message, not during
         await self.gateway.start()
         for dropped in expired:  # only now can their users be told
             await self.pipeline.notify_dropped(dropped.item.payload, dropped.reason)
