@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -185,6 +186,7 @@ async def _burst(
         requests_before = len(discord.requests)
         limited_before = discord.rate_limited_count
         async with _probing(url) as probe:
+            burst_started = time.monotonic()
             sent = await asyncio.gather(
                 *(
                     discord.send_message(
@@ -203,6 +205,7 @@ async def _burst(
                     await discord.wait_for(lambda: False, timeout=0.5, what="the next reply")
                 endings.update(discord.sent_messages)
             endings.update(discord.sent_messages)
+            wall = time.monotonic() - burst_started
         loaded = proc.usage()
         await asyncio.sleep(3.0)  # handlers done, garbage freed: what stays
         after = proc.usage()
@@ -231,6 +234,11 @@ async def _burst(
         "gemini_per_5s": _per_5s(gemini_times, first_sent),
         "rest_calls": len(calls),
         "discord_429s": discord.rate_limited_count - limited_before,
+        # The bot's CPU over the burst (all threads), and its share of one core: near 1.0 the
+        # bot itself is the bottleneck; well below on a loaded machine, it waited for a core.
+        "bot_cpu_s": round(loaded.cpu_s - idle.cpu_s, 2),
+        "bot_cpu_share": round((loaded.cpu_s - idle.cpu_s) / max(wall, 1e-9), 2),
+        "load_average": os.getloadavg()[0],
         "idle_rss": idle.rss_bytes,
         "peak_rss": loaded.peak_rss_bytes,
         "rss_after": after.rss_bytes,

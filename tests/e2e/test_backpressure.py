@@ -133,3 +133,32 @@ async def test_typing_does_not_take_the_budget_replies_wait_for(
     samples = parse_samples(await scrape(app.ops.url))
     assert value(samples, "llmbot_discord_typing_total", result="sent") == len(typing)
     assert value(samples, "llmbot_discord_typing_total", result="skipped") > 0
+
+
+async def test_messages_waiting_at_shutdown_are_told_not_dropped(
+    start_bot: Callable[..., Any], discord: DiscordEmulator, gemini: GeminiEmulator
+) -> None:
+    app: BotApp = await start_bot(max_concurrent_messages=1, intake_max_waiting=10)
+    gemini.latency = 1.0  # the first holds the only slot while the bot is asked to stop
+    gemini.responder = lambda request: "answer"
+    pairs = burst_world(discord, channels=1, users_per_channel=4)
+    messages = await asyncio.gather(
+        *(
+            discord.send_message(channel, author=user, content="hi", mention_bot=True)
+            for channel, user in pairs
+        )
+    )
+    await discord.wait_for(
+        lambda: app.gateway.intake.stats.waiting == 3, timeout=10, what="three waiting"
+    )
+
+    await app.stop()
+
+    endings = [told(m, discord.sent_messages) for m in messages]
+    assert endings.count("answer") == 1  # the one in flight was let finish
+    assert endings.count("notice") == 3
+    (notice,) = [m for m in discord.sent_messages if "restarting" in m.content]
+    shed = [int(m["id"]) for m, end in zip(messages, endings, strict=True) if end == "notice"]
+    assert notice.reply_to in shed  # one notice for the three, answering the first of them
+    assert app.gateway.intake.stats.shed_total["shutdown"] == 3
+    assert app.gateway.intake.stats.shed_untold_total == 0
