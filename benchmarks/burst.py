@@ -305,6 +305,11 @@ async def burst(options: Options) -> Result:
             _verdict(w["peak_rss"] < PEAK_RSS_TARGET) if judged else "info",
         ),
         Row(
+            "bot CPU per answer; its share of one core during the burst",
+            f"{w['bot_cpu_s'] * 1000 / max(w['answered'], 1):.1f} ms; {w['bot_cpu_share']:.2f} "
+            f"(load average {w['load_average']:.1f} on {os.cpu_count()} cores)",
+        ),
+        Row(
             "typing calls during the burst",
             f"{w['typing_calls']:,} of {w['rest_calls']:,} REST calls",
         ),
