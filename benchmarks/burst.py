@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -61,21 +62,28 @@ class _Probe:
 
 
 async def _poll_status(url: str, probe: _Probe) -> None:
-    timeout = aiohttp.ClientTimeout(total=10)
-    async with aiohttp.ClientSession(timeout=timeout) as http:
-        while True:
-            started = time.perf_counter()
-            try:
-                async with http.get(f"{url}/status") as response:
-                    await response.read()
-                    ok = response.status == 200
-            except (aiohttp.ClientError, OSError, TimeoutError):
-                ok = False
-            if ok:
-                probe.status_s.append(time.perf_counter() - started)
-            else:
+    """`/status` latencies, measured by a process of its own (benchmarks/status_probe.py)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "benchmarks.status_probe",
+        f"{url}/status",
+        str(STATUS_EVERY_S),
+        stdout=asyncio.subprocess.PIPE,
+        stdin=asyncio.subprocess.DEVNULL,
+    )
+    assert proc.stdout is not None
+    try:
+        async for line in proc.stdout:
+            text = line.decode().strip()
+            if text == "fail":
                 probe.status_failures += 1
-            await asyncio.sleep(STATUS_EVERY_S)
+            elif text:
+                probe.status_s.append(float(text))
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
 
 
 async def _poll_heartbeat(url: str, probe: _Probe) -> None:
@@ -350,6 +358,7 @@ async def burst(options: Options) -> Result:
         "message). The default intake (MAX_CONCURRENT_MESSAGES=100, INTAKE_MAX_WAITING=5000) "
         "holds the whole burst, so nothing is shed here (tests/e2e/test_backpressure.py sheds "
         "with a tiny intake). `/status` is asked every 0.25 s and `/metrics` scraped every 2 s "
-        "during the burst."
+        "during the burst; `/status` by a process of its own (benchmarks/status_probe.py), so "
+        "the harness's own load, which drives the burst, is not in that figure."
     )
     return result
