@@ -17,7 +17,7 @@ import contextlib
 import os
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -157,7 +157,14 @@ class _Endings:
         return len(self.ending) == len(self._by_id)
 
 
-async def _run(options: Options, messages: int, channels: int, *, typing: bool) -> dict[str, Any]:
+async def _run(
+    options: Options,
+    messages: int,
+    channels: int,
+    *,
+    typing: bool,
+    extra: Mapping[str, object] | None = None,
+) -> dict[str, Any]:
     name = "typing" if typing else "no-typing"
     async with lab(
         options.scratch / f"burst-{name}",
@@ -166,11 +173,20 @@ async def _run(options: Options, messages: int, channels: int, *, typing: bool) 
         discord_limits=True,
     ) as lb:
         settle_s = 0.5 if options.mode == "smoke" else 3.0
-        return await _burst(lb, messages, channels, typing=typing, name=name, settle_s=settle_s)
+        return await _burst(
+            lb, messages, channels, typing=typing, name=name, settle_s=settle_s, extra=extra
+        )
 
 
 async def _burst(
-    lb: Lab, messages: int, channels: int, *, typing: bool, name: str, settle_s: float
+    lb: Lab,
+    messages: int,
+    channels: int,
+    *,
+    typing: bool,
+    name: str,
+    settle_s: float,
+    extra: Mapping[str, object] | None = None,
 ) -> dict[str, Any]:
     discord = lb.discord
     guild = discord.create_guild("Burst")
@@ -187,6 +203,7 @@ async def _burst(
     }
     if not typing:
         overrides["discord_typing_delay_seconds"] = 3600
+    overrides.update(extra or {})  # e.g. a small intake, to see shedding at scale
     settings = lb.settings(**overrides)
     url = f"http://127.0.0.1:{settings['ops_port']}"
     timeout_s = max(120.0, messages / 10)
