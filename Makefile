@@ -40,8 +40,11 @@ system-deps:
 
 # tests/ mirrors bot/ (tests/chat, tests/llm, ...); tests/conftest.py marks the folders that are
 # not unit tests: tests/e2e (e2e), tests/deploy (ops: real Prometheus/Alertmanager), tests/bench.
+# Three workers, a test file per worker at a time: the live alerting tests mostly wait on the
+# shipped Prometheus/Alertmanager timings, so they overlap well even on two cores.
+TEST_WORKERS ?= 3
 test: $(STAMP) system-deps lint typecheck   ## everything CI runs: every test, lint, mypy
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 test-unit: $(STAMP)       ## every test but tests/e2e, tests/deploy and tests/bench
 	$(PY) -m pytest -q -m "not e2e and not ops and not bench"

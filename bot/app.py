@@ -13,6 +13,8 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from bot.chat.access import AccessPolicy, UserCooldown, VideoLimiter
+from bot.chat.budget import BudgetGate, BudgetPolicy
+from bot.chat.channels import ChannelSettings
 from bot.chat.context import ContextBuilder
 from bot.chat.files import FileLoader
 from bot.chat.memory import ConversationMemory
@@ -39,6 +41,7 @@ from bot.ops.heap import freeze_startup_heap
 from bot.ops.history import HealthHistory
 from bot.ops.llm_telemetry import LLMCallTelemetry
 from bot.ops.metrics import AlertThresholds, ShardFigures, Telemetry
+from bot.ops.metrics.fair_use import FairUseFigures
 from bot.ops.report import StatusReport
 from bot.ops.server import OpsServer, readiness
 from bot.ops.signals import SignalProbe
@@ -49,6 +52,7 @@ from bot.resilience.queue import MessageQueue
 from bot.resilience.retry import RetryPolicy
 from bot.resilience.timeout import AdaptiveTimeout
 from bot.store import Namespace, SqliteStore
+from bot.store.fairuse import KeyValueFairUseStore
 
 __all__ = ["BotApp", "run_until_signal"]
 
@@ -232,6 +236,30 @@ class BotApp:
             shed_notice_interval_s=s.intake_shed_notice_interval_seconds,
         )
         delivery = self.gateway.delivery
+        # Fair use: token budgets and channel settings, kept in the durable store.
+        fair_use_store = KeyValueFairUseStore(
+            self.store.namespace("budgets"),
+            self.store.namespace("channels"),
+            self.store.namespace("budget_audit"),
+        )
+        self.budgets = BudgetGate(
+            fair_use_store,
+            BudgetPolicy(
+                user_daily=s.user_daily_token_budget,
+                guild_daily=s.guild_daily_token_budget,
+                role_daily=s.role_budgets,
+                timezone=s.budget_reset_timezone,
+                apply_to_admins=s.budgets_apply_to_admins,
+                admin_user_ids=s.admin_user_ids,
+            ),
+            clock=clock,
+        )
+        self.channels = ChannelSettings(
+            fair_use_store,
+            ignore_prefix=s.autoreply_ignore_prefix,
+            allowed_models=s.allowed_models,
+            persona_max_chars=s.channel_persona_max_chars,
+        )
         self.pipeline = ChatPipeline(
             discord=delivery,
             llm=self.llm,
@@ -271,6 +299,8 @@ class BotApp:
             queue=self.queue,
             fallback=FallbackTexts(s.fallback_maintenance_text, s.fallback_generic_text),
             telemetry=self.telemetry,
+            budgets=self.budgets,
+            channels=self.channels,
         )
         self.queue_worker = QueueWorker(self.queue, self.pipeline)
         self.signals = SignalProbe(
@@ -392,6 +422,7 @@ class BotApp:
                 "sent": gateway.typing.stats.sent,
                 "skipped": gateway.typing.stats.skipped,
             },
+            fair_use=lambda: FairUseFigures(self.budgets.stats, self.channels.stats()),
         )
 
     async def start(self) -> None:
@@ -425,6 +456,8 @@ class BotApp:
             restored = await self.memory_persistence.load()
             log.info("%d conversations restored", restored)
         expired = await self.queue.load()
+        await self.budgets.load()
+        await self.channels.load()
         await self.heal_audit.load()
         self._tasks.append(asyncio.create_task(self.heal_audit.run(), name="heal audit writer"))
         self.healer.start()

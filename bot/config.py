@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -30,6 +31,8 @@ __all__ = [
 
 IdSet = Annotated[frozenset[int], NoDecode]
 HostSet = Annotated[frozenset[str], NoDecode]
+ModelSet = Annotated[frozenset[str], NoDecode]
+RoleBudgets = Annotated[frozenset[tuple[int, int]], NoDecode]  # (role id, tokens)
 
 DEFAULT_DISCORD_REST_URL = "https://discord.com/api/v10"
 DEFAULT_GEMINI_BASE_URL = "https://generativelanguage.googleapis.com"
@@ -172,6 +175,16 @@ class Settings(BaseSettings):
     video_requests_per_day: int = Field(default=50, ge=0)
     video_user_cooldown_seconds: float = Field(default=60.0, ge=0)
 
+    # --- fair use: token budgets, auto-reply channels, per-channel persona and model -----------
+    user_daily_token_budget: int = Field(default=0, ge=0)
+    guild_daily_token_budget: int = Field(default=0, ge=0)
+    role_token_budgets: RoleBudgets = frozenset()
+    budget_reset_timezone: str = "America/Los_Angeles"
+    budgets_apply_to_admins: bool = False
+    autoreply_ignore_prefix: str = "//"
+    gemini_allowed_models: ModelSet = frozenset()
+    channel_persona_max_chars: int = Field(default=1000, ge=1, le=4000)
+
     # --- health thresholds (exported as llmbot_alert_threshold_*; the alert rules use them) ----
     health_memory_threshold_mb: float = Field(default=500.0, gt=0)
     health_error_rate_threshold: float = Field(default=5.0, gt=0, le=100)
@@ -243,6 +256,64 @@ class Settings(BaseSettings):
                     raise ValueError(f"expected host names like cdn.discordapp.com, got {host!r}")
             return frozenset(hosts)
         return value
+
+    @field_validator("role_token_budgets", mode="before")
+    @classmethod
+    def _role_budgets(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        budgets: dict[int, int] = {}
+        for part in value.replace(";", ",").split(","):
+            if not part.strip():
+                continue
+            role, sep, tokens = part.partition(":")
+            try:
+                if not sep:
+                    raise ValueError
+                role_id, amount = int(role.strip()), int(tokens.strip())
+            except ValueError:
+                raise ValueError(
+                    f"expected role_id:tokens pairs like 123456789:50000, got {part.strip()!r}"
+                ) from None
+            if amount < 0:
+                raise ValueError(f"a role's budget must not be negative, got {part.strip()!r}")
+            budgets[role_id] = amount
+        return frozenset(budgets.items())
+
+    @field_validator("budget_reset_timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("expected an IANA time zone name like UTC or Europe/Berlin") from None
+        return value
+
+    @field_validator("gemini_allowed_models", mode="before")
+    @classmethod
+    def _split_models(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            models = [p.strip() for p in value.replace(";", ",").split(",") if p.strip()]
+            for model in models:
+                if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", model):
+                    raise ValueError(f"expected model names like gemini-2.5-flash, got {model!r}")
+            if len(models) > 25:
+                raise ValueError("at most 25 models (a slash command offers 25 choices)")
+            return frozenset(models)
+        return value
+
+    @property
+    def role_budgets(self) -> dict[int, int]:
+        """ROLE_TOKEN_BUDGETS as role id -> daily tokens (0: unlimited)."""
+        return dict(self.role_token_budgets)
+
+    @property
+    def allowed_models(self) -> tuple[str, ...]:
+        """The models `/channel model` offers: GEMINI_MODEL first, then GEMINI_ALLOWED_MODELS."""
+        others = sorted(self.gemini_allowed_models - {self.gemini_model})
+        return (self.gemini_model, *others)[:25]
 
     @field_validator("event_loop_block_threshold_ms")
     @classmethod
@@ -318,15 +389,20 @@ SETTING_PREFIXES = (
     "ALERT_",
     "ALLOWED_",
     "ATTACHMENTS_",
+    "AUTOREPLY_",
     "BLOCKED_",
     "BREAKER_",
+    "BUDGET_",
+    "BUDGETS_",
     "CACHE_",
+    "CHANNEL_",
     "CONVERSATION_",
     "DEGRADATION_",
     "DISCORD_",
     "EVENT_LOOP_",
     "FALLBACK_",
     "GEMINI_",
+    "GUILD_",
     "HEAL_",
     "HEALTH_",
     "IMAGE_",
@@ -338,10 +414,12 @@ SETTING_PREFIXES = (
     "QUOTA_",
     "REPLY_",
     "RETRY_",
+    "ROLE_",
     "SHUTDOWN_",
     "STORE_",
     "TRACE_",
     "TRACEMALLOC_",
+    "USER_DAILY_",
     "VIDEO_",
 )
 

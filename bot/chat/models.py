@@ -62,7 +62,7 @@ class InteractionTarget:
 
 
 ReplyTarget = MessageTarget | InteractionTarget
-Source = Literal["mention", "dm", "reply", "slash"]
+Source = Literal["mention", "dm", "reply", "slash", "autoreply"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +81,7 @@ class IncomingMessage:
     quoted: QuotedMessage | None = None
     source: Source = "mention"
     parent_channel_id: int | None = None  # the channel a thread belongs to
+    manages_guild: bool = False  # the author has Manage Server here (a bot admin in this guild)
     received_at: float = field(default_factory=time.monotonic)
 
     @property
@@ -141,4 +142,5 @@ def message_from_payload(data: dict[str, Any]) -> IncomingMessage:
         ),
         source=data["source"],
         parent_channel_id=data.get("parent_channel_id"),
+        manages_guild=bool(data.get("manages_guild", False)),
     )

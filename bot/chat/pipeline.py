@@ -28,10 +28,18 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
 from bot.chat.access import AccessPolicy, UserCooldown, cooldown_refusal, format_wait
+from bot.chat.budget import OVER_BUDGET_REACTION, BudgetGate, BudgetRefusal
+from bot.chat.channels import ChannelSettings
 from bot.chat.context import ContextBuilder, speaker_text
 from bot.chat.files import FileLoader
 from bot.chat.memory import ConversationMemory, Turn
-from bot.chat.models import IncomingMessage, Reply, message_from_payload, message_to_payload
+from bot.chat.models import (
+    IncomingMessage,
+    MessageTarget,
+    Reply,
+    message_from_payload,
+    message_to_payload,
+)
 from bot.chat.ports import DiscordPort
 from bot.chat.split import split_message
 from bot.llm.errors import (
@@ -150,6 +158,8 @@ class _Thought:
 
     reply: Reply
     remember: tuple[Turn, str] | None = None
+    react: str | None = None  # react to the message with this instead of sending `reply`
+    silent: bool = False  # count `reply` but send nothing
 
 
 class ChatPipeline:
@@ -170,8 +180,13 @@ class ChatPipeline:
         queue: MessageQueue,
         fallback: FallbackTexts,
         telemetry: ResponseObserver | None = None,
+        budgets: BudgetGate | None = None,
+        channels: ChannelSettings | None = None,
     ) -> None:
         self.telemetry: ResponseObserver = telemetry or _NoObserver()
+        # Fair use (bot/chat/budget.py, bot/chat/channels.py); None: not wired.
+        self.budgets = budgets
+        self.channels = channels
         self.discord = discord
         self.llm = llm
         self.memory = memory
@@ -217,13 +232,17 @@ class ChatPipeline:
             msg.author_id, msg.role_ids, msg.channel_id, msg.parent_channel_id
         )
         if refusal is not None:
-            return _Thought(Reply.text(refusal.message, "refused", ephemeral=True))
+            # In an auto-reply channel the user did not address the bot: no notice there.
+            silent = msg.source == "autoreply"
+            return _Thought(Reply.text(refusal.message, "refused", ephemeral=True), silent=silent)
         wait_s = self.cooldown.try_acquire(msg.author_id)
         if wait_s > 0:
             text = cooldown_refusal(wait_s).message
             return _Thought(Reply.text(text, "refused", ephemeral=True))
         if not msg.text.strip() and not msg.attachments:
             return _Thought(Reply.text(EMPTY_PROMPT_HINT, "notice"))
+        if self.budgets is not None and (over := await self.budgets.check(msg)) is not None:
+            return _over_budget(msg, over)
 
         calls_now = level_effects(self.degradation.level).call_model
         request, refusal_text = await self._build_request(msg, for_call=calls_now)
@@ -243,6 +262,8 @@ class ChatPipeline:
             return _Thought(self._refused_by_model(request, exc))
         except LLMError as exc:
             return _Thought(await self._later(msg, request, exc))
+        if self.budgets is not None and not answer.cached:
+            await self.budgets.record(msg, answer.reply.usage)
         return self._answer(msg, request, answer.reply, cached=answer.cached)
 
     async def _build_request(
@@ -267,6 +288,8 @@ class ChatPipeline:
             history = await self.context.history(msg)
             span.set_attribute("llmbot.context.turns", len(history))
         generation = self.generation
+        if self.channels is not None:  # the channel's persona and model (the cache key has both)
+            generation = self.channels.apply(generation, msg.channel_id, msg.parent_channel_id)
         if (keep := _stricter(self.tuning.history_messages, effects.history_messages)) is not None:
             history = history[-keep:] if keep else []
             while history and history[0].role == "model":  # open with the user's turn
@@ -397,6 +420,8 @@ class ChatPipeline:
             except LLMBadRequest as exc:  # final: answered with the reason, not retried
                 await self._send(msg, _Thought(self._refused_by_model(request, exc)), late=True)
                 return
+            if self.budgets is not None and not answer.cached:
+                await self.budgets.record(msg, answer.reply.usage)
             thought = self._answer(msg, request, answer.reply, cached=answer.cached)
             await self._send(msg, thought, late=True)
 
@@ -452,6 +477,17 @@ class ChatPipeline:
         self.stats.outcomes[outcome] += 1
         if late:
             self.stats.late[outcome] += 1
+        if thought.silent:
+            return
+        if thought.react is not None and isinstance(msg.target, MessageTarget):
+            try:
+                await self.discord.react(
+                    msg.target.channel_id, msg.target.message_id, thought.react
+                )
+            except Exception:
+                self.stats.errors["discord"] += 1
+                log.warning("could not react to a message", exc_info=True)
+            return
         try:
             sent_ids = await self.discord.deliver(msg.target, reply)
         except Exception:
@@ -462,6 +498,15 @@ class ChatPipeline:
             user_turn, answer_text = thought.remember
             model_turn = Turn("model", answer_text, None, sent_ids[0], time.time())
             self.memory.append(msg.conversation_key, user_turn, model_turn)
+
+
+def _over_budget(msg: IncomingMessage, over: BudgetRefusal) -> _Thought:
+    """The notice naming the used-up budget and its reset, or (within the hour after one) a
+    reaction; a slash command always gets the notice, privately (it needs a response)."""
+    reply = Reply.text(over.text, "refused", ephemeral=True)
+    if not over.notify and isinstance(msg.target, MessageTarget):
+        return _Thought(reply, react=OVER_BUDGET_REACTION)
+    return _Thought(reply)
 
 
 def _stricter(a: int | None, b: int | None) -> int | None:

@@ -31,3 +31,7 @@ class DiscordPort(Protocol):
     async def download(self, attachment: Attachment, max_bytes: int) -> bytes:
         """The attachment's bytes; raises DownloadTooLarge past max_bytes."""
         ...
+
+    async def react(self, channel_id: int, message_id: int, emoji: str) -> None:
+        """Add the bot's reaction to a message (a silent answer, e.g. over budget)."""
+        ...

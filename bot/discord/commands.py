@@ -13,6 +13,7 @@ import lightbulb
 
 from bot.chat.models import IncomingMessage, InteractionTarget
 from bot.chat.pipeline import ChatPipeline
+from bot.discord.fair_commands import build_fair_commands
 from bot.healing.actions import HEAL_ACTIONS
 from bot.healing.audit import safe_text
 from bot.healing.controls import BotControls
@@ -52,6 +53,10 @@ class CommandServices:
         """ADMIN_USER_IDS, or Manage Server in the guild the command came from."""
         if int(ctx.user.id) in self.admin_user_ids:
             return True
+        return self.manages_guild(ctx)
+
+    def manages_guild(self, ctx: lightbulb.Context) -> bool:
+        """Manage Server in the guild the command came from."""
         member = ctx.member
         return member is not None and bool(member.permissions & ADMIN_PERMISSIONS)
 
@@ -198,6 +203,7 @@ def build_commands(
                 ),
                 role_ids=frozenset(int(r) for r in member.role_ids) if member else frozenset(),
                 source="slash",
+                manages_guild=services.manages_guild(ctx),
             )
             await services.pipeline.handle(incoming)
 
@@ -347,4 +353,5 @@ def build_commands(
             await _by_hand(ctx, str(self.action), undo=True)
 
     commands: list[Any] = [Chat, Clear, Status, Health, Maintenance, heal]
+    commands += build_fair_commands(services)
     return commands

@@ -8,7 +8,9 @@ import hikari
 
 from bot.chat.models import Attachment, IncomingMessage, MessageTarget, QuotedMessage, Source
 
-__all__ = ["addresses_bot", "strip_mention", "to_incoming", "to_quoted"]
+__all__ = ["addresses_bot", "manages_guild", "strip_mention", "to_incoming", "to_quoted"]
+
+_GUILD_ADMIN = hikari.Permissions.MANAGE_GUILD | hikari.Permissions.ADMINISTRATOR
 
 
 def strip_mention(content: str, bot_id: int) -> str:
@@ -73,3 +75,20 @@ def to_incoming(
         source=source,
         parent_channel_id=thread_parent,
     )
+
+
+def manages_guild(cache: hikari.api.Cache, event: hikari.MessageCreateEvent) -> bool:
+    """Does the author own the guild or hold a role with Manage Server (or Administrator)?
+
+    Read from the gateway's cache of the guild and its roles; False when they are unknown.
+    """
+    if not isinstance(event, hikari.GuildMessageCreateEvent) or event.member is None:
+        return False
+    guild = cache.get_guild(event.guild_id)
+    if guild is not None and guild.owner_id == event.member.id:
+        return True
+    for role_id in (*event.member.role_ids, event.guild_id):  # @everyone has the guild's id
+        role = cache.get_role(role_id)
+        if role is not None and role.permissions & _GUILD_ADMIN:
+            return True
+    return False

@@ -219,3 +219,8 @@ class DiscordDelivery:
 
     async def download(self, attachment: Attachment, max_bytes: int) -> bytes:
         return await self._fetcher.fetch(attachment.url, max_bytes)
+
+    async def react(self, channel_id: int, message_id: int, emoji: str) -> None:
+        await self._rest_call(
+            "add_reaction", self._rest.add_reaction(channel_id, message_id, emoji)
+        )

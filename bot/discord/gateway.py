@@ -6,6 +6,7 @@ import base64
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import replace
 
 import hikari
 import lightbulb
@@ -19,7 +20,7 @@ from bot.config import (
     ServiceUnavailable,
 )
 from bot.discord.commands import CommandServices, build_commands
-from bot.discord.convert import addresses_bot, to_incoming
+from bot.discord.convert import addresses_bot, manages_guild, to_incoming
 from bot.discord.delivery import DiscordDelivery, DiscordObserver
 from bot.discord.downloads import DEFAULT_CDN_HOSTS, AttachmentFetcher
 from bot.discord.shed import ShedNotices
@@ -118,6 +119,8 @@ class DiscordGateway:
         )
         self._accepting = True
         self._handler: Callable[[IncomingMessage], Awaitable[None]] | None = None
+        # Is this channel (thread, parent) an auto-reply channel for this text? (`/channel`)
+        self._autoreplies: Callable[[int, int | None, str], bool] | None = None
         fetcher = AttachmentFetcher(
             cdn_hosts=cdn_hosts or DEFAULT_CDN_HOSTS,
             # A REST proxy or the emulator serves attachments from its own origin.
@@ -156,6 +159,8 @@ class DiscordGateway:
         services: CommandServices,
     ) -> None:
         self._handler = handler
+        channels = services.pipeline.channels
+        self._autoreplies = channels.autoreplies if channels is not None else None
         for command in build_commands(services):
             self.lightbulb.register(command)
 
@@ -249,11 +254,16 @@ class DiscordGateway:
         if event.is_bot or not event.message.author or event.author_id == self.bot_id:
             return
         source = addresses_bot(event, self.bot_id)
-        if source is None or self._handler is None:
+        if self._handler is None:
             return
         thread = self.bot.cache.get_thread(event.message.channel_id)
         parent = int(thread.parent_id) if thread is not None else None
+        if source is None:
+            if not self._autoreplies_to(event, parent):
+                return
+            source = "autoreply"
         incoming = to_incoming(event, self.bot_id, source, parent)
+        incoming = replace(incoming, manages_guild=manages_guild(self.bot.cache, event))
         if not self._accepting:
             await self._refuse_while_stopping(incoming)
             return
@@ -268,6 +278,18 @@ class DiscordGateway:
             log.exception("handling a message failed")
         finally:
             self.intake.release()
+
+    def _autoreplies_to(self, event: hikari.MessageCreateEvent, parent: int | None) -> bool:
+        """A human's ordinary message in an auto-reply channel (or a thread of one)."""
+        message = event.message
+        return (
+            self._autoreplies is not None
+            and isinstance(event, hikari.GuildMessageCreateEvent)
+            and message.webhook_id is None
+            and message.type in (hikari.MessageType.DEFAULT, hikari.MessageType.REPLY)
+            and bool((message.content or "").strip() or message.attachments)
+            and self._autoreplies(int(message.channel_id), parent, message.content or "")
+        )
 
     async def _refuse_while_stopping(self, incoming: IncomingMessage) -> None:
         if not isinstance(incoming.target, MessageTarget):

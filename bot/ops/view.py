@@ -26,6 +26,7 @@ from bot.llm.cache import CacheStats
 from bot.llm.call_stats import LLMCallStats
 from bot.llm.quota import QuotaSnapshot
 from bot.ops.metrics import AlertThresholds, MetricSources, ShardFigures
+from bot.ops.metrics.fair_use import FairUseFigures
 from bot.resilience.degradation import DegradationStats
 from bot.resilience.hold import HoldStats
 from bot.resilience.queue import QueueStats
@@ -89,6 +90,7 @@ class BotView:
     intake: Callable[[], IntakeStats | None] = _absent
     # Typing triggers sent, and skipped for want of spare REST budget ("sent", "skipped").
     typing: Callable[[], Mapping[str, int]] = _no_counts
+    fair_use: Callable[[], FairUseFigures | None] = _absent  # budgets, channel settings
 
     def dependencies(self) -> dict[str, bool]:
         """Is each dependency usable: Gemini unless its breaker is open, Discord while the
@@ -123,6 +125,7 @@ class BotView:
             discord_hold=self.discord_hold,
             intake=self.intake,
             typing=self.typing,
+            fair_use=self.fair_use,
             data_dir=self.data_dir,
             thresholds=self.thresholds,
         )

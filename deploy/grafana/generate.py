@@ -617,6 +617,62 @@ def overview() -> model.Dashboard:
                     ),
                 ],
             ),
+            Section(
+                "Fair use",
+                [
+                    ts(
+                        "Budget refusals",
+                        "Questions per minute not sent to Gemini because a daily token budget "
+                        "was used up, by the budget's scope (user, role, guild). Runbook: a "
+                        "user says the bot ignores them.",
+                        "short",
+                        [
+                            query(
+                                "sum by (scope) ("
+                                + rate("llmbot_budget_refusals_total")
+                                + ") * 60",
+                                "{{scope}}",
+                            )
+                        ],
+                        bars=True,
+                        span=8,
+                    ),
+                    ts(
+                        "Refused users' usage today",
+                        "Median and p95 of the refused user's tokens used today, at each budget "
+                        "refusal: far above the budget means a budget too small for real use.",
+                        "short",
+                        [
+                            query(
+                                quantile("0.5", "llmbot_budget_user_usage_at_refusal_tokens"),
+                                "p50",
+                            ),
+                            query(
+                                quantile("0.95", "llmbot_budget_user_usage_at_refusal_tokens"),
+                                "p95",
+                            ),
+                        ],
+                        span=8,
+                    ),
+                    single(
+                        "Auto-reply channels",
+                        "Channels and threads where the bot answers every message without a "
+                        "mention (/channel autoreply).",
+                        "short",
+                        query(f"sum({v('llmbot_autoreply_channels')})"),
+                    ),
+                    single(
+                        "Fair-use maps, fullest",
+                        "The fullest of the fair-use maps (over-budget notices, budget "
+                        "overrides, channels with settings) as a share of its limit.",
+                        "percentunit",
+                        query(
+                            "max(" + v("llmbot_fair_use_entries") + " / "
+                            "on (job, instance, map) " + v("llmbot_fair_use_capacity") + ")"
+                        ),
+                    ),
+                ],
+            ),
         ],
     )
 

@@ -182,3 +182,33 @@ def test_other_programs_variables_in_the_environment_are_left_alone() -> None:
         "ALERT_DISCORD_WEBHOOK_URL": "https://discord.example/hook",  # make stack's
     }
     assert unknown_settings(environ, dotenv_keys=[]) == []
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("ROLE_TOKEN_BUDGETS", "123:lots", "expected role_id:tokens pairs"),
+        ("ROLE_TOKEN_BUDGETS", "123", "expected role_id:tokens pairs"),
+        ("ROLE_TOKEN_BUDGETS", "123:-5", "must not be negative"),
+        ("BUDGET_RESET_TIMEZONE", "Mars/Olympus", "IANA time zone"),
+        ("GEMINI_ALLOWED_MODELS", "gemini-2.5-pro, bad model", "expected model names"),
+        ("USER_DAILY_TOKEN_BUDGET", "-1", "greater than or equal to 0"),
+        ("CHANNEL_PERSONA_MAX_CHARS", "5000", "less than or equal to 4000"),
+    ],
+)
+def test_fair_use_mistakes_say_what_to_set(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, message: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=name) as err:
+        load_settings(_env_file=None)
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_fair_use_settings_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ROLE_TOKEN_BUDGETS", "11:500, 12:0")
+    monkeypatch.setenv("GEMINI_ALLOWED_MODELS", "gemini-2.5-pro,gemini-2.5-flash")
+    settings = load_settings(_env_file=None)
+    assert settings.role_budgets == {11: 500, 12: 0}
+    assert settings.allowed_models == ("gemini-2.5-flash", "gemini-2.5-pro")

@@ -177,6 +177,9 @@ class GeminiEmulator(LocalServer):
         # Added to usage when the request leaves thinking on (thinkingBudget != 0).
         self.thoughts_tokens = initial.thoughts_tokens
         self.stream_chunk_chars = initial.stream_chunk_chars
+        # (prompt, candidates) tokens every answer reports instead of counting its text;
+        # None: counted (about four characters a token).
+        self.fixed_usage: tuple[int, int] | None = None
         self._random = random.Random(initial.seed)
         self._error_rate = 0.0
         self._fail_status: int | None = None
@@ -473,6 +476,11 @@ class GeminiEmulator(LocalServer):
         thinking = get_field(entry.generation_config, "thinkingConfig")
         thoughts = 0 if get_field(thinking, "thinkingBudget") == 0 else self.thoughts_tokens
         usage = wire.usage_metadata(prompt, wire.text_tokens(text), thoughts)
+        if self.fixed_usage is not None:
+            fixed_prompt, fixed_candidates = self.fixed_usage
+            usage = wire.usage_metadata(
+                wire.PromptTokens(fixed_prompt, 0), fixed_candidates, thoughts
+            )
         pieces = split_for_stream(text, self.stream_chunk_chars) if entry.stream else [text]
         last = len(pieces) - 1
         return [

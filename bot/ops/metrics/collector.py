@@ -56,6 +56,7 @@ from bot.ops.metrics.catalogue import (
     STORE_OP_LABELS,
     AlertThresholds,
 )
+from bot.ops.metrics.fair_use import FairUseFigures, fair_use_families
 from bot.ops.runtime import (
     HEAP_REFRESH_S,
     BuildInfo,
@@ -132,6 +133,7 @@ class MetricSources:
     discord_hold: Callable[[], HoldStats | None] = _none
     intake: Callable[[], IntakeStats | None] = _none
     typing: Callable[[], Mapping[str, int]] = _no_entries  # "sent", "skipped"
+    fair_use: Callable[[], FairUseFigures | None] = _none
     asyncio_tasks: Callable[[], int] = asyncio_task_count
     heap_bytes: Callable[[], int] = field(default_factory=throttled_heap_bytes)
     data_dir: Path | None = None
@@ -227,6 +229,7 @@ class BotCollector(Collector):
         yield from self._heal()
         yield from self._discord()
         yield from self._intake()
+        yield from fair_use_families(lambda: self._read("fair_use", self._sources.fair_use, None))
         yield from self._runtime()
 
     def _chat(self) -> Iterator[Metric]:
