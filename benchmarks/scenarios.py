@@ -1,4 +1,5 @@
-"""The six scenarios. Each runs the bot in its own process, with a baseline in the same run."""
+"""The scenarios (the burst is in benchmarks/burst.py). Each runs the bot in its own process,
+with a baseline in the same run."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from benchmarks.bare_bot import SENTINEL
+from benchmarks.burst import burst
 from benchmarks.harness import (
     JSON,
     Lab,
@@ -924,4 +926,5 @@ SCENARIOS: dict[str, Callable[[Options], Awaitable[Result]]] = {
     "scrape": scrape_cost,
     "memory": memory,
     "quota": quota_use,
+    "burst": burst,
 }

@@ -242,6 +242,9 @@ class BotApp:
             hold_max_seconds=s.discord_hold_max_seconds,
             rest_max_retries=s.discord_rest_max_retries,
             rest_timeout_s=s.discord_rest_timeout_seconds,
+            max_concurrent_messages=s.max_concurrent_messages,
+            intake_max_waiting=s.intake_max_waiting,
+            shed_notice_interval_s=s.intake_shed_notice_interval_seconds,
         )
         delivery = self.gateway.delivery
         # Fair use: token budgets and channel settings, kept in the durable store.
@@ -428,6 +431,11 @@ class BotApp:
             heal=lambda: self.healer.stats,
             health_snapshots=lambda: len(self.history),
             discord_hold=lambda: gateway.delivery.hold.stats,
+            intake=lambda: gateway.intake.stats,
+            typing=lambda: {
+                "sent": gateway.typing.stats.sent,
+                "skipped": gateway.typing.stats.skipped,
+            },
             fair_use=lambda: FairUseFigures(self.budgets.stats, self.channels.stats()),
             answers=lambda: self.answers.stats,
         )
@@ -470,6 +478,7 @@ class BotApp:
         await self.heal_audit.load()
         self._tasks.append(asyncio.create_task(self.heal_audit.run(), name="heal audit writer"))
         self.healer.start()
+        self.gemini.prepare()  # its one-off cost (SSL contexts) before any message, not during
         await self.gateway.start()
         for dropped in expired:  # only now can their users be told
             reason: PipelineDropReason = "expired" if dropped.reason == "expired" else "overflow"

@@ -145,6 +145,10 @@ class Settings(BaseSettings):
     # long (a replay or re-delivery within it gets no second reply), at most this many.
     idempotency_ttl_seconds: float = Field(default=3600.0, gt=0)
     idempotency_max_records: int = Field(default=50_000, ge=100)
+    # Backpressure for new messages (bot.chat.intake, bot.discord.shed).
+    max_concurrent_messages: int = Field(default=100, ge=1)
+    intake_max_waiting: int = Field(default=5_000, ge=0)
+    intake_shed_notice_interval_seconds: float = Field(default=10.0, gt=0)
     fallback_maintenance_text: str = (
         "I'm in maintenance right now and can't answer. Please try again later."
     )
@@ -431,6 +435,7 @@ SETTING_PREFIXES = (
     "HEALTH_",
     "IDEMPOTENCY_",
     "IMAGE_",
+    "INTAKE_",
     "MAINTENANCE_",
     "OPS_",
     "PERSIST_",

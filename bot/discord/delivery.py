@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol, TypeVar
 
 import aiohttp
@@ -22,8 +21,6 @@ from bot.resilience.breaker import CircuitBreaker
 from bot.resilience.hold import BreakerHold
 
 __all__ = ["DiscordDelivery", "DiscordObserver", "is_outage"]
-
-TYPING_REFRESH_S = 8.0
 
 log = logging.getLogger(__name__)
 _tracer = trace.get_tracer(__name__)
@@ -86,6 +83,7 @@ class DiscordDelivery:
         # once) under the limit instead of into a storm of retries.
         # Capacity 1: evenly spaced calls, so no 1-second window ever sees more than max_rps.
         self.pace = AsyncLimiter(1, 1.0 / max_rps)
+        self._pace_waiters = 0  # calls waiting for their turn at the pace right now
 
     async def aclose(self) -> None:
         self.hold.close()
@@ -93,7 +91,11 @@ class DiscordDelivery:
 
     async def _rest_call(self, name: str, call: Awaitable[T]) -> T:
         """One paced REST call, in a span, counted by status class."""
-        await self.pace.acquire()
+        self._pace_waiters += 1
+        try:
+            await self.pace.acquire()
+        finally:
+            self._pace_waiters -= 1
         # A leaf span (nothing below it is traced): not made current, which costs less.
         with _tracer.start_span(f"discord {name}", kind=SpanKind.CLIENT) as span:
             try:
@@ -202,20 +204,34 @@ class DiscordDelivery:
             return None
         return to_quoted(message, self._bot_id)
 
-    async def keep_typing(self, channel_id: int, *, delay_s: float = 0.0) -> None:
-        """Show "Bot is typing…" after `delay_s` until cancelled (10 s per trigger)."""
-        if delay_s > 0:
-            await asyncio.sleep(delay_s)
-        while True:
-            if self.hold.state == "open":  # cosmetic: no calls to a Discord that is down
-                await asyncio.sleep(TYPING_REFRESH_S)
-                continue
-            try:
-                await self._rest_call("trigger_typing", self._rest.trigger_typing(channel_id))
-            except hikari.HTTPError as exc:  # cosmetic: never let it fail the answer
-                log.debug("typing indicator failed: %s", exc)
-                return
-            await asyncio.sleep(TYPING_REFRESH_S)
+    def rest_budget_spare(self) -> bool:
+        """Is there REST budget no reply needs: no call waiting for the pace, room in it now,
+        and Discord's breaker not open? Cosmetic calls (typing) go only then."""
+        return self._pace_waiters == 0 and self.hold.state != "open" and self.pace.has_capacity()
+
+    async def trigger_typing(self, channel_id: int) -> None:
+        """One "Bot is typing…" trigger (shows for 10 s); see `bot.discord.typing`."""
+        await self._rest_call("trigger_typing", self._rest.trigger_typing(channel_id))
+
+    async def notify(
+        self, channel_id: int, reply_to: int, text: str, user_ids: Sequence[int]
+    ) -> None:
+        """A short notice answering `reply_to`, pinging exactly `user_ids` (shed messages)."""
+        await self._send(
+            "create_message",
+            functools.partial(
+                self._rest.create_message,
+                channel_id,
+                text,
+                nonce=secrets.token_hex(12),
+                reply=reply_to,
+                reply_must_exist=False,
+                mentions_reply=False,
+                mentions_everyone=False,
+                user_mentions=list(user_ids) or False,
+                role_mentions=False,
+            ),
+        )
 
     async def download(self, attachment: Attachment, max_bytes: int) -> bytes:
         return await self._fetcher.fetch(attachment.url, max_bytes)

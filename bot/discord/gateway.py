@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import logging
@@ -12,6 +11,7 @@ from dataclasses import replace
 import hikari
 import lightbulb
 
+from bot.chat.intake import Intake
 from bot.chat.models import IncomingMessage, MessageTarget, Reply
 from bot.config import (
     DEFAULT_DISCORD_REST_URL,
@@ -23,6 +23,8 @@ from bot.discord.commands import CommandServices, build_commands
 from bot.discord.convert import addresses_bot, manages_guild, to_incoming
 from bot.discord.delivery import DiscordDelivery, DiscordObserver
 from bot.discord.downloads import DEFAULT_CDN_HOSTS, AttachmentFetcher
+from bot.discord.shed import ShedNotices
+from bot.discord.typing import TypingScheduler
 from bot.resilience.breaker import CircuitBreaker
 
 __all__ = ["INTENTS", "DiscordGateway", "bot_id_from_token"]
@@ -51,6 +53,8 @@ FATAL_CLOSE_HINTS: dict[int, str] = {
     4014: "a privileged intent is not enabled: turn on Message Content on the Bot page of the "
     "developer portal",
 }
+
+SHED_FLUSH_TIMEOUT_S = 5.0  # at shutdown, the pending shed notices get this long
 
 RESTARTING_TEXT = "I'm restarting right now, so I can't take new questions. Ask again in a minute."
 
@@ -91,6 +95,9 @@ class DiscordGateway:
         hold_max_seconds: float = 120.0,
         rest_max_retries: int = 3,
         rest_timeout_s: float = 10.0,
+        max_concurrent_messages: int = 100,
+        intake_max_waiting: int = 5_000,
+        shed_notice_interval_s: float = 10.0,
     ) -> None:
         self.bot_id = bot_id_from_token(token)
         self._rest_url = rest_url
@@ -111,7 +118,6 @@ class DiscordGateway:
             ),
         )
         self._accepting = True
-        self._typing_delay_s = typing_delay_s
         self._handler: Callable[[IncomingMessage], Awaitable[None]] | None = None
         # Is this channel (thread, parent) an auto-reply channel for this text? (`/channel`)
         self._autoreplies: Callable[[int, int | None, str], bool] | None = None
@@ -129,6 +135,16 @@ class DiscordGateway:
             breaker=breaker,
             hold_max_replies=hold_max_replies,
             hold_max_seconds=hold_max_seconds,
+        )
+        # Backpressure (bot.chat.intake): a bounded number of messages answered at once, a
+        # bounded line behind them, the rest shed with a cheap notice (bot.discord.shed).
+        self.intake = Intake(max_concurrent_messages, intake_max_waiting)
+        self.shed = ShedNotices(
+            self.delivery.notify, self.intake.stats, interval_s=shed_notice_interval_s
+        )
+        # Typing only with REST budget no reply needs, one loop per channel (bot.discord.typing).
+        self.typing = TypingScheduler(
+            self.delivery.trigger_typing, self.delivery.rest_budget_spare, delay_s=typing_delay_s
         )
         self._telemetry = telemetry
         self.lightbulb = lightbulb.client_from_app(self.bot)
@@ -149,6 +165,7 @@ class DiscordGateway:
             self.lightbulb.register(command)
 
     async def start(self) -> None:
+        self.shed.start()
         try:
             await self.bot.start(check_for_updates=False)
         except hikari.UnauthorizedError:
@@ -184,10 +201,14 @@ class DiscordGateway:
         await transport.send_close(code=RESUMABLE_CLOSE_CODE, message=b"reconnect requested")
 
     def stop_accepting(self) -> None:
+        """Take no new messages; those waiting in the intake are shed with a notice."""
         self._accepting = False
+        self.intake.close()
 
     async def close(self) -> None:
         """Close the gateway and REST sessions (idempotent: also after a failed start)."""
+        await self.shed.stop(SHED_FLUSH_TIMEOUT_S)  # tell the shed ones while REST still works
+        await self.typing.close()
         self.delivery.hold.close()  # replies still waiting for Discord give up first
         with contextlib.suppress(hikari.ComponentStateConflictError):  # never started, or closed
             await self.bot.close()
@@ -246,15 +267,17 @@ class DiscordGateway:
         if not self._accepting:
             await self._refuse_while_stopping(incoming)
             return
-        typing = asyncio.create_task(
-            self.delivery.keep_typing(incoming.channel_id, delay_s=self._typing_delay_s)
-        )
+        admission = await self.intake.admit()
+        if admission != "admitted":
+            self.shed.shed(incoming, admission)
+            return
         try:
-            await self._handler(incoming)
+            async with self.typing.typing(incoming.channel_id):
+                await self._handler(incoming)
         except Exception:
             log.exception("handling a message failed")
         finally:
-            typing.cancel()
+            self.intake.release()
 
     def _autoreplies_to(self, event: hikari.MessageCreateEvent, parent: int | None) -> bool:
         """A human's ordinary message in an auto-reply channel (or a thread of one)."""

@@ -99,6 +99,12 @@ class GeminiClient:
         self._client: genai.Client | None = None
         self._session: aiohttp.ClientSession | None = None
 
+    def prepare(self) -> None:
+        """Build the SDK client now (at start-up) rather than at the first question: building
+        it loads the CA bundle twice (SSL contexts), which held the event loop for 0.1-3 s in
+        the middle of the first burst (benchmarks/burst.py)."""
+        self._current()
+
     def _current(self) -> genai.Client:
         if self._client is None:
             self._session = _http_session()

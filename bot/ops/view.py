@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bot.chat.intake import IntakeStats
 from bot.chat.memory import MemoryStats
 from bot.chat.pipeline import ChatStats
 from bot.healing.receiver import HealStats
@@ -55,6 +56,10 @@ def _no_breakers() -> Mapping[str, str]:
     return {}
 
 
+def _no_counts() -> Mapping[str, int]:
+    return {}
+
+
 @dataclass(frozen=True, slots=True)
 class BotView:
     """What can be read of the running bot, each figure from the one component that owns it."""
@@ -82,6 +87,10 @@ class BotView:
     health_snapshots: Callable[[], int] = _zero
     # Replies waiting for Discord while its REST API fails (the "discord" breaker's hold).
     discord_hold: Callable[[], HoldStats | None] = _absent
+    # Backpressure on new messages: answered at once, waiting, shed (bot.chat.intake).
+    intake: Callable[[], IntakeStats | None] = _absent
+    # Typing triggers sent, and skipped for want of spare REST budget ("sent", "skipped").
+    typing: Callable[[], Mapping[str, int]] = _no_counts
     fair_use: Callable[[], FairUseFigures | None] = _absent  # budgets, channel settings
     # The idempotency record and in-flight journal (bot.store.answered).
     answers: Callable[[], LedgerStats | None] = _absent
@@ -117,6 +126,8 @@ class BotView:
             guilds=self.guilds,
             health_snapshots=self.health_snapshots,
             discord_hold=self.discord_hold,
+            intake=self.intake,
+            typing=self.typing,
             fair_use=self.fair_use,
             answers=self.answers,
             data_dir=self.data_dir,

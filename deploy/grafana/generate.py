@@ -510,6 +510,41 @@ def overview() -> model.Dashboard:
                             ),
                         ],
                     ),
+                    ts(
+                        "Intake (backpressure)",
+                        "New messages being answered and waiting for a handler slot, against "
+                        "MAX_CONCURRENT_MESSAGES and INTAKE_MAX_WAITING; beyond both a message "
+                        "is shed with a notice.",
+                        "short",
+                        [
+                            query(f"sum(llmbot_intake_in_flight{sel()})", "in flight"),
+                            query(f"sum(llmbot_intake_max_in_flight{sel()})", "max in flight"),
+                            query(f"sum(llmbot_intake_waiting{sel()})", "waiting"),
+                            query(f"sum(llmbot_intake_capacity{sel()})", "max waiting"),
+                        ],
+                    ),
+                    ts(
+                        "Shed messages and typing",
+                        "New messages shed per second by reason, shed notices sent, and typing "
+                        "indicators skipped because replies needed the REST budget.",
+                        "reqps",
+                        [
+                            query(
+                                "sum by (reason) (" + rate("llmbot_intake_shed_total") + ")",
+                                "shed {{reason}}",
+                            ),
+                            query(
+                                "sum(" + rate("llmbot_intake_shed_notices_total") + ")",
+                                "notices",
+                            ),
+                            query(
+                                "sum("
+                                + rate("llmbot_discord_typing_total", 'result="skipped"')
+                                + ")",
+                                "typing skipped",
+                            ),
+                        ],
+                    ),
                     grid(
                         "Firing alerts",
                         "LLMBot alerts Prometheus currently fires (the ALERTS series); "

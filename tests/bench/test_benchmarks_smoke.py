@@ -108,6 +108,18 @@ def test_quota_is_used_without_429s(results: dict[str, Result | BaseException]) 
     assert data["margin_0.9"]["rate_limited"] == 0
 
 
+def test_burst_answers_or_tells_every_message(results: dict[str, Result | BaseException]) -> None:
+    data = _result(results, "burst").data
+
+    for run in (data["typing"], data["no_typing"]):
+        assert run["untold"] == 0 and not run["timed_out"]
+        assert run["answered"] + run["noticed"] == run["messages"] == 50
+        assert run["replies_per_s"] > 0 and run["peak_rss"] > 0
+        assert run["status_probes"] > 0
+        assert sum(run["answers_per_5s"]) == run["answered"]
+    assert data["no_typing"]["typing_calls"] == 0
+
+
 def test_report_keeps_the_hand_written_analysis(
     results: dict[str, Result | BaseException], tmp_path: Path
 ) -> None:

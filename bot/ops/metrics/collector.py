@@ -31,6 +31,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from bot.chat.intake import SHED_REASONS, IntakeStats
 from bot.chat.memory import MemoryStats
 from bot.healing.actions import HEAL_ACTIONS
 from bot.healing.receiver import (
@@ -131,6 +132,8 @@ class MetricSources:
     guilds: Callable[[], int] = _zero
     health_snapshots: Callable[[], int] = _zero
     discord_hold: Callable[[], HoldStats | None] = _none
+    intake: Callable[[], IntakeStats | None] = _none
+    typing: Callable[[], Mapping[str, int]] = _no_entries  # "sent", "skipped"
     fair_use: Callable[[], FairUseFigures | None] = _none
     answers: Callable[[], LedgerStats | None] = _none
     asyncio_tasks: Callable[[], int] = asyncio_task_count
@@ -228,6 +231,7 @@ class BotCollector(Collector):
         yield from self._degradation()
         yield from self._heal()
         yield from self._discord()
+        yield from self._intake()
         yield from fair_use_families(lambda: self._read("fair_use", self._sources.fair_use, None))
         yield from self._runtime()
 
@@ -608,6 +612,68 @@ class BotCollector(Collector):
         for reason in ABANDON_REASONS:
             undelivered.add_metric([reason], hold.abandoned_total.get(reason, 0))
         yield from (held, capacity, holds, undelivered)
+
+    def _intake(self) -> Iterator[Metric]:
+        intake = self._read("intake", self._sources.intake, None) or IntakeStats(0, 0)
+        values: list[tuple[str, str, float]] = [
+            ("llmbot_intake_in_flight", "New messages being handled right now.", intake.in_flight),
+            (
+                "llmbot_intake_max_in_flight",
+                "Most new messages handled at once (MAX_CONCURRENT_MESSAGES).",
+                intake.max_in_flight,
+            ),
+            (
+                "llmbot_intake_waiting",
+                "New messages waiting for a handler slot right now.",
+                intake.waiting,
+            ),
+            (
+                "llmbot_intake_capacity",
+                "Most new messages that may wait for a slot (INTAKE_MAX_WAITING).",
+                intake.max_waiting,
+            ),
+        ]
+        for name, doc, value in values:
+            gauge = _gauge(name, doc)
+            gauge.add_metric([], value)
+            yield gauge
+        shed = _counter(
+            "llmbot_intake_shed_total",
+            "New messages not handled, by reason (full: no room to wait; shutdown: the bot was "
+            "stopping); each is told by a shed notice.",
+            ["reason"],
+        )
+        for reason in SHED_REASONS:
+            shed.add_metric([reason], intake.shed_total.get(reason, 0))
+        yield shed
+        notices = _counter(
+            "llmbot_intake_shed_notices_total",
+            "Shed notices sent (one per channel per INTAKE_SHED_NOTICE_INTERVAL_SECONDS, naming "
+            "everyone shed there).",
+        )
+        notices.add_metric([], intake.shed_notices_total)
+        untold = _counter(
+            "llmbot_intake_shed_untold_total",
+            "Shed messages whose author could not be told (no room to hold the notice, or "
+            "Discord refused it).",
+        )
+        untold.add_metric([], intake.shed_untold_total)
+        yield from (notices, untold)
+        wait = HistogramMetricFamily(
+            "llmbot_intake_wait_seconds",
+            "Time a new message waited for a handler slot (0 when one was free).",
+        )
+        _add_histogram(wait, (), (), intake.wait)
+        yield wait
+        typing: Mapping[str, int] = self._read("typing", self._sources.typing, {})
+        triggers = _counter(
+            "llmbot_discord_typing_total",
+            "Typing indicators: sent, or skipped because a reply needed the REST budget.",
+            ["result"],
+        )
+        for result in ("sent", "skipped"):
+            triggers.add_metric([result], typing.get(result, 0))
+        yield triggers
 
     def _runtime(self) -> Iterator[Metric]:
         sources = self._sources
