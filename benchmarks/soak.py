@@ -182,7 +182,7 @@ async def soak(duration_s: float, scratch: Path) -> Result:
                     lb.gemini.heal()
         finals = _final_replies(lb.discord, traffic.turns)
         slash = _slash_finals(lb.discord)
-        actions = Counter(turn.action for turn in traffic.turns)
+        actions: Counter[str] = Counter(str(turn.action) for turn in traffic.turns)
     _fill(result, samples, warm_up, duration_s, finals, slash, actions, faults)
     return result
 
