@@ -227,6 +227,12 @@ class BotApp:
             hold_max_seconds=s.discord_hold_max_seconds,
             rest_max_retries=s.discord_rest_max_retries,
             rest_timeout_s=s.discord_rest_timeout_seconds,
+            catchup_window_s=s.catchup_window_minutes * 60,
+            catchup_max_channels=s.catchup_max_channels,
+            catchup_store=self.store.namespace("catchup"),
+            catchup_observer=self.telemetry,
+            clock=clock,
+            on_store_error=self._count_store_error,
         )
         delivery = self.gateway.delivery
         self.pipeline = ChatPipeline(
@@ -420,6 +426,10 @@ class BotApp:
         await self.heal_audit.load()
         self._tasks.append(asyncio.create_task(self.heal_audit.run(), name="heal audit writer"))
         self.healer.start()
+        tracked = await self.gateway.seen.load()  # before READY, which starts the catch-up
+        if self.gateway.catchup.enabled:
+            log.info("catch-up: %d channels tracked", tracked)
+        self._tasks.append(asyncio.create_task(self.gateway.seen.run(), name="catch-up marks"))
         await self.gateway.start()
         for dropped in expired:  # only now can their users be told
             await self.pipeline.notify_dropped(dropped.item.payload, dropped.reason)

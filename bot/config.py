@@ -126,6 +126,9 @@ class Settings(BaseSettings):
     queue_retry_interval_seconds: float = Field(default=30.0, gt=0)
     queue_batch_size: int = Field(default=5, ge=1)
     queue_max_attempts: int = Field(default=3, ge=1)
+    # Restart catch-up: questions asked while the bot was down, answered late (0 turns it off).
+    catchup_window_minutes: float = Field(default=15.0, ge=0, le=1440)
+    catchup_max_channels: int = Field(default=1000, ge=1, le=100_000)
     fallback_maintenance_text: str = (
         "I'm in maintenance right now and can't answer. Please try again later."
     )
@@ -317,6 +320,7 @@ SETTING_PREFIXES = (
     "BLOCKED_",
     "BREAKER_",
     "CACHE_",
+    "CATCHUP_",
     "CONVERSATION_",
     "DEGRADATION_",
     "DISCORD_",

@@ -81,6 +81,8 @@ class IncomingMessage:
     quoted: QuotedMessage | None = None
     source: Source = "mention"
     parent_channel_id: int | None = None  # the channel a thread belongs to
+    # Asked while the bot was away and found by the restart catch-up: the reply says it is late.
+    caught_up: bool = False
     received_at: float = field(default_factory=time.monotonic)
 
     @property
@@ -141,4 +143,5 @@ def message_from_payload(data: dict[str, Any]) -> IncomingMessage:
         ),
         source=data["source"],
         parent_channel_id=data.get("parent_channel_id"),
+        caught_up=bool(data.get("caught_up", False)),
     )

@@ -52,7 +52,16 @@ from bot.resilience.degradation import (
 )
 from bot.resilience.queue import MessageQueue
 
-__all__ = ["ChatPipeline", "ChatStats", "ChatTuning", "DropReason", "FallbackTexts", "Outcome"]
+__all__ = [
+    "CAUGHT_UP_NOTE",
+    "ChatPipeline",
+    "ChatStats",
+    "ChatTuning",
+    "DropReason",
+    "FallbackTexts",
+    "Outcome",
+    "with_late_note",
+]
 
 log = logging.getLogger(__name__)
 _tracer = trace.get_tracer(__name__)
@@ -96,6 +105,22 @@ DROPPED_TEXT: dict[DropReason, str] = {
     "failed": "Sorry, I couldn't get an answer from the model after several tries. "
     "Please ask again later.",
 }
+
+# The first line of every reply to a question found by the restart catch-up (Discord's small
+# "subtext" markdown), so the user knows why the answer comes late.
+CAUGHT_UP_NOTE = "-# Sorry for the wait: I was offline when you asked."
+DISCORD_MAX_CHARS = 2000
+
+
+def with_late_note(reply: Reply) -> Reply:
+    """`reply` opened by `CAUGHT_UP_NOTE` (in its first chunk when that stays within Discord's
+    2,000 characters, else as a chunk of its own)."""
+    first, *rest = reply.chunks
+    if len(CAUGHT_UP_NOTE) + 1 + len(first) <= DISCORD_MAX_CHARS:
+        chunks = (f"{CAUGHT_UP_NOTE}\n{first}", *rest)
+    else:
+        chunks = (CAUGHT_UP_NOTE, first, *rest)
+    return replace(reply, chunks=tuple(chunks))
 
 
 @dataclass(frozen=True, slots=True)
@@ -448,6 +473,8 @@ class ChatPipeline:
 
     async def _send(self, msg: IncomingMessage, thought: _Thought, *, late: bool = False) -> None:
         reply = thought.reply
+        if msg.caught_up and reply.chunks:
+            reply = with_late_note(reply)
         outcome = _OUTCOME_OF_KIND[reply.kind]
         self.stats.outcomes[outcome] += 1
         if late:

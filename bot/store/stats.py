@@ -26,7 +26,15 @@ __all__ = [
 
 # The logical stores: the `store` label values. A fixed list keeps label cardinality bounded;
 # add a name here when a new part of the bot needs its own namespace.
-STORE_NAMES: Final = ("conversations", "quota", "cache", "queue", "history", "heal_audit")
+STORE_NAMES: Final = (
+    "conversations",
+    "quota",
+    "cache",
+    "queue",
+    "history",
+    "heal_audit",
+    "catchup",
+)
 # Figures for keys used outside any namespace (admin tools, tests) land here instead of
 # creating label values on the fly.
 OTHER_STORE: Final = "other"

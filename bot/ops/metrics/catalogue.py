@@ -37,6 +37,8 @@ CIRCUIT_DEPENDENCIES: Final = ("gemini", "discord")
 LLM_OUTCOMES: Final = ("ok", "error", "timeout", "rate_limited", "bad_request", "configuration")
 TOKEN_TYPES: Final = ("input", "output", "thoughts", "cached")
 REST_STATUS_CLASSES: Final = ("2xx", "4xx", "429", "5xx", "error")
+# What became of each message a restart catch-up read (bot.discord.catchup.CATCHUP_OUTCOMES).
+CATCHUP_OUTCOMES: Final = ("answered", "not_for_bot", "already_seen", "over_limit")
 STORE_LABELS: Final = (*STORE_NAMES, OTHER_STORE)
 STORE_DIRECTIONS: Final = ("written", "read")
 STORE_OP_LABELS: Final = ("store", "op")
@@ -70,6 +72,8 @@ GATEWAY_EVENT_TYPES: Final = (
 # --- buckets (see the module docstring) ------------------------------------------------------
 
 LATENCY_BUCKETS_S: Final = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 20.0, 30.0, 60.0)
+# One catch-up run: reading the channels and answering what was asked (sequentially).
+CATCHUP_BUCKETS_S: Final = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 EVENT_LOOP_LAG_BUCKETS_S: Final = (
     0.001,
     0.0025,
