@@ -196,13 +196,13 @@ class SeenChannels:
                 loaded.append((int(key), mark))
             except (KeyError, TypeError, ValueError):
                 log.warning("an unreadable catch-up mark was dropped")
-                self._evicted.add(_int_or(key, -1))
+                with contextlib.suppress(StoreError):
+                    await self._ns.delete(key)
         loaded.sort(key=lambda item: item[1].last_id)
         for channel_id, _ in loaded[: max(0, len(loaded) - self._max)]:
             self._evicted.add(channel_id)
         for channel_id, mark in loaded[-self._max :]:
             self._marks[channel_id] = mark
-        self._evicted.discard(-1)
         if self._evicted:
             self._changed.set()
         self._observer.catchup_tracked(len(self._marks))
@@ -254,13 +254,6 @@ def _mark_bytes(mark: ChannelMark) -> bytes:
 
 def _optional_int(value: object) -> int | None:
     return None if value is None else int(str(value))
-
-
-def _int_or(text: str, default: int) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        return default
 
 
 FetchAfter = Callable[[int, int, int], Awaitable[list[hikari.Message]]]

@@ -93,9 +93,7 @@ async def test_a_question_older_than_the_window_is_not_answered(
     old = await _ask(discord, channel, user, "asked long ago")
 
     # The bot starts 16 minutes later, as its clock sees it: the question is past the window.
-    second: BotApp = await start_bot(
-        clock=lambda: time.time() + 16 * 60, catchup_window_minutes=15
-    )
+    second: BotApp = await start_bot(clock=lambda: time.time() + 16 * 60, catchup_window_minutes=15)
     await _caught_up(discord, second)
 
     assert _replies_to(discord, old) == []
@@ -164,3 +162,49 @@ async def test_a_resumed_session_needs_no_catch_up(
     (reply,) = _replies_to(discord, replayed)
     assert not reply.startswith(CAUGHT_UP_NOTE)
     assert app.gateway.catchup.stats.runs == 1
+
+
+async def test_caught_up_questions_pass_the_access_lists_with_the_members_roles(
+    discord: DiscordEmulator, start_bot: Callable[..., Any]
+) -> None:
+    guild = discord.create_guild("Roles")
+    channel = discord.guild_text_channel(guild)
+    role = discord.create_role(guild, "askers")
+    member, outsider = discord.create_user("gil"), discord.create_user("hal")
+    discord.add_member(guild, member, roles=[role])
+    discord.add_member(guild, outsider)
+    first: BotApp = await start_bot(allowed_role_ids=str(role))
+    seen = await _ask(discord, channel, member, "hello")
+    await discord.wait_for(lambda: bool(_replies_to(discord, seen)))
+    await first.stop()
+    allowed = await _ask(discord, channel, member, "may I?")
+    refused = await _ask(discord, channel, outsider, "and I?")
+
+    second: BotApp = await start_bot(allowed_role_ids=str(role))
+    await _caught_up(discord, second)
+
+    # REST messages carry no member: the roles come from Discord, so the lists judge as live.
+    assert "may I?" in _replies_to(discord, allowed)[0]
+    (refusal,) = _replies_to(discord, refused)
+    assert refusal.startswith(CAUGHT_UP_NOTE) and "and I?" not in refusal
+
+
+async def test_a_reply_to_the_bot_in_a_thread_is_caught_up(
+    discord: DiscordEmulator, start_bot: Callable[..., Any]
+) -> None:
+    guild, general, user = new_guild_with(discord, "ida")
+    thread = discord.create_channel(guild, name="help", type=11, parent_id=general)
+    first: BotApp = await start_bot()
+    seen = await _ask(discord, thread, user, "hello")
+    await discord.wait_for(lambda: bool(_replies_to(discord, seen)))
+    bot_answer = next(m.id for m in discord.sent_messages if m.reply_to == seen)
+    await first.stop()
+    follow_up = await discord.send_message(
+        thread, author=user, content="tell me more", reply_to=bot_answer
+    )
+
+    second: BotApp = await start_bot()
+    await _caught_up(discord, second)
+
+    (reply,) = _replies_to(discord, int(follow_up["id"]))
+    assert reply.startswith(CAUGHT_UP_NOTE) and "tell me more" in reply
