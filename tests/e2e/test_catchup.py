@@ -122,7 +122,7 @@ async def test_catch_up_is_off_with_a_zero_window(
 async def test_a_new_session_while_running_catches_up_the_gap(
     discord: DiscordEmulator, start_bot: Callable[..., Any]
 ) -> None:
-    _, channel, user = new_guild_with(discord, "eve")
+    _, _, user = new_guild_with(discord, "eve")
     dm = discord.create_dm(user)
     app: BotApp = await start_bot()
     await _caught_up(discord, app)  # the start's run (nothing tracked yet)
