@@ -310,11 +310,6 @@ class CatchUp:
             return
         self._task = asyncio.create_task(self._loop(), name="catch-up")
 
-    async def wait_idle(self) -> None:
-        """Wait for the current run (and any asked for during it) to finish."""
-        while self._task is not None and not self._task.done():
-            await asyncio.shield(self._task)
-
     async def close(self) -> None:
         if self._task is not None:
             self._task.cancel()

@@ -208,3 +208,27 @@ async def test_a_reply_to_the_bot_in_a_thread_is_caught_up(
 
     (reply,) = _replies_to(discord, int(follow_up["id"]))
     assert reply.startswith(CAUGHT_UP_NOTE) and "tell me more" in reply
+
+
+async def test_missed_questions_are_answered_oldest_first_across_channels(
+    discord: DiscordEmulator, start_bot: Callable[..., Any]
+) -> None:
+    guild, first_channel, user = new_guild_with(discord, "jo")
+    second_channel = discord.create_channel(guild, name="other")
+    app: BotApp = await start_bot()
+    for channel in (first_channel, second_channel):
+        seen = await _ask(discord, channel, user, "hello")
+        await discord.wait_for(lambda s=seen: bool(_replies_to(discord, s)))
+    await app.stop()
+    asked = [
+        await _ask(discord, first_channel, user, "one"),
+        await _ask(discord, second_channel, user, "two"),
+        await _ask(discord, first_channel, user, "three"),
+    ]
+
+    again: BotApp = await start_bot()
+    await _caught_up(discord, again)
+
+    answered_in_order = [m.reply_to for m in discord.sent_messages if m.reply_to in asked]
+    assert answered_in_order == asked
+    assert again.gateway.catchup.stats.channels_scanned == 2
