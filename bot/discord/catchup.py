@@ -363,6 +363,7 @@ class CatchUp:
         found.sort(key=lambda item: int(item[0].id))
         for _ in found[self._max_messages :]:
             self._count("over_limit")
+        answered = 0
         for message, mark, source in found[: self._max_messages]:
             if not self._accepting():
                 break
@@ -371,6 +372,7 @@ class CatchUp:
                 continue
             incoming = await self._incoming_of(message, mark, source)
             self._count("answered")
+            answered += 1
             await self._hand_off(incoming)
         elapsed = time.monotonic() - started
         self.stats.runs += 1
@@ -379,7 +381,7 @@ class CatchUp:
         log.info(
             "catch-up read %d channels and answered %d late questions in %.1f s",
             len(self.seen),
-            min(len(found), self._max_messages),
+            answered,
             elapsed,
         )
 
