@@ -335,6 +335,7 @@ class CatchUp:
             hikari.Snowflake.from_datetime(datetime.datetime.fromtimestamp(oldest, datetime.UTC))
         )
         found: list[tuple[hikari.Message, ChannelMark, Source]] = []
+        scanned = 0
         for channel_id, mark in self.seen.marks():
             if not self._accepting():
                 break
@@ -349,6 +350,7 @@ class CatchUp:
             except (hikari.HTTPError, OSError, TimeoutError) as exc:
                 log.warning("catch-up could not read a channel: %s", type(exc).__name__)
                 continue
+            scanned += 1
             self.stats.channels_scanned += 1
             self._observer.catchup_channel_scanned()
             for message in messages:
@@ -380,7 +382,7 @@ class CatchUp:
         self._observer.catchup_finished(elapsed)
         log.info(
             "catch-up read %d channels and answered %d late questions in %.1f s",
-            len(self.seen),
+            scanned,
             answered,
             elapsed,
         )
