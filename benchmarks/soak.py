@@ -43,7 +43,16 @@ USERS = 20
 RATE = 2.0  # turns started per second (a user waits for each answer, then thinks 2.5 s)
 DRAIN_S = 120.0  # after the traffic: time for queued questions to get their answers
 
-_TASKS = re.compile(r"^llmbot_asyncio_tasks (\S+)$", re.MULTILINE)
+# Gauges read from the bot's /metrics at each sample: the task count, and what shows whether
+# memory growth is the bounded structures filling up (the response cache, conversations) or
+# Python objects piling up (the heap).
+GAUGES: dict[str, str] = {
+    "tasks": "llmbot_asyncio_tasks",
+    "heap_bytes": "llmbot_python_heap_bytes",
+    "cache_entries": "llmbot_cache_entries",
+    "cache_bytes": "llmbot_cache_bytes",
+    "conversations": "llmbot_active_conversations",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +64,10 @@ class SoakSample:
     tasks: int
     fds: int
     store_bytes: int
+    heap_bytes: int = 0
+    cache_entries: int = 0
+    cache_bytes: int = 0
+    conversations: int = 0
 
 
 def fault_plan(duration_s: float) -> list[FaultPhase]:
@@ -84,11 +97,15 @@ def _store_bytes(data_dir: Path) -> int:
     )
 
 
-async def _tasks(session: aiohttp.ClientSession, url: str) -> int:
+async def _gauges(session: aiohttp.ClientSession, url: str) -> dict[str, int]:
+    """The `GAUGES` from one scrape (-1 for a gauge the bot does not export)."""
     async with session.get(url) as response:
         text = await response.text()
-    match = _TASKS.search(text)
-    return int(float(match.group(1))) if match else -1
+    values: dict[str, int] = {}
+    for field_name, metric in GAUGES.items():
+        match = re.search(rf"^{metric} (\S+)$", text, re.MULTILINE)
+        values[field_name] = int(float(match.group(1))) if match else -1
+    return values
 
 
 async def _sample(
@@ -96,9 +113,9 @@ async def _sample(
 ) -> SoakSample:
     ps = psutil.Process(proc.pid)
     fds = ps.num_fds()
-    tasks = await _tasks(session, url)
+    gauges = await _gauges(session, url)
     store = await asyncio.to_thread(_store_bytes, data_dir)
-    return SoakSample(at_s, proc.usage().rss_bytes, tasks, fds, store)
+    return SoakSample(at_s, proc.usage().rss_bytes, fds=fds, store_bytes=store, **gauges)
 
 
 def _final_replies(discord: DiscordEmulator, turns: list[TurnRecord]) -> Counter[str]:
@@ -199,19 +216,24 @@ def _fill(
 ) -> None:
     measured = [s for s in samples if s.at_s >= warm_up] or samples
     first, last = measured[0], measured[-1]
-    slopes = {
-        f: slope_per_minute(measured, f) for f in ("rss_bytes", "tasks", "fds", "store_bytes")
-    }
+    fields = ("rss_bytes", "tasks", "fds", "store_bytes", "heap_bytes", "cache_entries")
+    slopes = {f: slope_per_minute(measured, f) for f in fields}
+    half = [s for s in samples if s.at_s >= samples[-1].at_s / 2] or samples
     rss_growth = last.rss_bytes - first.rss_bytes
     unanswered = finals["none"] + finals["queued"]
     mib = 2**20
     minutes = (last.at_s - first.at_s) / 60
+
+    def trend(field_name: str) -> float:  # the fitted growth over the measured part
+        return slopes[field_name] * minutes
+
     result.data = {
         "duration_s": duration_s,
         "warm_up_s": warm_up,
         "samples": [vars_of(s) for s in samples],
         "slopes_per_minute": slopes,
         "rss_growth_bytes": rss_growth,
+        "rss_growth_second_half_bytes": half[-1].rss_bytes - half[0].rss_bytes,
         "turns": dict(actions),
         "final_replies": dict(finals),
         "slash_final_replies": dict(slash),
@@ -229,15 +251,32 @@ def _fill(
             "asyncio tasks",
             f"{first.tasks} → {last.tasks} (slope {slopes['tasks']:+.2f}/min, "
             f"max {max(s.tasks for s in measured)})",
-            "no growth",
-            "met" if last.tasks <= first.tasks + 5 else "missed",
+            "fitted growth < 5",
+            "met" if trend("tasks") < 5 else "missed",
         ),
         Row(
             "open file descriptors",
             f"{first.fds} → {last.fds} (slope {slopes['fds']:+.2f}/min, "
-            f"max {max(s.fds for s in measured)})",
-            "no growth",
-            "met" if last.fds <= first.fds + 5 else "missed",
+            f"max {max(s.fds for s in measured)}; HTTP connections come and go)",
+            "fitted growth < 5",
+            "met" if trend("fds") < 5 else "missed",
+        ),
+        Row(
+            "RSS over the second half of the run",
+            f"{half[0].rss_bytes / mib:.1f} → {half[-1].rss_bytes / mib:.1f} MiB "
+            f"({(half[-1].rss_bytes - half[0].rss_bytes) / mib:+.2f} MiB; slope "
+            f"{slope_per_minute(half, 'rss_bytes') / mib:+.3f} MiB/min)",
+        ),
+        Row(
+            "Python heap (llmbot_python_heap_bytes)",
+            f"{first.heap_bytes / mib:.1f} → {last.heap_bytes / mib:.1f} MiB "
+            f"(slope {slopes['heap_bytes'] / mib:+.3f} MiB/min)",
+        ),
+        Row(
+            "response cache and conversations (bounded: 1,000 entries / 16 MiB)",
+            f"cache {first.cache_entries} → {last.cache_entries} entries "
+            f"({first.cache_bytes / mib:.1f} → {last.cache_bytes / mib:.1f} MiB); "
+            f"conversations {first.conversations} → {last.conversations}",
         ),
         Row(
             "store size (SQLite file + WAL)",
@@ -270,4 +309,8 @@ def vars_of(sample: SoakSample) -> dict[str, Any]:
         "tasks": sample.tasks,
         "fds": sample.fds,
         "store_bytes": sample.store_bytes,
+        "heap_bytes": sample.heap_bytes,
+        "cache_entries": sample.cache_entries,
+        "cache_bytes": sample.cache_bytes,
+        "conversations": sample.conversations,
     }

@@ -36,7 +36,7 @@ def test_a_short_soak_samples_the_bot_and_every_message_gets_a_final_reply(
     assert len(data["samples"]) >= 3
     for sample in data["samples"]:
         assert sample["rss_bytes"] > 0 and sample["fds"] > 0 and sample["tasks"] > 0
-        assert sample["store_bytes"] > 0
+        assert sample["store_bytes"] > 0 and sample["heap_bytes"] > 0
     finals = data["final_replies"]
     assert sum(finals.values()) > 0
     assert finals.get("none", 0) == 0 and finals.get("queued", 0) == 0
