@@ -12,9 +12,19 @@ from pathlib import Path
 
 from benchmarks.harness import Mode, Result
 from benchmarks.report import existing_analysis, load_results, machine_facts, render, save_results
-from benchmarks.scenarios import SCENARIOS, Options
+from benchmarks.scenarios import ALL_SCENARIOS, SCENARIOS, Options
 
 HERE = Path(__file__).absolute().parent
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text} s: give a duration above 0")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -23,7 +33,17 @@ def _parser() -> argparse.ArgumentParser:
         "--quick", action="store_true", help="smaller and shorter (about 4 min instead of 16)"
     )
     parser.add_argument(
-        "--only", nargs="+", choices=list(SCENARIOS), default=None, help="run only these"
+        "--only",
+        nargs="+",
+        choices=list(ALL_SCENARIOS),
+        default=None,
+        help="run only these (soak runs only when named)",
+    )
+    parser.add_argument(
+        "--duration",
+        type=_seconds,
+        default=None,
+        help="seconds of traffic for the soak (default 1200; 180 with --quick)",
     )
     parser.add_argument(
         "--no-instrumentation",
@@ -53,7 +73,7 @@ async def run(options: Options, names: list[str]) -> list[Result]:
     for name in names:
         started = time.monotonic()
         print(f"benchmarks: {name} ...", file=sys.stderr, flush=True)
-        result = await SCENARIOS[name](options)
+        result = await ALL_SCENARIOS[name](options)
         print(
             f"benchmarks: {name} done in {time.monotonic() - started:.0f} s",
             file=sys.stderr,
@@ -74,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         scratch=scratch,
         instrumentation=args.instrumentation,
         profile_dir=HERE / "profiles" if args.profile else None,
+        soak_seconds=args.duration,
     )
     started = time.monotonic()
     try:
@@ -93,7 +114,9 @@ def main(argv: list[str] | None = None) -> int:
             fresh = {r.name: r for r in results}
             earlier, earlier_facts = load_results(raw_path)
             kept = [r for r in earlier if r.name not in fresh]
-            results = sorted([*kept, *fresh.values()], key=lambda r: list(SCENARIOS).index(r.name))
+            results = sorted(
+                [*kept, *fresh.values()], key=lambda r: list(ALL_SCENARIOS).index(r.name)
+            )
             if kept and earlier_facts:
                 refreshed = f"{', '.join(names)} on {facts['date']} ({facts['mode']})"
                 # Earlier refreshes of other scenarios stay listed; one of these replaces its own.

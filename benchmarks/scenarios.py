@@ -34,12 +34,13 @@ from benchmarks.harness import (
 )
 from benchmarks.otlp import SpanCounter
 from benchmarks.profiling import Profiler
+from benchmarks.soak import SOAK_FULL_S, soak
 from bot.chat.memory import ConversationMemory, Turn
 from bot.emulator.discord import SentMessage
 from bot.emulator.gemini import GeminiRequest
 from bot.loadtest import BotProcess, ProcessUsage, message_time
 
-__all__ = ["SCENARIOS", "Options", "Scale", "scale_for"]
+__all__ = ["ALL_SCENARIOS", "OPT_IN", "SCENARIOS", "Options", "Scale", "scale_for"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +82,7 @@ class Options:
     scratch: Path
     instrumentation: bool = True  # measure metrics + tracing on vs off
     profile_dir: Path | None = None  # attach py-spy to the bot during measured phases
+    soak_seconds: float | None = None  # the soak's traffic time (None: the mode's)
 
     @property
     def scale(self) -> Scale:
@@ -928,3 +930,17 @@ SCENARIOS: dict[str, Callable[[Options], Awaitable[Result]]] = {
     "quota": quota_use,
     "burst": burst,
 }
+
+
+SOAK_SECONDS: dict[Mode, float] = {"full": SOAK_FULL_S, "quick": 180.0, "smoke": 8.0}
+
+
+async def soak_run(options: Options) -> Result:
+    """The soak, for `options.soak_seconds` or the mode's length."""
+    seconds = options.soak_seconds or SOAK_SECONDS[options.mode]
+    return await soak(seconds, options.scratch)
+
+
+# Run only when named (`--only soak`): twenty minutes is too long for the default run.
+OPT_IN: dict[str, Callable[[Options], Awaitable[Result]]] = {"soak": soak_run}
+ALL_SCENARIOS = {**SCENARIOS, **OPT_IN}

@@ -245,6 +245,12 @@ class BotApp:
             max_concurrent_messages=s.max_concurrent_messages,
             intake_max_waiting=s.intake_max_waiting,
             shed_notice_interval_s=s.intake_shed_notice_interval_seconds,
+            catchup_window_s=s.catchup_window_minutes * 60,
+            catchup_max_channels=s.catchup_max_channels,
+            catchup_store=self.store.namespace("catchup"),
+            catchup_observer=self.telemetry,
+            clock=clock,
+            on_store_error=self._count_store_error,
         )
         delivery = self.gateway.delivery
         # Fair use: token budgets and channel settings, kept in the durable store.
@@ -479,6 +485,10 @@ class BotApp:
         self._tasks.append(asyncio.create_task(self.heal_audit.run(), name="heal audit writer"))
         self.healer.start()
         self.gemini.prepare()  # its one-off cost (SSL contexts) before any message, not during
+        tracked = await self.gateway.seen.load()  # before READY, which starts the catch-up
+        if self.gateway.catchup.enabled:
+            log.info("catch-up: %d channels tracked", tracked)
+        self._tasks.append(asyncio.create_task(self.gateway.seen.run(), name="catch-up marks"))
         await self.gateway.start()
         for dropped in expired:  # only now can their users be told
             reason: PipelineDropReason = "expired" if dropped.reason == "expired" else "overflow"

@@ -149,6 +149,9 @@ class Settings(BaseSettings):
     max_concurrent_messages: int = Field(default=100, ge=1)
     intake_max_waiting: int = Field(default=5_000, ge=0)
     intake_shed_notice_interval_seconds: float = Field(default=10.0, gt=0)
+    # Restart catch-up: questions asked while the bot was down, answered late (0 turns it off).
+    catchup_window_minutes: float = Field(default=15.0, ge=0, le=1440)
+    catchup_max_channels: int = Field(default=1000, ge=1, le=100_000)
     fallback_maintenance_text: str = (
         "I'm in maintenance right now and can't answer. Please try again later."
     )
@@ -424,6 +427,7 @@ SETTING_PREFIXES = (
     "BUDGETS_",
     "CACHE_",
     "CHANNEL_",
+    "CATCHUP_",
     "CONVERSATION_",
     "DEGRADATION_",
     "DISCORD_",

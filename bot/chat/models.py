@@ -82,6 +82,8 @@ class IncomingMessage:
     source: Source = "mention"
     parent_channel_id: int | None = None  # the channel a thread belongs to
     manages_guild: bool = False  # the author has Manage Server here (a bot admin in this guild)
+    # Asked while the bot was away and found by the restart catch-up: the reply says it is late.
+    caught_up: bool = False
     received_at: float = field(default_factory=time.monotonic)
 
     @property
@@ -146,4 +148,5 @@ def message_from_payload(data: dict[str, Any]) -> IncomingMessage:
         source=data["source"],
         parent_channel_id=data.get("parent_channel_id"),
         manages_guild=bool(data.get("manages_guild", False)),
+        caught_up=bool(data.get("caught_up", False)),
     )

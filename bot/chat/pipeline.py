@@ -61,7 +61,16 @@ from bot.resilience.degradation import (
 from bot.resilience.queue import MessageQueue
 from bot.store.answered import AnswerLedger, AnswerRecord, Record, State
 
-__all__ = ["ChatPipeline", "ChatStats", "ChatTuning", "DropReason", "FallbackTexts", "Outcome"]
+__all__ = [
+    "CAUGHT_UP_NOTE",
+    "ChatPipeline",
+    "ChatStats",
+    "ChatTuning",
+    "DropReason",
+    "FallbackTexts",
+    "Outcome",
+    "with_late_note",
+]
 
 log = logging.getLogger(__name__)
 _tracer = trace.get_tracer(__name__)
@@ -112,6 +121,22 @@ DROPPED_TEXT: dict[DropReason, str] = {
 RESTARTING_NOTICE = (
     "I'm restarting, so your question has to wait a moment: I'll answer here when I'm back."
 )
+
+# The first line of every reply to a question found by the restart catch-up (Discord's small
+# "subtext" markdown), so the user knows why the answer comes late.
+CAUGHT_UP_NOTE = "-# Sorry for the wait: I was offline when you asked."
+DISCORD_MAX_CHARS = 2000
+
+
+def with_late_note(reply: Reply) -> Reply:
+    """`reply` opened by `CAUGHT_UP_NOTE` (in its first chunk when that stays within Discord's
+    2,000 characters, else as a chunk of its own)."""
+    first, *rest = reply.chunks
+    if len(CAUGHT_UP_NOTE) + 1 + len(first) <= DISCORD_MAX_CHARS:
+        chunks = (f"{CAUGHT_UP_NOTE}\n{first}", *rest)
+    else:
+        chunks = (CAUGHT_UP_NOTE, first, *rest)
+    return replace(reply, chunks=tuple(chunks))
 
 
 @dataclass(frozen=True, slots=True)
@@ -582,6 +607,8 @@ class ChatPipeline:
         """Deliver a reply; `observe` (a live message) records its response time as soon as
         Discord has it. The idempotency record is updated last."""
         reply = thought.reply
+        if msg.caught_up and reply.chunks:
+            reply = with_late_note(reply)
         # Every reply but a "queued" notice is final: recorded (with its text) before it is
         # sent, so a crash re-sends this very reply under the same nonce; never sent twice.
         final = reply.kind != "queued"

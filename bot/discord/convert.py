@@ -8,7 +8,15 @@ import hikari
 
 from bot.chat.models import Attachment, IncomingMessage, MessageTarget, QuotedMessage, Source
 
-__all__ = ["addresses_bot", "manages_guild", "strip_mention", "to_incoming", "to_quoted"]
+__all__ = [
+    "addresses_bot",
+    "manages_guild",
+    "message_source",
+    "message_to_incoming",
+    "strip_mention",
+    "to_incoming",
+    "to_quoted",
+]
 
 _GUILD_ADMIN = hikari.Permissions.MANAGE_GUILD | hikari.Permissions.ADMINISTRATOR
 
@@ -38,8 +46,13 @@ def to_quoted(message: hikari.PartialMessage, bot_id: int) -> QuotedMessage:
 
 def addresses_bot(event: hikari.MessageCreateEvent, bot_id: int) -> Source | None:
     """Why this message is for the bot ("dm", "mention", "reply"), or None when it is not."""
-    message = event.message
-    if isinstance(event, hikari.DMMessageCreateEvent):
+    return message_source(event.message, bot_id, dm=isinstance(event, hikari.DMMessageCreateEvent))
+
+
+def message_source(message: hikari.Message, bot_id: int, *, dm: bool) -> Source | None:
+    """`addresses_bot` for a message read over REST (which says nothing of its guild: `dm` comes
+    from the channel)."""
+    if dm:
         return "dm"
     mentioned = message.user_mentions_ids or ()
     if bot_id in mentioned or re.search(rf"<@!?{bot_id}>", message.content or ""):
@@ -60,11 +73,35 @@ def to_incoming(
     if isinstance(event, hikari.GuildMessageCreateEvent) and event.member is not None:
         roles = frozenset(int(r) for r in event.member.role_ids)
         author_name = event.member.display_name
+    guild_id = int(message.guild_id) if message.guild_id else None
+    return message_to_incoming(
+        message,
+        bot_id,
+        source,
+        guild_id=guild_id,
+        thread_parent=thread_parent,
+        roles=roles,
+        author_name=author_name,
+    )
+
+
+def message_to_incoming(
+    message: hikari.Message,
+    bot_id: int,
+    source: Source,
+    *,
+    guild_id: int | None,
+    thread_parent: int | None,
+    roles: frozenset[int],
+    author_name: str,
+    caught_up: bool = False,
+) -> IncomingMessage:
+    """The domain's message from a hikari message (of an event, or read over REST)."""
     ref = message.referenced_message
     return IncomingMessage(
         message_id=int(message.id),
         channel_id=int(message.channel_id),
-        guild_id=int(message.guild_id) if message.guild_id else None,
+        guild_id=guild_id,
         author_id=int(message.author.id),
         author_name=author_name,
         text=strip_mention(message.content or "", bot_id),
@@ -74,6 +111,7 @@ def to_incoming(
         quoted=to_quoted(ref, bot_id) if ref else None,
         source=source,
         parent_channel_id=thread_parent,
+        caught_up=caught_up,
     )
 
 

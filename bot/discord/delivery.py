@@ -233,6 +233,42 @@ class DiscordDelivery:
             ),
         )
 
+    async def messages_after(
+        self, channel_id: int, after_id: int, max_messages: int
+    ) -> list[hikari.Message]:
+        """Up to `max_messages` of a channel's messages after `after_id`, oldest first (pages of
+        100, each paced like any other call; hikari also waits out Discord's rate limits)."""
+        found: list[hikari.Message] = []
+        pages = 0
+        with _tracer.start_as_current_span("discord fetch_messages", kind=SpanKind.CLIENT):
+            iterator = self._rest.fetch_messages(channel_id, after=hikari.Snowflake(after_id))
+            try:
+                await self.pace.acquire()
+                pages += 1
+                async for message in iterator:  # hikari reads 100 per request, oldest first
+                    found.append(message)
+                    if len(found) >= max_messages:
+                        break
+                    if len(found) % 100 == 0:  # the next message needs the next page
+                        await self.pace.acquire()
+                        pages += 1
+            except hikari.HTTPResponseError as exc:
+                self._telemetry.discord_rest(int(exc.status))
+                raise
+            except (hikari.HTTPError, aiohttp.ClientError, OSError):
+                self._telemetry.discord_rest(None)
+                raise
+        for _ in range(pages):
+            self._telemetry.discord_rest(200)
+        return found
+
+    async def member(self, guild_id: int, user_id: int) -> hikari.Member | None:
+        """A guild member (for the roles the access lists check), None when not a member."""
+        try:
+            return await self._rest_call("fetch_member", self._rest.fetch_member(guild_id, user_id))
+        except (hikari.NotFoundError, hikari.ForbiddenError):
+            return None
+
     async def download(self, attachment: Attachment, max_bytes: int) -> bytes:
         return await self._fetcher.fetch(attachment.url, max_bytes)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import replace
 
@@ -12,20 +13,28 @@ import hikari
 import lightbulb
 
 from bot.chat.intake import Intake
-from bot.chat.models import IncomingMessage, MessageTarget, Reply
+from bot.chat.models import IncomingMessage, MessageTarget, Reply, Source
 from bot.config import (
     DEFAULT_DISCORD_REST_URL,
     ConfigError,
     GatewayRefused,
     ServiceUnavailable,
 )
+from bot.discord.catchup import CatchUp, CatchupObserver, ChannelMark, SeenChannels
 from bot.discord.commands import CommandServices, build_commands
-from bot.discord.convert import addresses_bot, manages_guild, to_incoming
+from bot.discord.convert import (
+    addresses_bot,
+    manages_guild,
+    message_source,
+    message_to_incoming,
+    to_incoming,
+)
 from bot.discord.delivery import DiscordDelivery, DiscordObserver
 from bot.discord.downloads import DEFAULT_CDN_HOSTS, AttachmentFetcher
 from bot.discord.shed import ShedNotices
 from bot.discord.typing import TypingScheduler
 from bot.resilience.breaker import CircuitBreaker
+from bot.store import Namespace
 
 __all__ = ["INTENTS", "DiscordGateway", "bot_id_from_token"]
 
@@ -98,6 +107,12 @@ class DiscordGateway:
         max_concurrent_messages: int = 100,
         intake_max_waiting: int = 5_000,
         shed_notice_interval_s: float = 10.0,
+        catchup_window_s: float = 0.0,
+        catchup_max_channels: int = 1000,
+        catchup_store: Namespace | None = None,
+        catchup_observer: CatchupObserver | None = None,
+        clock: Callable[[], float] = time.time,
+        on_store_error: Callable[[], None] = lambda: None,
     ) -> None:
         self.bot_id = bot_id_from_token(token)
         self._rest_url = rest_url
@@ -147,11 +162,31 @@ class DiscordGateway:
             self.delivery.trigger_typing, self.delivery.rest_budget_spare, delay_s=typing_delay_s
         )
         self._telemetry = telemetry
+        observer = catchup_observer or _NoCatchupObserver()
+        # Restart catch-up (bot.discord.catchup): the channels' marks, and the reader that runs
+        # at start and after every new (non-resumed) session.
+        self.seen = SeenChannels(
+            catchup_store, catchup_max_channels, observer, on_store_error=on_store_error
+        )
+        self.catchup = CatchUp(
+            self.seen,
+            window_s=catchup_window_s,
+            fetch_after=self.delivery.messages_after,
+            source_of=self._source_of,
+            incoming_of=self._incoming_of,
+            hand_off=self._hand_off,
+            accepting=lambda: self._accepting,
+            observer=observer,
+            clock=clock,
+        )
         self.lightbulb = lightbulb.client_from_app(self.bot)
         self.bot.subscribe(hikari.StartedEvent, self.lightbulb.start)
         self.bot.subscribe(hikari.StoppingEvent, self.lightbulb.stop)
         self.bot.subscribe(hikari.MessageCreateEvent, self._on_message_create)
         self.bot.subscribe(hikari.ShardPayloadEvent, self._on_payload)
+        # READY starts a new session (at start, or after Discord would not resume the old one);
+        # a RESUME (ShardResumedEvent) replays the missed events, so it needs no catch-up.
+        self.bot.subscribe(hikari.ShardReadyEvent, self._on_shard_ready)
 
     def attach(
         self,
@@ -210,9 +245,11 @@ class DiscordGateway:
         await self.shed.stop(SHED_FLUSH_TIMEOUT_S)  # tell the shed ones while REST still works
         await self.typing.close()
         self.delivery.hold.close()  # replies still waiting for Discord give up first
+        await self.catchup.close()
         with contextlib.suppress(hikari.ComponentStateConflictError):  # never started, or closed
             await self.bot.close()
         await self.delivery.aclose()
+        await self.seen.flush()  # the last marks, for the next start's catch-up
 
     @property
     def connected(self) -> bool:
@@ -250,6 +287,9 @@ class DiscordGateway:
     async def _on_payload(self, event: hikari.ShardPayloadEvent) -> None:
         self._telemetry.gateway_event(event.name)
 
+    async def _on_shard_ready(self, event: hikari.ShardReadyEvent) -> None:
+        self.catchup.request()
+
     async def _on_message_create(self, event: hikari.MessageCreateEvent) -> None:
         if event.is_bot or not event.message.author or event.author_id == self.bot_id:
             return
@@ -260,12 +300,34 @@ class DiscordGateway:
         parent = int(thread.parent_id) if thread is not None else None
         if source is None:
             if not self._autoreplies_to(event, parent):
+                # Moves the catch-up mark of a channel the bot answers in (a dict lookup
+                # otherwise).
+                self.seen.saw(int(event.channel_id), int(event.message_id))
                 return
             source = "autoreply"
         incoming = to_incoming(event, self.bot_id, source, parent)
         incoming = replace(incoming, manages_guild=manages_guild(self.bot.cache, event))
+        await self._hand_off(incoming)
+
+    async def _hand_off(self, incoming: IncomingMessage) -> None:
+        """The one way a channel message reaches the pipeline, live or found by catch-up.
+
+        A message id is handed off at most once in this process (a replayed event, or a live
+        message that a catch-up also read, gets no second reply); across restarts the
+        pipeline's idempotency record (bot.store.answered) says the same."""
+        self.seen.saw(
+            incoming.channel_id,
+            incoming.message_id,
+            guild_id=incoming.guild_id,
+            parent_id=incoming.parent_channel_id,
+            track=True,
+        )
+        if self.seen.handled(incoming.message_id) or self._handler is None:
+            return
+        self.seen.remember_handled(incoming.message_id)
         if not self._accepting:
-            await self._refuse_while_stopping(incoming)
+            if not incoming.caught_up:  # a caught-up question waits for the next start
+                await self._refuse_while_stopping(incoming)
             return
         admission = await self.intake.admit()
         if admission != "admitted":
@@ -291,6 +353,41 @@ class DiscordGateway:
             and self._autoreplies(int(message.channel_id), parent, message.content or "")
         )
 
+    def _source_of(self, message: hikari.Message, mark: ChannelMark) -> Source | None:
+        """Why a message read by catch-up is for the bot, as `addresses_bot` judges live."""
+        author = message.author
+        if author is None or author.is_bot or int(author.id) == self.bot_id:
+            return None
+        return message_source(message, self.bot_id, dm=mark.guild_id is None)
+
+    async def _incoming_of(
+        self, message: hikari.Message, mark: ChannelMark, source: Source
+    ) -> IncomingMessage:
+        """A message read by catch-up as the pipeline's message; REST messages carry no member,
+        so a guild author's roles (for the access lists) come from the cache or Discord."""
+        roles: frozenset[int] = frozenset()
+        name = message.author.username
+        if mark.guild_id is not None:
+            member = self.bot.cache.get_member(mark.guild_id, message.author.id)
+            if member is None:
+                try:
+                    member = await self.delivery.member(mark.guild_id, int(message.author.id))
+                except (hikari.HTTPError, OSError, TimeoutError):
+                    log.warning("catch-up could not read a member's roles")
+            if member is not None:
+                roles = frozenset(int(r) for r in member.role_ids)
+                name = member.display_name
+        return message_to_incoming(
+            message,
+            self.bot_id,
+            source,
+            guild_id=mark.guild_id,
+            thread_parent=mark.parent_id,
+            roles=roles,
+            author_name=name,
+            caught_up=True,
+        )
+
     async def _refuse_while_stopping(self, incoming: IncomingMessage) -> None:
         if not isinstance(incoming.target, MessageTarget):
             return
@@ -298,3 +395,17 @@ class DiscordGateway:
             await self.delivery.deliver(incoming.target, Reply.text(RESTARTING_TEXT, "refused"))
         except Exception:
             log.warning("could not tell a user that the bot is restarting", exc_info=True)
+
+
+class _NoCatchupObserver:
+    def catchup_message(self, outcome: str) -> None:
+        return None
+
+    def catchup_channel_scanned(self) -> None:
+        return None
+
+    def catchup_finished(self, seconds: float) -> None:
+        return None
+
+    def catchup_tracked(self, channels: int) -> None:
+        return None

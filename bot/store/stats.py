@@ -37,6 +37,7 @@ STORE_NAMES: Final = (
     "channels",
     "budget_audit",
     "answered",
+    "catchup",
 )
 # Figures for keys used outside any namespace (admin tools, tests) land here instead of
 # creating label values on the fly.

@@ -1157,6 +1157,36 @@ def discord() -> model.Dashboard:
                         ],
                         span=12,
                     ),
+                    ts(
+                        "Restart catch-up: messages read back",
+                        "Per minute: messages the restart catch-up read after a start or a new "
+                        "gateway session, by outcome (answered late; not_for_bot; already_seen: "
+                        "answered live; over_limit: beyond 200 per run).",
+                        "short",
+                        [
+                            query(
+                                "sum by (outcome) ("
+                                + rate("llmbot_catchup_messages_total")
+                                + ") * 60",
+                                "{{outcome}}",
+                            ),
+                        ],
+                        span=12,
+                    ),
+                    ts(
+                        "Restart catch-up: channels",
+                        "Channels whose last seen message is remembered (at most "
+                        "CATCHUP_MAX_CHANNELS), and channels read per minute.",
+                        "short",
+                        [
+                            query(f"max(llmbot_catchup_tracked_channels{sel()})", "tracked"),
+                            query(
+                                "sum(" + rate("llmbot_catchup_channels_scanned_total") + ") * 60",
+                                "read per minute",
+                            ),
+                        ],
+                        span=12,
+                    ),
                 ],
             ),
         ],

@@ -270,6 +270,27 @@ async def test_gateway_disconnects_are_resumed_with_replay(
     assert [e.message.content for e in received if e.is_human] == ["while away", "after"]
 
 
+async def test_an_ended_session_is_not_resumed_and_its_gap_is_only_in_history(
+    emu: DiscordEmulator, start_bot: BotFactory
+) -> None:
+    guild_id = emu.create_guild()
+    channel = emu.guild_text_channel(guild_id)
+    gus = emu.create_user("gus")
+    received: list[hikari.MessageCreateEvent] = []
+    await start_bot(emu, before_start=lambda bot: echo_replies(bot, received))
+
+    await emu.end_gateway_session(0)
+    gap = await emu.send_message(channel, author=gus, content="in the gap")
+    await emu.wait_for(lambda: emu.identify_count == 2, timeout=20)
+    await emu.wait_until_ready()
+    later = await emu.send_message(channel, author=gus, content="after")
+    await emu.wait_for_reply(int(later["id"]))
+
+    assert emu.invalid_session_count == 1 and emu.resume_count == 0
+    assert [e.message.content for e in received if e.is_human] == ["after"]
+    assert emu.message(int(gap["id"])) is not None  # stored: REST history has it
+
+
 async def test_two_shards_route_guilds(start_bot: BotFactory) -> None:
     async with DiscordEmulator(shards=2) as emu:
         guilds: dict[int, int] = {}

@@ -459,6 +459,15 @@ class DiscordEmulator(LocalServer):
             raise RuntimeError(msg)
         self._notifier.notify()
 
+    async def end_gateway_session(self, shard: int = 0) -> None:
+        """End a shard's session for good and close its connection: the client cannot RESUME
+        (INVALID_SESSION), identifies again and starts a new session with READY; messages sent
+        in between are never dispatched to it (only REST history has them)."""
+        if not await self._gateway.end_sessions(shard):
+            msg = f"no gateway session on shard {shard}"
+            raise RuntimeError(msg)
+        self._notifier.notify()
+
     def disallow_intents(self, bits: int) -> None:
         """Refuse IDENTIFYs asking for these intent bits with close code 4014, as Discord does
         when a privileged intent is not switched on for the application."""

@@ -232,6 +232,18 @@ class GatewayServer:
             await connection.close(code)
         return len(targets)
 
+    async def end_sessions(self, shard: int, code: int = 4000) -> int:
+        """Forget a shard's sessions and close their connections (as when Discord's session
+        expires): the client's RESUME gets INVALID_SESSION, so it identifies afresh and gets a
+        new READY. Events dispatched before then reach no session."""
+        ended = [s for s in self._sessions.values() if s.shard_id == shard]
+        for session in ended:
+            self._sessions.pop(session.session_id, None)
+            connection, session.connection = session.connection, None
+            if connection is not None:
+                await connection.close(code)
+        return len(ended)
+
     def request_reconnect(self, shard: int) -> int:
         """Send RECONNECT (op 7) to a shard's connections; clients then resume."""
         count = 0

@@ -52,6 +52,8 @@ OPS_REFUSAL_REASONS: Final = (
     "connection_limit",
     "idle_evicted",
 )
+# What became of each message a restart catch-up read (bot.discord.catchup.CATCHUP_OUTCOMES).
+CATCHUP_OUTCOMES: Final = ("answered", "not_for_bot", "already_seen", "over_limit")
 STORE_LABELS: Final = (*STORE_NAMES, OTHER_STORE)
 STORE_DIRECTIONS: Final = ("written", "read")
 STORE_OP_LABELS: Final = ("store", "op")
@@ -119,6 +121,8 @@ GEN_AI_TOKEN_BUCKETS: Final = (
     16777216,
     67108864,
 )
+# One catch-up run: reading the channels and answering what was asked (sequentially).
+CATCHUP_BUCKETS_S: Final = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 EVENT_LOOP_LAG_BUCKETS_S: Final = (
     0.001,
     0.0025,

@@ -53,6 +53,8 @@ from prometheus_client.openmetrics import exposition as openmetrics_exposition
 
 from bot.ops.loop_watchdog import LoopWatchdog
 from bot.ops.metrics.catalogue import (
+    CATCHUP_BUCKETS_S,
+    CATCHUP_OUTCOMES,
     EVENT_LOOP_LAG_BUCKETS_S,
     GATEWAY_EVENT_TYPES,
     GEN_AI_DURATION_BUCKETS_S,
@@ -214,7 +216,31 @@ class Telemetry:
         self._watchdog = (
             LoopWatchdog(block_threshold_s, self._loop_blocks.inc) if block_threshold_s else None
         )
+        self._catchup_messages = Counter(
+            "llmbot_catchup_messages",
+            "Messages read by the restart catch-up, by what became of them.",
+            ["outcome"],
+            registry=registry,
+        )
+        self._catchup_channels = Counter(
+            "llmbot_catchup_channels_scanned",
+            "Channels read by the restart catch-up (one per channel and run).",
+            registry=registry,
+        )
+        self._catchup_duration = Histogram(
+            "llmbot_catchup_duration_seconds",
+            "Time of one restart catch-up run, reading and answering included.",
+            buckets=CATCHUP_BUCKETS_S,
+            registry=registry,
+        )
+        self._catchup_tracked = Gauge(
+            "llmbot_catchup_tracked_channels",
+            "Channels whose last seen message is remembered for catch-up (CATCHUP_MAX_CHANNELS).",
+            registry=registry,
+        )
         # Every labelled series exists from the start, at zero.
+        for outcome in CATCHUP_OUTCOMES:
+            self._catchup_messages.labels(outcome)
         for model in self._models:
             for outcome in LLM_OUTCOMES:
                 self._llm_duration.labels(model, outcome)
@@ -312,6 +338,23 @@ class Telemetry:
     def ops_connections(self, open_connections: int) -> None:
         """How many connections the ops server has open now."""
         self._ops_connections.set(open_connections)
+
+    def catchup_message(self, outcome: str) -> None:
+        """One message read by catch-up; `outcome` is one of `CATCHUP_OUTCOMES`."""
+        if outcome in CATCHUP_OUTCOMES:  # a fixed label set: nothing else makes a series
+            self._catchup_messages.labels(outcome).inc()
+
+    def catchup_channel_scanned(self) -> None:
+        """Catch-up read one channel."""
+        self._catchup_channels.inc()
+
+    def catchup_finished(self, seconds: float) -> None:
+        """One catch-up run ended after `seconds`."""
+        self._catchup_duration.observe(max(0.0, seconds))
+
+    def catchup_tracked(self, channels: int) -> None:
+        """Channels tracked for catch-up now."""
+        self._catchup_tracked.set(channels)
 
     # -- event-loop lag ------------------------------------------------------------------------
 
