@@ -97,6 +97,11 @@ class Settings(BaseSettings):
     gemini_timeout_min_seconds: float = Field(default=10.0, gt=0)
     gemini_stream: bool = False
 
+    # --- streamed replies ----------------------------------------------------------------------
+    stream_replies: bool = True
+    stream_edit_interval_seconds: float = Field(default=1.0, ge=0.2, le=60)
+    stream_first_post_seconds: float = Field(default=0.25, ge=0, le=10)
+
     # --- quota, retries, circuit breaker, cache -------------------------------------------------
     gemini_rate_limit_rpm: int = Field(default=10, ge=1)
     gemini_rate_limit_daily: int = Field(default=500, ge=1)
@@ -335,6 +340,7 @@ SETTING_PREFIXES = (
     "RETRY_",
     "SHUTDOWN_",
     "STORE_",
+    "STREAM_",
     "TRACE_",
     "TRACEMALLOC_",
     "VIDEO_",

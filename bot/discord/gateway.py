@@ -22,6 +22,7 @@ from bot.discord.commands import CommandServices, build_commands
 from bot.discord.convert import addresses_bot, to_incoming
 from bot.discord.delivery import DiscordDelivery, DiscordObserver
 from bot.discord.downloads import DEFAULT_CDN_HOSTS, AttachmentFetcher
+from bot.discord.streaming import StreamingReplies, StreamObserver
 from bot.resilience.breaker import CircuitBreaker
 
 __all__ = ["INTENTS", "DiscordGateway", "bot_id_from_token"]
@@ -143,6 +144,16 @@ class DiscordGateway:
         for command in build_commands(services):
             self.lightbulb.register(command)
 
+    def stream_replies(
+        self, observer: StreamObserver, *, edit_interval_s: float, first_post_s: float
+    ) -> StreamingReplies:
+        """Streamed replies through this gateway's REST client; its Stop buttons answered."""
+        streaming = StreamingReplies(
+            self.delivery, observer, edit_interval_s=edit_interval_s, first_post_s=first_post_s
+        )
+        self.bot.subscribe(hikari.InteractionCreateEvent, streaming.on_interaction)
+        return streaming
+
     async def start(self) -> None:
         try:
             await self.bot.start(check_for_updates=False)
@@ -239,12 +250,14 @@ class DiscordGateway:
         typing = asyncio.create_task(
             self.delivery.keep_typing(incoming.channel_id, delay_s=self._typing_delay_s)
         )
+        self.delivery.track_typing(incoming.message_id, typing)  # a streamed answer ends it
         try:
             await self._handler(incoming)
         except Exception:
             log.exception("handling a message failed")
         finally:
             typing.cancel()
+            self.delivery.track_typing(incoming.message_id, None)
 
     async def _refuse_while_stopping(self, incoming: IncomingMessage) -> None:
         if not isinstance(incoming.target, MessageTarget):
