@@ -282,7 +282,9 @@ class _Stream:
         index = self._button_at
         if index is not None and index != want_button and index not in edited and index <= last:
             # Only the button goes: the content stays what it is.
-            changes = [Change("edit", index, self._layout.shown[index]), *changes]
+            changes = [*changes, Change("edit", index, self._layout.shown[index])]
+        # New messages first: while an answer streams, some message always carries its button.
+        changes.sort(key=lambda c: c.kind != "post")
         for change in changes:
             button = change.index == want_button
             if change.kind == "post":
