@@ -1,4 +1,4 @@
-"""The six scenarios. Each runs the bot in its own process, with a baseline in the same run."""
+"""The seven scenarios. Each runs the bot in its own process, with a baseline in the same run."""
 
 from __future__ import annotations
 
@@ -917,6 +917,144 @@ async def _quota_run(options: Options, margin: float) -> dict[str, Any]:
     }
 
 
+# -- 7. streaming ---------------------------------------------------------------------------
+
+STREAM_CONVERSATIONS = 20
+STREAM_CHUNKS = 20
+STREAM_FIRST_CHUNK_S = 0.5
+STREAM_TOTAL_S = 4.0
+STREAM_ROUNDS: dict[Mode, int] = {"full": 6, "quick": 3, "smoke": 1}
+_STREAM_ANSWER = " ".join(
+    f"Point {n}: streaming shows the answer while it is being written, sentence by sentence."
+    for n in range(1, 15)
+)
+
+
+def _stream_answer(request: GeminiRequest) -> str:
+    return _STREAM_ANSWER
+
+
+async def streaming(options: Options) -> Result:
+    """20 conversations with a slowly streaming Gemini: time to first visible text, edits per
+    answer, 429s, and CPU per answer streamed vs posted whole (STREAM_REPLIES=false)."""
+    rounds = STREAM_ROUNDS[options.mode]
+    result = Result(
+        "streaming",
+        f"7. Streaming: {STREAM_CONVERSATIONS} conversations, Gemini streaming {STREAM_CHUNKS} "
+        f"chunks over {STREAM_TOTAL_S:g} s, first after {STREAM_FIRST_CHUNK_S:g} s",
+    )
+    interval = (STREAM_TOTAL_S - STREAM_FIRST_CHUNK_S) / (STREAM_CHUNKS - 1)
+    first_visible: dict[str, list[float]] = {"streamed": [], "whole": []}
+    edits: dict[str, int] = {"streamed": 0, "whole": 0}
+    limited: dict[str, int] = {}
+    async with contextlib.AsyncExitStack() as stack:
+        contenders = []
+        for name, streamed in (("streamed", True), ("whole", False)):
+            lb = await stack.enter_async_context(
+                lab(
+                    options.scratch / f"streaming-{name}",
+                    # Not streamed: the answer comes whole when the stream would have ended.
+                    latency=STREAM_TOTAL_S,
+                    responder=_stream_answer,
+                    discord_limits=True,
+                )
+            )
+            lb.gemini.stream_chunks = STREAM_CHUNKS
+            lb.gemini.stream_first_chunk_s = STREAM_FIRST_CHUNK_S
+            lb.gemini.stream_chunk_interval_s = interval
+            guild = lb.discord.create_guild("Streams")
+            channels = [
+                lb.discord.create_channel(guild, name=f"s-{i}")
+                for i in range(STREAM_CONVERSATIONS)
+            ]
+            users = _members(lb, guild, STREAM_CONVERSATIONS, "asker")
+            # Discord's own limits are on, and so is the bot's default REST pacing.
+            settings = lb.settings(stream_replies=streamed, discord_rest_max_rps=45.0)
+            proc = await stack.enter_async_context(lb.child(settings, name=f"bot-{name}"))
+
+            async def ask(
+                lane: int,
+                k: int,
+                lb: Lab = lb,
+                name: str = name,
+                channels: list[int] = channels,
+                users: list[User] = users,
+            ) -> None:
+                discord = lb.discord
+                sent, reply = await lb.ask(channels[lane], users[lane], f"question {k}, please")
+                first_visible[name].append(message_time(reply.message) - message_time(sent))
+                # The next question waits for this answer to end (its Stop button to go).
+                await discord.wait_for(
+                    lambda: not discord.streaming_in(channels[lane]), timeout=60, what="the end"
+                )
+
+            async def phase(k: int, ask: Callable[[int, int], Awaitable[None]] = ask) -> int:
+                await asyncio.gather(*(ask(i, k) for i in range(STREAM_CONVERSATIONS)))
+                return STREAM_CONVERSATIONS
+
+            contenders.append(_Contender(name, lb, proc, phase))
+        phases = await _interleave(contenders, rounds, settle_s=0.0)
+        for contender in contenders:
+            sent_messages = contender.lab.discord.sent_messages
+            edits[contender.name] = sum(len(m.edits) for m in sent_messages)
+            limited[contender.name] = contender.lab.discord.rate_limited_count
+    answers = rounds * STREAM_CONVERSATIONS
+    streamed_us, whole_us = phases.per_item_us("streamed"), phases.per_item_us("whole")
+    ratio = _ratio(streamed_us, whole_us)
+    q_streamed = quantiles_ms(first_visible["streamed"])
+    q_whole = quantiles_ms(first_visible["whole"])
+    target_ms = (STREAM_FIRST_CHUNK_S + 0.5) * 1000
+    result.data = {
+        "answers": answers,
+        "first_visible_ms": {"streamed": q_streamed, "whole": q_whole},
+        "edits_per_answer": {k: v / answers for k, v in edits.items()},
+        "rate_limited": limited,
+        "cpu_us": {"streamed": streamed_us, "whole": whole_us},
+        "cpu_ratio": ratio,
+        "cpu_ratios": phases.ratios("streamed", "whole"),
+    }
+    result.rows = [
+        Row("time to first visible text, streamed p50", f"{q_streamed['p50']:.0f} ms"),
+        Row(
+            "time to first visible text, streamed p95",
+            f"{q_streamed['p95']:.0f} ms",
+            f"≤ {target_ms:.0f} ms (first chunk + 0.5 s)",
+            _verdict(q_streamed["p95"] <= target_ms),
+        ),
+        Row(
+            "time to first visible text, not streamed (p50 / p95)",
+            f"{q_whole['p50']:.0f} / {q_whole['p95']:.0f} ms",
+        ),
+        Row("edits per streamed answer", f"{edits['streamed'] / answers:.1f}"),
+        Row(
+            "429s from Discord (streamed / not streamed)",
+            f"{limited['streamed']} / {limited['whole']}",
+            "0",
+            _verdict(limited["streamed"] == 0 and limited["whole"] == 0),
+        ),
+        Row(
+            "CPU per answer, streamed / not streamed",
+            f"{ratio:.2f}× ({streamed_us:.0f} / {whole_us:.0f} µs; "
+            f"{_spread(result.data['cpu_ratios'])})",
+            "≤ 1.5×",
+            _verdict(ratio <= 1.5),
+        ),
+    ]
+    result.notes.append(
+        f"{STREAM_CONVERSATIONS} channels, one conversation each, all asking at once, "
+        f"{rounds} round(s); each answer ({len(_STREAM_ANSWER)} characters) streams in "
+        f"{STREAM_CHUNKS} chunks, the first after {STREAM_FIRST_CHUNK_S:g} s and then every "
+        f"{interval * 1000:.0f} ms. Streamed: the defaults (STREAM_REPLIES=true, "
+        "STREAM_EDIT_INTERVAL_SECONDS=1.0, STREAM_FIRST_POST_SECONDS=0.1). Not streamed: "
+        f"STREAM_REPLIES=false against a Gemini emulator that answers whole after "
+        f"{STREAM_TOTAL_S:g} s. The Discord emulator enforces Discord's limits (50 requests/s, "
+        "5 messages and 5 edits per 5 s per channel) and the bot its default 45 requests/s. "
+        "Time to first visible text = the reply's creation − the user message's creation "
+        "(emulator timestamps). The two bots take turns round by round."
+    )
+    return result
+
+
 SCENARIOS: dict[str, Callable[[Options], Awaitable[Result]]] = {
     "ingest": ingest,
     "answer": answer_path,
@@ -924,4 +1062,5 @@ SCENARIOS: dict[str, Callable[[Options], Awaitable[Result]]] = {
     "scrape": scrape_cost,
     "memory": memory,
     "quota": quota_use,
+    "streaming": streaming,
 }

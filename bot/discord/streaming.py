@@ -75,7 +75,7 @@ class StreamingReplies:
         observer: StreamObserver,
         *,
         edit_interval_s: float = 1.0,
-        first_post_s: float = 0.25,
+        first_post_s: float = 0.1,
         max_active: int = MAX_ACTIVE_STREAMS,
     ) -> None:
         self.delivery = delivery
@@ -251,11 +251,14 @@ class _Stream:
         latest = earliest + FIRST_POST_GRACE_S
         while not self._done:
             now = time.monotonic()
+            if not self._text:  # a retry starts again: nothing to show until it brings text
+                await self._wait_change(None)
+                continue
             if now >= latest or (now >= earliest and _SENTENCE_END.search(self._text)):
                 return
             await self._wait_change(max((earliest if now < earliest else latest) - now, 0.0))
 
-    async def _wait_change(self, timeout_s: float) -> None:
+    async def _wait_change(self, timeout_s: float | None) -> None:
         self._changed.clear()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout_s):

@@ -9,14 +9,13 @@ from collections.abc import Callable
 from typing import Any
 
 from bot.app import BotApp
-from bot.chat.split import DISCORD_MESSAGE_LIMIT, split_message
+from bot.chat.split import DISCORD_MESSAGE_LIMIT, _unclosed_fence, split_message
 from bot.discord.streaming import NOT_YOURS_TEXT, STOP_PREFIX
 from bot.emulator.discord import DiscordEmulator
 from bot.emulator.discord.records import SentMessage
 from bot.emulator.gemini import Fault, GeminiEmulator
 from tests.e2e.conftest import new_guild_with
 
-FENCE_LINE = re.compile(r"^ {0,3}(```|~~~)", re.MULTILINE)
 MANAGE_MESSAGES = 1 << 13
 ANSWER = " ".join(
     f"Sentence number {n} says something useful about the question." for n in range(1, 21)
@@ -106,7 +105,7 @@ async def test_a_long_streamed_answer_rolls_over_with_balanced_fences(
     assert len(shown) > len(sent)  # really streamed: edited, not posted whole
     for content in shown:
         assert len(content) <= DISCORD_MESSAGE_LIMIT
-        assert len(FENCE_LINE.findall(content)) % 2 == 0, content[-200:]
+        assert _unclosed_fence(content) is None, content[-200:]
     assert all(_stop_id(discord, m.id) is None for m in sent)
     assert discord.rate_limited_count == 0
 
