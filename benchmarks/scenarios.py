@@ -964,8 +964,7 @@ async def streaming(options: Options) -> Result:
             lb.gemini.stream_chunk_interval_s = interval
             guild = lb.discord.create_guild("Streams")
             channels = [
-                lb.discord.create_channel(guild, name=f"s-{i}")
-                for i in range(STREAM_CONVERSATIONS)
+                lb.discord.create_channel(guild, name=f"s-{i}") for i in range(STREAM_CONVERSATIONS)
             ]
             users = _members(lb, guild, STREAM_CONVERSATIONS, "asker")
             # Discord's own limits are on, and so is the bot's default REST pacing.

@@ -3,6 +3,7 @@ complete text at the end, rollover with balanced fences, Stop, and faults mid-st
 
 from __future__ import annotations
 
+import itertools
 import re
 import time
 from collections.abc import Callable
@@ -73,7 +74,7 @@ async def test_first_words_show_early_then_paced_edits_end_in_the_whole_answer(
     assert len(discord.messages_in(channel)) == 1
     # Edited as text arrived, never more often than the interval, never into a 429.
     assert len(reply.edited_at) >= 3
-    gaps = [b - a for a, b in zip([reply.created_at, *reply.edited_at], reply.edited_at)]
+    gaps = [b - a for a, b in itertools.pairwise([reply.created_at, *reply.edited_at])]
     assert min(gaps) >= 0.5 - 0.02
     assert discord.rate_limited_count == 0
     assert discord.spec_violations == []
