@@ -944,15 +944,22 @@ async def streaming(options: Options) -> Result:
         f"chunks over {STREAM_TOTAL_S:g} s, first after {STREAM_FIRST_CHUNK_S:g} s",
     )
     interval = (STREAM_TOTAL_S - STREAM_FIRST_CHUNK_S) / (STREAM_CHUNKS - 1)
-    first_visible: dict[str, list[float]] = {"streamed": [], "whole": []}
-    edits: dict[str, int] = {"streamed": 0, "whole": 0}
+    names = ("streamed", "whole", "whole over SSE")
+    first_visible: dict[str, list[float]] = {name: [] for name in names}
+    edits: dict[str, int] = dict.fromkeys(names, 0)
     limited: dict[str, int] = {}
+    asked_at: dict[str, dict[int, float]] = {name: {} for name in names}
+    to_gemini: dict[str, list[float]] = {}
     async with contextlib.AsyncExitStack() as stack:
         contenders = []
-        for name, streamed in (("streamed", True), ("whole", False)):
+        for name, streamed, sse in (
+            ("streamed", True, True),
+            ("whole", False, False),
+            ("whole over SSE", False, True),
+        ):
             lb = await stack.enter_async_context(
                 lab(
-                    options.scratch / f"streaming-{name}",
+                    options.scratch / f"streaming-{name.replace(' ', '-')}",
                     # Not streamed: the answer comes whole when the stream would have ended.
                     latency=STREAM_TOTAL_S,
                     responder=_stream_answer,
@@ -968,8 +975,11 @@ async def streaming(options: Options) -> Result:
             ]
             users = _members(lb, guild, STREAM_CONVERSATIONS, "asker")
             # Discord's own limits are on, and so is the bot's default REST pacing.
-            settings = lb.settings(stream_replies=streamed, discord_rest_max_rps=45.0)
-            proc = await stack.enter_async_context(lb.child(settings, name=f"bot-{name}"))
+            settings = lb.settings(
+                stream_replies=streamed, gemini_stream=sse, discord_rest_max_rps=45.0
+            )
+            slug = name.replace(" ", "-")
+            proc = await stack.enter_async_context(lb.child(settings, name=f"bot-{slug}"))
 
             async def ask(
                 lane: int,
@@ -980,8 +990,11 @@ async def streaming(options: Options) -> Result:
                 users: list[User] = users,
             ) -> None:
                 discord = lb.discord
-                sent, reply = await lb.ask(channels[lane], users[lane], f"question {k}, please")
-                first_visible[name].append(message_time(reply.message) - message_time(sent))
+                index = k * STREAM_CONVERSATIONS + lane
+                sent, reply = await lb.ask(channels[lane], users[lane], f"[q{index}] question")
+                if k >= 0:  # round -1 warms up (connections, the SDK client, imports)
+                    asked_at[name][index] = message_time(sent)
+                    first_visible[name].append(message_time(reply.message) - message_time(sent))
                 # The next question waits for this answer to end (its Stop button to go).
                 await discord.wait_for(
                     lambda: not discord.streaming_in(channels[lane]), timeout=60, what="the end"
@@ -992,25 +1005,37 @@ async def streaming(options: Options) -> Result:
                 return STREAM_CONVERSATIONS
 
             contenders.append(_Contender(name, lb, proc, phase))
+        warm_sent: dict[str, int] = {}
+        for contender in contenders:
+            await contender.phase(-1)
+            warm_sent[contender.name] = len(contender.lab.discord.sent_messages)
         phases = await _interleave(contenders, rounds, settle_s=0.0)
         for contender in contenders:
-            sent_messages = contender.lab.discord.sent_messages
+            sent_messages = contender.lab.discord.sent_messages[warm_sent[contender.name] :]
             edits[contender.name] = sum(len(m.edits) for m in sent_messages)
             limited[contender.name] = contender.lab.discord.rate_limited_count
+            received = _gemini_received(contender.lab.gemini.requests)
+            asked = asked_at[contender.name]
+            to_gemini[contender.name] = [received[i] - asked[i] for i in asked if i in received]
     answers = rounds * STREAM_CONVERSATIONS
     streamed_us, whole_us = phases.per_item_us("streamed"), phases.per_item_us("whole")
+    sse_us = phases.per_item_us("whole over SSE")
     ratio = _ratio(streamed_us, whole_us)
+    sse_ratio = _ratio(streamed_us, sse_us)
     q_streamed = quantiles_ms(first_visible["streamed"])
     q_whole = quantiles_ms(first_visible["whole"])
     target_ms = (STREAM_FIRST_CHUNK_S + 0.5) * 1000
+    q_to_gemini = {name: quantiles_ms(values) for name, values in to_gemini.items()}
     result.data = {
+        "to_gemini_ms": q_to_gemini,
         "answers": answers,
         "first_visible_ms": {"streamed": q_streamed, "whole": q_whole},
         "edits_per_answer": {k: v / answers for k, v in edits.items()},
         "rate_limited": limited,
-        "cpu_us": {"streamed": streamed_us, "whole": whole_us},
+        "cpu_us": {"streamed": streamed_us, "whole": whole_us, "whole over SSE": sse_us},
         "cpu_ratio": ratio,
         "cpu_ratios": phases.ratios("streamed", "whole"),
+        "cpu_ratio_sse": sse_ratio,
     }
     result.rows = [
         Row("time to first visible text, streamed p50", f"{q_streamed['p50']:.0f} ms"),
@@ -1024,12 +1049,18 @@ async def streaming(options: Options) -> Result:
             "time to first visible text, not streamed (p50 / p95)",
             f"{q_whole['p50']:.0f} / {q_whole['p95']:.0f} ms",
         ),
+        Row(
+            "of which user message → Gemini request, streamed / whole (p50; p95)",
+            "{} / {} ms; {} / {} ms".format(
+                *(f"{q_to_gemini[n][p]:.0f}" for p in ("p50", "p95") for n in ("streamed", "whole"))
+            ),
+        ),
         Row("edits per streamed answer", f"{edits['streamed'] / answers:.1f}"),
         Row(
-            "429s from Discord (streamed / not streamed)",
-            f"{limited['streamed']} / {limited['whole']}",
+            "429s from Discord (streamed / whole / whole over SSE)",
+            " / ".join(str(limited[n]) for n in names),
             "0",
-            _verdict(limited["streamed"] == 0 and limited["whole"] == 0),
+            _verdict(not any(limited.values())),
         ),
         Row(
             "CPU per answer, streamed / not streamed",
@@ -1038,18 +1069,27 @@ async def streaming(options: Options) -> Result:
             "≤ 1.5×",
             _verdict(ratio <= 1.5),
         ),
+        Row(
+            "CPU per answer, streamed / whole over SSE (GEMINI_STREAM=true: the same "
+            "Gemini stream, posted whole)",
+            f"{sse_ratio:.2f}× ({streamed_us:.0f} / {sse_us:.0f} µs; "
+            f"{_spread(phases.ratios('streamed', 'whole over SSE'))})",
+        ),
     ]
     result.notes.append(
         f"{STREAM_CONVERSATIONS} channels, one conversation each, all asking at once, "
         f"{rounds} round(s); each answer ({len(_STREAM_ANSWER)} characters) streams in "
         f"{STREAM_CHUNKS} chunks, the first after {STREAM_FIRST_CHUNK_S:g} s and then every "
         f"{interval * 1000:.0f} ms. Streamed: the defaults (STREAM_REPLIES=true, "
-        "STREAM_EDIT_INTERVAL_SECONDS=1.0, STREAM_FIRST_POST_SECONDS=0.1). Not streamed: "
+        "STREAM_EDIT_INTERVAL_SECONDS=1.0, STREAM_FIRST_POST_SECONDS=0.1). Whole: "
         f"STREAM_REPLIES=false against a Gemini emulator that answers whole after "
-        f"{STREAM_TOTAL_S:g} s. The Discord emulator enforces Discord's limits (50 requests/s, "
-        "5 messages and 5 edits per 5 s per channel) and the bot its default 45 requests/s. "
-        "Time to first visible text = the reply's creation − the user message's creation "
-        "(emulator timestamps). The two bots take turns round by round."
+        f"{STREAM_TOTAL_S:g} s; whole over SSE: also GEMINI_STREAM=true, so the bot reads the "
+        "same stream of chunks through the SDK and posts the answer once at its end. The "
+        "Discord emulator enforces Discord's limits (50 requests/s, 5 messages and 5 edits "
+        "per 5 s per channel) and the bot its default 45 requests/s. Each bot first answers "
+        "one unmeasured warm-up round. Time to first visible text = the reply's creation − "
+        "the user message's creation "
+        "(emulator timestamps). The three bots take turns round by round."
     )
     return result
 
