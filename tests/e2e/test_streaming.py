@@ -216,3 +216,27 @@ async def test_a_safety_stop_mid_stream_keeps_the_text_with_a_note_and_is_not_ca
     kept = reply.content.removesuffix(note)
     assert kept and ANSWER.startswith(kept) and len(kept) < len(ANSWER)
     assert len(app.llm.cache) == 0  # only complete answers are cached
+
+
+async def test_a_cached_answer_is_posted_whole_at_once(
+    start_bot: Callable[..., Any], discord: DiscordEmulator, gemini: GeminiEmulator
+) -> None:
+    await start_bot(stream_edit_interval_seconds=0.2)
+    _stream_slowly(gemini, chunks=8, interval_s=0.15)
+    guild, first_channel, alice = new_guild_with(discord, "alice")
+    second_channel = discord.create_channel(guild, name="other")
+    gemini.queue_answer(ANSWER)
+
+    asked = await discord.send_message(first_channel, author=alice, content="q", mention_bot=True)
+    streamed = await discord.wait_for_reply(int(asked["id"]))
+    assert streamed.content == ANSWER and streamed.edits  # streamed the first time
+
+    # The same question where there is no history yet: the same request, from the cache.
+    started = time.monotonic()
+    again = await discord.send_message(second_channel, author=alice, content="q", mention_bot=True)
+    cached = await discord.wait_for_reply(int(again["id"]))
+    assert time.monotonic() - started < 1.0  # no 1.2 s stream to wait for
+    assert cached.content == ANSWER
+    assert cached.edits == []  # posted whole, once, with no Stop button
+    assert not cached.body.get("components")
+    assert len(gemini.requests) == 1
