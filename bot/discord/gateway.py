@@ -105,6 +105,11 @@ class DiscordGateway:
             max_retries=rest_max_retries,
             # Keep REST connections alive: hikari's default opens (and TLS-handshakes) a new
             # connection for every call.
+            # Nothing reads cached messages; without the cache, the MESSAGE_UPDATE that each
+            # edit of a streamed answer echoes back is not even parsed (no listener either).
+            cache_settings=hikari.impl.CacheSettings(
+                components=hikari.api.CacheComponents.ALL & ~hikari.api.CacheComponents.MESSAGES
+            ),
             http_settings=hikari.impl.HTTPSettings(
                 force_close_transports=False,
                 timeouts=hikari.impl.HTTPTimeoutSettings(total=rest_timeout_s),
