@@ -199,12 +199,15 @@ async def lab(
     responder: Responder | None = None,
     rpm_limit: int | None = None,
     discord_limits: bool = False,
+    discord_validation: bool | None = None,
 ) -> AsyncIterator[Lab]:
-    """Both emulators (Discord limits and validation off unless asked) and a scratch dir."""
+    """Both emulators (Discord limits and validation off unless asked; validation follows
+    `discord_limits` unless given) and a scratch dir."""
+    validate = discord_limits if discord_validation is None else discord_validation
     await asyncio.to_thread(scratch.mkdir, parents=True, exist_ok=True)
     async with (
         DiscordEmulator(
-            enforce_limits=discord_limits, validate=discord_limits, history_limit=1_000_000
+            enforce_limits=discord_limits, validate=validate, history_limit=1_000_000
         ) as discord,
         GeminiEmulator(
             latency=latency, responder=responder, rpm_limit=rpm_limit, max_recorded=1_000_000
