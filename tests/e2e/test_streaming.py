@@ -240,3 +240,33 @@ async def test_a_cached_answer_is_posted_whole_at_once(
     assert cached.edits == []  # posted whole, once, with no Stop button
     assert not cached.body.get("components")
     assert len(gemini.requests) == 1
+
+
+async def test_answers_streaming_into_one_channel_share_its_edit_budget_without_429s(
+    start_bot: Callable[..., Any], discord: DiscordEmulator, gemini: GeminiEmulator
+) -> None:
+    # Three answers at once in one channel: Discord allows 5 edits per 5 s there (the emulator
+    # enforces it), far less than three streams editing every 0.2 s would use.
+    await start_bot(stream_edit_interval_seconds=0.2)
+    _stream_slowly(gemini, chunks=12, interval_s=0.25)  # about 3 s each
+    guild, channel, alice = new_guild_with(discord, "alice")
+    askers = [alice]
+    for name in ("bob", "carol"):
+        user = discord.create_user(name)
+        discord.add_member(guild, user)
+        askers.append(user)
+    for _ in askers:
+        gemini.queue_answer(ANSWER)
+
+    asked = [
+        await discord.send_message(channel, author=user, content="tell me", mention_bot=True)
+        for user in askers
+    ]
+    replies = [await discord.wait_for_reply(int(m["id"]), timeout=20) for m in asked]
+
+    assert [r.content for r in replies] == [ANSWER] * 3
+    assert discord.rate_limited_count == 0  # paced by the bucket, never into a 429
+    # Taking turns: every stream got its share of edits while they ran together.
+    counts = [len(r.edits) for r in replies]
+    assert min(counts) >= 2
+    assert max(counts) - min(counts) <= 2, counts
