@@ -270,3 +270,23 @@ async def test_answers_streaming_into_one_channel_share_its_edit_budget_without_
     counts = [len(r.edits) for r in replies]
     assert min(counts) >= 2
     assert max(counts) - min(counts) <= 2, counts
+
+
+async def test_with_stream_replies_off_the_answer_is_posted_whole_once(
+    start_bot: Callable[..., Any], discord: DiscordEmulator, gemini: GeminiEmulator
+) -> None:
+    app: BotApp = await start_bot(stream_replies=False, gemini_stream=True)
+    _stream_slowly(gemini, chunks=6, interval_s=0.1)
+    _guild, channel, alice = new_guild_with(discord, "alice")
+    gemini.queue_answer(ANSWER)
+
+    asked = await discord.send_message(channel, author=alice, content="tell me", mention_bot=True)
+    reply = await discord.wait_for_reply(int(asked["id"]))
+
+    assert reply.content == ANSWER
+    assert reply.edits == [] and not reply.body.get("components")
+    whole = 'llmbot_time_to_first_visible_seconds_count{mode="whole"} 1.0'
+    # Observed once the bot has Discord's answer to its post, just after the emulator has it.
+    await discord.wait_for(lambda: whole in app.telemetry.render()[0].decode(), what=whole)
+    metrics = app.telemetry.render()[0].decode()
+    assert 'llmbot_time_to_first_visible_seconds_count{mode="streamed"} 0.0' in metrics
