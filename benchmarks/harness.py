@@ -54,6 +54,9 @@ RELAXED: dict[str, object] = {
     "queue_max_size": 10_000,
     "max_conversations": 100_000,
     "log_level": "WARNING",
+    # Answers posted whole, as the figures before streaming were measured; the streaming
+    # scenario sets STREAM_REPLIES itself.
+    "stream_replies": False,
 }
 
 
@@ -196,12 +199,15 @@ async def lab(
     responder: Responder | None = None,
     rpm_limit: int | None = None,
     discord_limits: bool = False,
+    discord_validation: bool | None = None,
 ) -> AsyncIterator[Lab]:
-    """Both emulators (Discord limits and validation off unless asked) and a scratch dir."""
+    """Both emulators (Discord limits and validation off unless asked; validation follows
+    `discord_limits` unless given) and a scratch dir."""
+    validate = discord_limits if discord_validation is None else discord_validation
     await asyncio.to_thread(scratch.mkdir, parents=True, exist_ok=True)
     async with (
         DiscordEmulator(
-            enforce_limits=discord_limits, validate=discord_limits, history_limit=1_000_000
+            enforce_limits=discord_limits, validate=validate, history_limit=1_000_000
         ) as discord,
         GeminiEmulator(
             latency=latency, responder=responder, rpm_limit=rpm_limit, max_recorded=1_000_000

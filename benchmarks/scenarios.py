@@ -1,5 +1,5 @@
-"""The scenarios (the burst is in benchmarks/burst.py). Each runs the bot in its own process,
-with a baseline in the same run."""
+"""The scenarios (the burst is in benchmarks/burst.py, the soak in benchmarks/soak.py). Each runs
+the bot in its own process, with a baseline in the same run."""
 
 from __future__ import annotations
 
@@ -921,6 +921,187 @@ async def _quota_run(options: Options, margin: float) -> dict[str, Any]:
     }
 
 
+# -- 7. streaming ---------------------------------------------------------------------------
+
+STREAM_CONVERSATIONS = 20
+STREAM_CHUNKS = 20
+STREAM_FIRST_CHUNK_S = 0.5
+STREAM_TOTAL_S = 4.0
+STREAM_ROUNDS: dict[Mode, int] = {"full": 6, "quick": 3, "smoke": 1}
+_STREAM_ANSWER = " ".join(
+    f"Point {n}: streaming shows the answer while it is being written, sentence by sentence."
+    for n in range(1, 15)
+)
+
+
+def _stream_answer(request: GeminiRequest) -> str:
+    return _STREAM_ANSWER
+
+
+async def streaming(options: Options) -> Result:
+    """20 conversations with a slowly streaming Gemini: time to first visible text, edits per
+    answer, 429s, and CPU per answer streamed vs posted whole (STREAM_REPLIES=false)."""
+    rounds = STREAM_ROUNDS[options.mode]
+    result = Result(
+        "streaming",
+        f"9. Streaming: {STREAM_CONVERSATIONS} conversations, Gemini streaming {STREAM_CHUNKS} "
+        f"chunks over {STREAM_TOTAL_S:g} s, first after {STREAM_FIRST_CHUNK_S:g} s",
+    )
+    interval = (STREAM_TOTAL_S - STREAM_FIRST_CHUNK_S) / (STREAM_CHUNKS - 1)
+    names = ("streamed", "whole", "whole over SSE")
+    first_visible: dict[str, list[float]] = {name: [] for name in names}
+    edits: dict[str, int] = dict.fromkeys(names, 0)
+    limited: dict[str, int] = {}
+    asked_at: dict[str, dict[int, float]] = {name: {} for name in names}
+    to_gemini: dict[str, list[float]] = {}
+    async with contextlib.AsyncExitStack() as stack:
+        contenders = []
+        for name, streamed, sse in (
+            ("streamed", True, True),
+            ("whole", False, False),
+            ("whole over SSE", False, True),
+        ):
+            lb = await stack.enter_async_context(
+                lab(
+                    options.scratch / f"streaming-{name.replace(' ', '-')}",
+                    # Not streamed: the answer comes whole when the stream would have ended.
+                    latency=STREAM_TOTAL_S,
+                    responder=_stream_answer,
+                    discord_limits=True,
+                    # Request validation (jsonschema, in the harness process) would make the
+                    # harness the bottleneck of 20 streams; tests/e2e check the edits' shape.
+                    discord_validation=False,
+                )
+            )
+            lb.gemini.stream_chunks = STREAM_CHUNKS
+            lb.gemini.stream_first_chunk_s = STREAM_FIRST_CHUNK_S
+            lb.gemini.stream_chunk_interval_s = interval
+            guild = lb.discord.create_guild("Streams")
+            channels = [
+                lb.discord.create_channel(guild, name=f"s-{i}") for i in range(STREAM_CONVERSATIONS)
+            ]
+            users = _members(lb, guild, STREAM_CONVERSATIONS, "asker")
+            # Discord's own limits are on, and so is the bot's default REST pacing.
+            settings = lb.settings(
+                stream_replies=streamed, gemini_stream=sse, discord_rest_max_rps=45.0
+            )
+            slug = name.replace(" ", "-")
+            proc = await stack.enter_async_context(lb.child(settings, name=f"bot-{slug}"))
+
+            async def ask(
+                lane: int,
+                k: int,
+                lb: Lab = lb,
+                name: str = name,
+                channels: list[int] = channels,
+                users: list[User] = users,
+            ) -> None:
+                discord = lb.discord
+                index = k * STREAM_CONVERSATIONS + lane
+                sent, reply = await lb.ask(channels[lane], users[lane], f"[q{index}] question")
+                if k >= 0:  # round -1 warms up (connections, the SDK client, imports)
+                    asked_at[name][index] = message_time(sent)
+                    first_visible[name].append(message_time(reply.message) - message_time(sent))
+                # The next question waits for this answer to end (its Stop button to go).
+                await discord.wait_for(
+                    lambda: not discord.streaming_in(channels[lane]), timeout=60, what="the end"
+                )
+
+            async def phase(k: int, ask: Callable[[int, int], Awaitable[None]] = ask) -> int:
+                await asyncio.gather(*(ask(i, k) for i in range(STREAM_CONVERSATIONS)))
+                return STREAM_CONVERSATIONS
+
+            contenders.append(_Contender(name, lb, proc, phase))
+        warm_sent: dict[str, int] = {}
+        for contender in contenders:
+            await contender.phase(-1)
+            warm_sent[contender.name] = len(contender.lab.discord.sent_messages)
+        phases = await _interleave(contenders, rounds, settle_s=0.0)
+        for contender in contenders:
+            sent_messages = contender.lab.discord.sent_messages[warm_sent[contender.name] :]
+            edits[contender.name] = sum(len(m.edits) for m in sent_messages)
+            limited[contender.name] = contender.lab.discord.rate_limited_count
+            received = _gemini_received(contender.lab.gemini.requests)
+            asked = asked_at[contender.name]
+            to_gemini[contender.name] = [received[i] - asked[i] for i in asked if i in received]
+    answers = rounds * STREAM_CONVERSATIONS
+    streamed_us, whole_us = phases.per_item_us("streamed"), phases.per_item_us("whole")
+    sse_us = phases.per_item_us("whole over SSE")
+    ratio = _ratio(streamed_us, whole_us)
+    sse_ratio = _ratio(streamed_us, sse_us)
+    q_streamed = quantiles_ms(first_visible["streamed"])
+    q_whole = quantiles_ms(first_visible["whole"])
+    target_ms = (STREAM_FIRST_CHUNK_S + 0.5) * 1000
+    q_to_gemini = {name: quantiles_ms(values) for name, values in to_gemini.items()}
+    result.data = {
+        "to_gemini_ms": q_to_gemini,
+        "answers": answers,
+        "first_visible_ms": {"streamed": q_streamed, "whole": q_whole},
+        "edits_per_answer": {k: v / answers for k, v in edits.items()},
+        "rate_limited": limited,
+        "cpu_us": {"streamed": streamed_us, "whole": whole_us, "whole over SSE": sse_us},
+        "cpu_ratio": ratio,
+        "cpu_ratios": phases.ratios("streamed", "whole"),
+        "cpu_ratio_sse": sse_ratio,
+    }
+    result.rows = [
+        Row("time to first visible text, streamed p50", f"{q_streamed['p50']:.0f} ms"),
+        Row(
+            "time to first visible text, streamed p95",
+            f"{q_streamed['p95']:.0f} ms",
+            f"≤ {target_ms:.0f} ms (first chunk + 0.5 s)",
+            _verdict(q_streamed["p95"] <= target_ms),
+        ),
+        Row(
+            "time to first visible text, not streamed (p50 / p95)",
+            f"{q_whole['p50']:.0f} / {q_whole['p95']:.0f} ms",
+        ),
+        Row(
+            "of which user message → Gemini request, streamed / whole (p50; p95)",
+            "{} / {} ms; {} / {} ms".format(
+                *(f"{q_to_gemini[n][p]:.0f}" for p in ("p50", "p95") for n in ("streamed", "whole"))
+            ),
+        ),
+        Row("edits per streamed answer", f"{edits['streamed'] / answers:.1f}"),
+        Row(
+            "429s from Discord (streamed / whole / whole over SSE)",
+            " / ".join(str(limited[n]) for n in names),
+            "0",
+            _verdict(not any(limited.values())),
+        ),
+        Row(
+            "CPU per answer, streamed / not streamed",
+            f"{ratio:.2f}× ({streamed_us:.0f} / {whole_us:.0f} µs; "
+            f"{_spread(result.data['cpu_ratios'])})",
+            "≤ 1.5×",
+            _verdict(ratio <= 1.5),
+        ),
+        Row(
+            "CPU per answer, streamed / whole over SSE (GEMINI_STREAM=true: the same "
+            "Gemini stream, posted whole)",
+            f"{sse_ratio:.2f}× ({streamed_us:.0f} / {sse_us:.0f} µs; "
+            f"{_spread(phases.ratios('streamed', 'whole over SSE'))})",
+        ),
+    ]
+    result.notes.append(
+        f"{STREAM_CONVERSATIONS} channels, one conversation each, all asking at once, "
+        f"{rounds} round(s); each answer ({len(_STREAM_ANSWER)} characters) streams in "
+        f"{STREAM_CHUNKS} chunks, the first after {STREAM_FIRST_CHUNK_S:g} s and then every "
+        f"{interval * 1000:.0f} ms. Streamed: the defaults (STREAM_REPLIES=true, "
+        "STREAM_EDIT_INTERVAL_SECONDS=1.0, STREAM_FIRST_POST_SECONDS=0.1). Whole: "
+        f"STREAM_REPLIES=false against a Gemini emulator that answers whole after "
+        f"{STREAM_TOTAL_S:g} s; whole over SSE: also GEMINI_STREAM=true, so the bot reads the "
+        "same stream of chunks through the SDK and posts the answer once at its end. The "
+        "Discord emulator enforces Discord's limits (50 requests/s, 5 messages and 5 edits "
+        "per 5 s per channel; its request validation is off) and the bot its default 45 "
+        "requests/s. Each bot first answers "
+        "one unmeasured warm-up round. Time to first visible text = the reply's creation − "
+        "the user message's creation "
+        "(emulator timestamps). The three bots take turns round by round."
+    )
+    return result
+
+
 SCENARIOS: dict[str, Callable[[Options], Awaitable[Result]]] = {
     "ingest": ingest,
     "answer": answer_path,
@@ -929,6 +1110,7 @@ SCENARIOS: dict[str, Callable[[Options], Awaitable[Result]]] = {
     "memory": memory,
     "quota": quota_use,
     "burst": burst,
+    "streaming": streaming,
 }
 
 

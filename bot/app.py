@@ -319,7 +319,17 @@ class BotApp:
             budgets=self.budgets,
             channels=self.channels,
             answers=self.answers,
+            streaming=(
+                self.gateway.stream_replies(
+                    self.telemetry,
+                    edit_interval_s=s.stream_edit_interval_seconds,
+                    first_post_s=s.stream_first_post_seconds,
+                )
+                if s.stream_replies
+                else None
+            ),
         )
+        delivery.on_first_visible = self.telemetry.first_visible
         self.queue_worker = QueueWorker(self.queue, self.pipeline)
         self.signals = SignalProbe(
             self.pipeline.stats,

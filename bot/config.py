@@ -112,6 +112,11 @@ class Settings(BaseSettings):
     gemini_price_output_usd_per_million: float = Field(default=2.50, ge=0)
     gemini_price_cached_input_usd_per_million: float = Field(default=0.03, ge=0)
 
+    # --- streamed replies ----------------------------------------------------------------------
+    stream_replies: bool = True
+    stream_edit_interval_seconds: float = Field(default=1.0, ge=0.2, le=60)
+    stream_first_post_seconds: float = Field(default=0.1, ge=0, le=10)
+
     # --- quota, retries, circuit breaker, cache -------------------------------------------------
     gemini_rate_limit_rpm: int = Field(default=10, ge=1)
     gemini_rate_limit_daily: int = Field(default=500, ge=1)
@@ -450,6 +455,7 @@ SETTING_PREFIXES = (
     "ROLE_",
     "SHUTDOWN_",
     "STORE_",
+    "STREAM_",
     "TRACE_",
     "TRACEMALLOC_",
     "USER_DAILY_",

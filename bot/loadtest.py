@@ -417,6 +417,8 @@ class LoadReport:
     elapsed_s: float = 0.0
     throughput_per_s: float = 0.0
     response_s: dict[str, float] = field(default_factory=dict)
+    # User message created -> first text of the answer visible (streamed answers show early).
+    first_visible_s: dict[str, float] = field(default_factory=dict)
     errors: dict[str, int] = field(default_factory=dict)
     bot_cpu_s: float = 0.0
     bot_startup_cpu_s: float = 0.0
@@ -563,6 +565,7 @@ async def _drive(
     pacer = _Pacer(config.rate)
     kinds: Counter[str] = Counter()
     times: list[float] = []
+    first_times: list[float] = []
     bar = _Progress(config.duration_s) if progress else None
     start = time.monotonic()
     deadline = start + config.duration_s
@@ -584,6 +587,14 @@ async def _drive(
             message_id = int(sent["id"])
             try:
                 reply = await watcher.reply(message_id, config.reply_timeout_s)
+                shown_at = done_at = message_time(reply.message)
+                if discord.streaming_in(channel):  # a streamed answer: wait for its end
+                    await discord.wait_for(
+                        lambda: not discord.streaming_in(channel),
+                        config.reply_timeout_s,
+                        "a streamed answer to end",
+                    )
+                    done_at = time.time()
             except TimeoutError:
                 kinds["timeout"] += 1
                 continue
@@ -594,7 +605,8 @@ async def _drive(
             kinds[kind] += 1
             if kind == "answered":
                 report.answered += 1
-                times.append(message_time(reply.message) - message_time(sent))
+                times.append(done_at - message_time(sent))
+                first_times.append(shown_at - message_time(sent))
 
     async def show() -> None:
         assert bar is not None
@@ -618,6 +630,10 @@ async def _drive(
     report.response_s = {
         f"p{q}": round(percentile(times, q), 4) if times else math.nan for q in (50, 95, 99)
     }
+    report.first_visible_s = {
+        f"p{q}": round(percentile(first_times, q), 4) if first_times else math.nan
+        for q in (50, 95, 99)
+    }
     report.errors.update({k: v for k, v in kinds.items() if k != "answered"})
 
 
@@ -626,9 +642,11 @@ def format_report(report: LoadReport) -> str:
     rate = f"{report.rate:g}/s" if report.rate else "as fast as answered"
     errors = ", ".join(f"{k} {v}" for k, v in sorted(report.errors.items()) if v) or "none"
 
-    def ms(key: str) -> str:
-        value = report.response_s.get(key, math.nan)
+    def ms(key: str, figures: dict[str, float] | None = None) -> str:
+        value = (report.response_s if figures is None else figures).get(key, math.nan)
         return "n/a" if math.isnan(value) else f"{value * 1000:.0f} ms"
+
+    first = report.first_visible_s
 
     return "\n".join(
         [
@@ -640,6 +658,8 @@ def format_report(report: LoadReport) -> str:
             f"  throughput      {report.throughput_per_s:.1f} answers/s "
             f"over {report.elapsed_s:.1f} s",
             f"  response time   p50 {ms('p50')}  p95 {ms('p95')}  p99 {ms('p99')}",
+            f"  first visible   p50 {ms('p50', first)}  p95 {ms('p95', first)}  "
+            f"p99 {ms('p99', first)}",
             f"  errors          {errors}",
             f"  bot CPU         {report.bot_cpu_s:.2f} s under load "
             f"(+{report.bot_startup_cpu_s:.2f} s start-up)",

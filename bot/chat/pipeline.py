@@ -40,8 +40,9 @@ from bot.chat.models import (
     message_from_payload,
     message_to_payload,
 )
-from bot.chat.ports import DiscordPort
+from bot.chat.ports import DiscordPort, ReplyStream, StreamingPort, StreamStopped
 from bot.chat.split import split_message
+from bot.chat.stream_split import with_note
 from bot.llm.errors import (
     CircuitOpen,
     Degraded,
@@ -50,7 +51,8 @@ from bot.llm.errors import (
     LLMError,
     QuotaExhausted,
 )
-from bot.llm.service import LLMService
+from bot.llm.service import Answer, LLMService
+from bot.llm.streaming import INCOMPLETE_FINISH_REASONS
 from bot.llm.types import GenerationSettings, LLMReply, LLMRequest, Message
 from bot.resilience.degradation import (
     DegradationLevel,
@@ -95,6 +97,8 @@ CONFIGURATION_TEXT = (
     "Sorry, I can't use the model right now because of a configuration problem on my side. "
     "The bot's admins can see what to fix in its logs."
 )
+STOPPED_NOTE = "(stopped)"
+CUT_OFF_NOTE = "(the answer was cut off: {why})"
 BLOCKED_TEXT = (
     "I can't answer that one: the model declined to respond ({reason}). "
     "Try rephrasing your question."
@@ -193,6 +197,7 @@ class _Thought:
     remember: tuple[Turn, str] | None = None
     react: str | None = None  # react to the message with this instead of sending `reply`
     silent: bool = False  # count `reply` but send nothing
+    stream: ReplyStream | None = None  # the streamed messages the reply goes into
 
 
 class ChatPipeline:
@@ -216,6 +221,7 @@ class ChatPipeline:
         budgets: BudgetGate | None = None,
         channels: ChannelSettings | None = None,
         answers: AnswerRecord | None = None,
+        streaming: StreamingPort | None = None,
     ) -> None:
         self.telemetry: ResponseObserver = telemetry or _NoObserver()
         # Fair use (bot/chat/budget.py, bot/chat/channels.py); None: not wired.
@@ -223,6 +229,7 @@ class ChatPipeline:
         self.channels = channels
         # The idempotency record: each message id gets one final reply, whoever delivers it.
         self.answers: AnswerRecord = answers if answers is not None else AnswerLedger(None)
+        self.streaming = streaming
         self.discord = discord
         self.llm = llm
         self.memory = memory
@@ -295,15 +302,44 @@ class ChatPipeline:
             if cached is not None:
                 return self._answer(msg, request, cached, cached=True)
             return _Thought(await self._later(msg, request, Degraded(self.degradation.reason)))
+        stream = self._open_stream(msg)
         try:
-            answer = await self.llm.answer(request, tag=msg.conversation_key)
+            answer = await self._ask(msg, request, stream)
+        except StreamStopped:
+            assert stream is not None
+            return _Thought(_with_note(stream.text, STOPPED_NOTE, "answer"), stream=stream)
         except LLMBadRequest as exc:
-            return _Thought(self._refused_by_model(request, exc))
+            return _Thought(self._refused_by_model(request, exc), stream=stream)
         except LLMError as exc:
-            return _Thought(await self._later(msg, request, exc))
+            if stream is not None and stream.shown():
+                # Part of the answer is on screen: keep it, say why it ends there.
+                self.stats.errors["gemini"] += 1
+                log.warning("the model's stream failed after some text: %s", exc.kind)
+                note = CUT_OFF_NOTE.format(why="the model stopped responding")
+                return _Thought(_with_note(stream.text, note, "failed"), stream=stream)
+            return _Thought(await self._later(msg, request, exc), stream=stream)
+        except BaseException:
+            if stream is not None:
+                stream.close()
+            raise
         if self.budgets is not None and not answer.cached:
             await self.budgets.record(msg, answer.reply.usage)
-        return self._answer(msg, request, answer.reply, cached=answer.cached)
+        return replace(
+            self._answer(msg, request, answer.reply, cached=answer.cached), stream=stream
+        )
+
+    def _open_stream(self, msg: IncomingMessage) -> ReplyStream | None:
+        """A stream for an answer to a channel message (slash commands answer whole)."""
+        if self.streaming is None or not isinstance(msg.target, MessageTarget):
+            return None
+        return self.streaming.open_stream(msg.target, msg.author_id)
+
+    async def _ask(
+        self, msg: IncomingMessage, request: LLMRequest, stream: ReplyStream | None
+    ) -> Answer:
+        if stream is None:
+            return await self.llm.answer(request, tag=msg.conversation_key)
+        return await stream.run(self.llm.answer(request, tag=msg.conversation_key, stream=stream))
 
     async def _build_request(
         self, msg: IncomingMessage, *, for_call: bool = True
@@ -354,7 +390,12 @@ class ChatPipeline:
             time.time(),
             tuple(f.digest for f in prompt.files),
         )
-        chunks = tuple(split_message(reply.text))
+        text = reply.text
+        if reply.finish_reason in INCOMPLETE_FINISH_REASONS:
+            # Stopped part way (a safety stop after some text): say so under what arrived.
+            why = f"the model stopped it ({reply.finish_reason.lower()})"
+            text = with_note(text, CUT_OFF_NOTE.format(why=why))
+        chunks = tuple(split_message(text))
         return _Thought(Reply(chunks, "cached" if cached else "answer"), (user_turn, reply.text))
 
     def _refused_by_model(self, request: LLMRequest, exc: LLMBadRequest) -> Reply:
@@ -641,7 +682,10 @@ class ChatPipeline:
                 await self.answers.finish(msg.message_id, "notified")
             return
         try:
-            sent_ids = await self.discord.deliver(msg.target, reply)
+            if thought.stream is not None:
+                sent_ids = await thought.stream.finish(reply)
+            else:
+                sent_ids = await self.discord.deliver(msg.target, reply)
         except Exception:
             if final:
                 self.answers.abandon_final(msg.message_id)  # re-sent later (bot.chat.resume)
@@ -668,6 +712,10 @@ def _over_budget(msg: IncomingMessage, over: BudgetRefusal) -> _Thought:
     if not over.notify and isinstance(msg.target, MessageTarget):
         return _Thought(reply, react=OVER_BUDGET_REACTION)
     return _Thought(reply)
+
+
+def _with_note(text: str, note: str, kind: Literal["answer", "failed"]) -> Reply:
+    return Reply(tuple(split_message(with_note(text, note))), kind)
 
 
 def _stricter(a: int | None, b: int | None) -> int | None:

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Coroutine
+from typing import Any, Protocol, TypeVar
 
-from bot.chat.models import Attachment, QuotedMessage, Reply, ReplyTarget
+from bot.chat.models import Attachment, MessageTarget, QuotedMessage, Reply, ReplyTarget
 
-__all__ = ["DiscordPort", "DownloadRefused", "DownloadTooLarge"]
+__all__ = [
+    "DiscordPort",
+    "DownloadRefused",
+    "DownloadTooLarge",
+    "ReplyStream",
+    "StreamStopped",
+    "StreamingPort",
+]
+
+T = TypeVar("T")
 
 
 class DownloadTooLarge(Exception):
@@ -39,4 +49,45 @@ class DiscordPort(Protocol):
 
     async def react(self, channel_id: int, message_id: int, emoji: str) -> None:
         """Add the bot's reaction to a message (a silent answer, e.g. over budget)."""
+
+
+class StreamStopped(Exception):
+    """The asker (or a moderator) pressed Stop on a streaming answer."""
+
+
+class ReplyStream(Protocol):
+    """One answer streaming into Discord messages (a `bot.llm.streaming.TextSink` too)."""
+
+    @property
+    def text(self) -> str:
+        """The answer text received so far."""
+        ...
+
+    def partial(self, text: str) -> None:
+        """The answer so far (a retry starts again from "")."""
+        ...
+
+    def shown(self) -> bool:
+        """Is some of the answer visible in Discord?"""
+        ...
+
+    async def run(self, work: Coroutine[Any, Any, T]) -> T:
+        """Run the model call; raises StreamStopped (after cancelling it) when Stop is pressed."""
+        ...
+
+    async def finish(self, reply: Reply) -> list[int]:
+        """Make the messages exactly `reply`'s chunks (or deliver it whole when nothing was
+        shown yet), remove the Stop button; returns the message ids."""
+        ...
+
+    def close(self) -> None:
+        """Give up without a final reply (a bug or shutdown): stop editing, free the stream."""
+        ...
+
+
+class StreamingPort(Protocol):
+    """Opens streams; implemented by `bot.discord.streaming`."""
+
+    def open_stream(self, target: MessageTarget, asker_id: int) -> ReplyStream | None:
+        """A stream replying to `target`, or None when streaming is off or at its limit."""
         ...

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import secrets
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol, TypeVar
 
@@ -14,7 +15,14 @@ from aiolimiter import AsyncLimiter
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
-from bot.chat.models import Attachment, InteractionTarget, QuotedMessage, Reply, ReplyTarget
+from bot.chat.models import (
+    Attachment,
+    InteractionTarget,
+    MessageTarget,
+    QuotedMessage,
+    Reply,
+    ReplyTarget,
+)
 from bot.discord.convert import to_quoted
 from bot.discord.downloads import AttachmentFetcher
 from bot.resilience.breaker import CircuitBreaker
@@ -84,6 +92,11 @@ class DiscordDelivery:
         # Capacity 1: evenly spaced calls, so no 1-second window ever sees more than max_rps.
         self.pace = AsyncLimiter(1, 1.0 / max_rps)
         self._pace_waiters = 0  # calls waiting for their turn at the pace right now
+        # Typing indicators by the message they answer, so a streamed answer can end its own
+        # as soon as its first words show (one per message being answered: bounded by them).
+        self._typing: dict[int, Callable[[], None]] = {}
+        # User message created -> answer visible (seconds, "whole" or "streamed"); set by app.
+        self.on_first_visible: Callable[[float, str], None] | None = None
 
     async def aclose(self) -> None:
         self.hold.close()
@@ -115,9 +128,29 @@ class DiscordDelivery:
         Discord is down; `make` builds the request anew for each try."""
         return await self.hold.call(lambda: self._rest_call(name, make()))
 
+    def track_typing(self, message_id: int, stop: Callable[[], None] | None) -> None:
+        """Remember (or, with None, forget) how to end the typing shown for `message_id`."""
+        if stop is None:
+            self._typing.pop(message_id, None)
+        else:
+            self._typing[message_id] = stop
+
+    def stop_typing(self, message_id: int) -> None:
+        """End the typing indicator for `message_id`: its answer is showing."""
+        stop = self._typing.pop(message_id, None)
+        if stop is not None:
+            stop()
+
     async def deliver(self, target: ReplyTarget, reply: Reply) -> list[int]:
         if isinstance(target, InteractionTarget):
             return await self._deliver_interaction(target, reply)
+        ids = await self._deliver_messages(target, reply)
+        if self.on_first_visible is not None and reply.kind in ("answer", "cached") and ids:
+            created = hikari.Snowflake(target.message_id).created_at.timestamp()
+            self.on_first_visible(time.time() - created, "whole")
+        return ids
+
+    async def _deliver_messages(self, target: MessageTarget, reply: Reply) -> list[int]:
         ids: list[int] = []
         for index, chunk in enumerate(reply.chunks):
             # Discord allows 25 characters; a retry sends the same nonce, and so does a re-send

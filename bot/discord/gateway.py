@@ -32,6 +32,7 @@ from bot.discord.convert import (
 from bot.discord.delivery import DiscordDelivery, DiscordObserver
 from bot.discord.downloads import DEFAULT_CDN_HOSTS, AttachmentFetcher
 from bot.discord.shed import ShedNotices
+from bot.discord.streaming import StreamingReplies, StreamObserver
 from bot.discord.typing import TypingScheduler
 from bot.resilience.breaker import CircuitBreaker
 from bot.store import Namespace
@@ -127,6 +128,11 @@ class DiscordGateway:
             max_retries=rest_max_retries,
             # Keep REST connections alive: hikari's default opens (and TLS-handshakes) a new
             # connection for every call.
+            # Nothing reads cached messages; without the cache, the MESSAGE_UPDATE that each
+            # edit of a streamed answer echoes back is not even parsed (no listener either).
+            cache_settings=hikari.impl.CacheSettings(
+                components=hikari.api.CacheComponents.ALL & ~hikari.api.CacheComponents.MESSAGES
+            ),
             http_settings=hikari.impl.HTTPSettings(
                 force_close_transports=False,
                 timeouts=hikari.impl.HTTPTimeoutSettings(total=rest_timeout_s),
@@ -198,6 +204,16 @@ class DiscordGateway:
         self._autoreplies = channels.autoreplies if channels is not None else None
         for command in build_commands(services):
             self.lightbulb.register(command)
+
+    def stream_replies(
+        self, observer: StreamObserver, *, edit_interval_s: float, first_post_s: float
+    ) -> StreamingReplies:
+        """Streamed replies through this gateway's REST client; its Stop buttons answered."""
+        streaming = StreamingReplies(
+            self.delivery, observer, edit_interval_s=edit_interval_s, first_post_s=first_post_s
+        )
+        self.bot.subscribe(hikari.InteractionCreateEvent, streaming.on_interaction)
+        return streaming
 
     async def start(self) -> None:
         self.shed.start()
@@ -333,12 +349,16 @@ class DiscordGateway:
         if admission != "admitted":
             self.shed.shed(incoming, admission)
             return
+        # Typing until the answer shows: a streamed answer ends it at its first words.
+        stop_typing = self.typing.hold(incoming.channel_id)
+        self.delivery.track_typing(incoming.message_id, stop_typing)
         try:
-            async with self.typing.typing(incoming.channel_id):
-                await self._handler(incoming)
+            await self._handler(incoming)
         except Exception:
             log.exception("handling a message failed")
         finally:
+            stop_typing()
+            self.delivery.track_typing(incoming.message_id, None)
             self.intake.release()
 
     def _autoreplies_to(self, event: hikari.MessageCreateEvent, parent: int | None) -> bool:

@@ -73,20 +73,36 @@ class TypingScheduler:
     @contextlib.asynccontextmanager
     async def typing(self, channel_id: int) -> AsyncIterator[None]:
         """Show typing in the channel (when budget allows) while the block runs."""
+        release = self.hold(channel_id)
+        try:
+            yield
+        finally:
+            release()
+
+    def hold(self, channel_id: int) -> Callable[[], None]:
+        """Show typing in the channel (when budget allows) until the returned callable is
+        called (idempotent: a streamed answer calls it at its first words, the handler again
+        when it ends)."""
         entry = self._channels.get(channel_id)
         if entry is None:
             task = asyncio.create_task(self._loop(channel_id), name="typing")
             entry = self._channels[channel_id] = _Channel(0, task)
             self.stats.loops = len(self._channels)
         entry.holders += 1
-        try:
-            yield
-        finally:
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if released:
+                return
+            released = True
             entry.holders -= 1
             if entry.holders == 0 and self._channels.get(channel_id) is entry:
                 del self._channels[channel_id]
                 self.stats.loops = len(self._channels)
                 entry.task.cancel()
+
+        return release
 
     async def close(self) -> None:
         """Stop every typing loop."""

@@ -11,6 +11,7 @@ import logging
 import re
 import time
 import urllib.request
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -139,11 +140,19 @@ class GeminiClient:
         except Exception:  # a broken session may fail to close; it is being dropped anyway
             log.debug("closing the Gemini client failed", exc_info=True)
 
-    async def generate(self, request: LLMRequest, *, timeout_s: float | None = None) -> LLMReply:
+    async def generate(
+        self,
+        request: LLMRequest,
+        *,
+        timeout_s: float | None = None,
+        on_text: Callable[[str], None] | None = None,
+    ) -> LLMReply:
         """One call to the model; raises an `LLMError` subclass on failure.
 
         `timeout_s` (at most the configured timeout) bounds this call; None means the configured
-        timeout.
+        timeout. With `on_text` the answer is streamed (whatever GEMINI_STREAM says) and
+        `on_text` gets the answer's text so far after each chunk that adds some; the reply is
+        the same `LLMReply` a whole answer would give.
         """
         limit_s = self._timeout_s if timeout_s is None else min(timeout_s, self._timeout_s)
         settings = request.settings
@@ -157,8 +166,8 @@ class GeminiClient:
         contents: list[types.ContentDict] = [_to_content(m) for m in request.messages]
         try:
             async with asyncio.timeout(limit_s):
-                if self._stream:
-                    return await self._generate_stream(settings.model, contents, config)
+                if self._stream or on_text is not None:
+                    return await self._generate_stream(settings.model, contents, config, on_text)
                 response = await self._current().aio.models.generate_content(
                     model=settings.model, contents=contents, config=config
                 )
@@ -169,7 +178,11 @@ class GeminiClient:
             raise _map_error(exc) from exc
 
     async def _generate_stream(
-        self, model: str, contents: Any, config: types.GenerateContentConfig
+        self,
+        model: str,
+        contents: Any,
+        config: types.GenerateContentConfig,
+        on_text: Callable[[str], None] | None = None,
     ) -> LLMReply:
         chunks = []
         # Time to first chunk as the GenAI conventions measure it: from issuing the request to
@@ -179,11 +192,25 @@ class GeminiClient:
         stream = await self._current().aio.models.generate_content_stream(
             model=model, contents=contents, config=config
         )
+        text = ""
         async for chunk in stream:
             if first_chunk_s is None:
                 first_chunk_s = time.perf_counter() - started
             chunks.append(chunk)
+            if on_text is not None and (added := _chunk_text(chunk)):
+                text += added
+                on_text(text)
         return _to_reply(model, chunks, time_to_first_chunk_s=first_chunk_s)
+
+
+def _chunk_text(response: types.GenerateContentResponse) -> str:
+    """The answer text one stream chunk adds (thoughts left out), as `_to_reply` joins it."""
+    return "".join(
+        part.text
+        for candidate in response.candidates or []
+        for part in (candidate.content.parts if candidate.content else None) or []
+        if part.text and not part.thought
+    )
 
 
 def _to_reply(

@@ -7,8 +7,10 @@ retries included, takes quota, because the provider counts them all.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -29,6 +31,7 @@ from bot.llm.errors import (
 )
 from bot.llm.observer import NO_OBSERVER, LLMCallObserver
 from bot.llm.quota import QuotaLimiter
+from bot.llm.streaming import TextSink, is_complete
 from bot.llm.types import LLMReply, LLMRequest
 from bot.resilience.breaker import CircuitBreaker
 from bot.resilience.retry import RetryPolicy, call_with_retry
@@ -41,8 +44,15 @@ _tracer = trace.get_tracer(__name__)
 
 
 class LLMClient(Protocol):
-    async def generate(self, request: LLMRequest, *, timeout_s: float | None = None) -> LLMReply:
-        """One call; `timeout_s` None means the client's own (the configured ceiling)."""
+    async def generate(
+        self,
+        request: LLMRequest,
+        *,
+        timeout_s: float | None = None,
+        on_text: Callable[[str], None] | None = None,
+    ) -> LLMReply:
+        """One call; `timeout_s` None means the client's own (the configured ceiling); with
+        `on_text`, the answer is streamed and its text so far reported after each chunk."""
         ...
 
     async def reset(self) -> None: ...
@@ -84,8 +94,18 @@ class LLMService:
         return self.cache.get(make_cache_key(request))
 
     async def answer(
-        self, request: LLMRequest, *, tag: object = None, use_cache: bool = True
+        self,
+        request: LLMRequest,
+        *,
+        tag: object = None,
+        use_cache: bool = True,
+        stream: TextSink | None = None,
     ) -> Answer:
+        """The answer (cached, or from the model with retries), or an `LLMError` saying why not.
+
+        With `stream`, each attempt streams its text to `stream.partial`; once some was shown,
+        a failure is final (no retry), and only complete answers are cached.
+        """
         key = make_cache_key(request)
         # Leaf spans: `start_span` (child of the current span, not made current) costs less.
         with _tracer.start_span("cache lookup") as span:
@@ -116,7 +136,7 @@ class LLMService:
             attempts += 1
             timeout_s = self.timeout.current(after_timeout=timed_out) if self.timeout else None
             try:
-                reply = await self._call(request, timeout_s)
+                reply = await self._call(request, timeout_s, stream)
             except LLMRateLimited as exc:
                 # The provider said stop: the limiter now holds calls until its retry delay and
                 # the window end, so waiting here would only keep the user in silence.
@@ -133,11 +153,14 @@ class LLMService:
             self.quota.record_tokens(reply.usage.input, reply.usage.output)
             return reply
 
+        def retryable(error: BaseException) -> bool:
+            return is_retryable(error) and (stream is None or not stream.shown())
+
         try:
             reply = await call_with_retry(
                 attempt,
                 self.retry_policy,
-                retryable=is_retryable,
+                retryable=retryable,
                 retry_after=retry_after_hint,
                 on_retry=_note_retry,
             )
@@ -160,17 +183,29 @@ class LLMService:
         except LLMError:
             self.breaker.record_failure()
             raise
+        except asyncio.CancelledError:
+            # Stopped by the user (or shut down): the provider did nothing wrong.
+            self.breaker.release()
+            raise
         self.breaker.record_success()
-        if use_cache and reply.blocked_reason is None:
+        if use_cache and is_complete(reply):
             self.cache.put(key, reply, tag=tag)
         return Answer(reply, cached=False, attempts=attempts)
 
-    async def _call(self, request: LLMRequest, timeout_s: float | None) -> LLMReply:
+    async def _call(
+        self, request: LLMRequest, timeout_s: float | None, stream: TextSink | None = None
+    ) -> LLMReply:
         """One model call, observed (in ops: a GenAI span, current while the metrics record)."""
         started = time.monotonic()
         with self.observer.call(request) as record:
             try:
-                reply = await self.client.generate(request, timeout_s=timeout_s)
+                if stream is None:
+                    reply = await self.client.generate(request, timeout_s=timeout_s)
+                else:
+                    stream.partial("")  # a retry starts the text again
+                    reply = await self.client.generate(
+                        request, timeout_s=timeout_s, on_text=stream.partial
+                    )
             except LLMError as exc:
                 self.stats.record(call_outcome(exc))
                 record.failed(exc, time.monotonic() - started)

@@ -171,3 +171,19 @@ def test_percentile() -> None:
     assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.5
     assert percentile([5.0], 99) == 5.0
     assert math.isnan(percentile([], 50))
+
+
+def test_streaming_measures_first_visible_text_edits_and_429s(
+    results: dict[str, Result | BaseException],
+) -> None:
+    data = _result(results, "streaming").data
+
+    assert data["answers"] == 20
+    streamed, whole = data["first_visible_ms"]["streamed"], data["first_visible_ms"]["whole"]
+    # Streamed answers show their first words before the 4 s stream ends; whole ones after it.
+    assert 0 < streamed["p50"] < whole["p50"]
+    assert whole["p50"] >= 4000
+    assert data["edits_per_answer"]["streamed"] >= 1
+    assert data["edits_per_answer"]["whole"] == 0
+    assert data["rate_limited"] == {"streamed": 0, "whole": 0, "whole over SSE": 0}
+    assert set(data["cpu_us"]) == {"streamed", "whole", "whole over SSE"}

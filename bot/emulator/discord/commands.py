@@ -10,13 +10,14 @@ from bot.emulator.discord import payloads
 from bot.emulator.discord.ids import SnowflakeFactory
 from bot.emulator.discord.state import DiscordState
 
-__all__ = ["CommandRegistry", "command_options", "interaction_payload"]
+__all__ = ["CommandRegistry", "command_options", "component_payload", "interaction_payload"]
 
 JSON = dict[str, Any]
 _SUB_COMMAND, _SUB_COMMAND_GROUP = 1, 2
 _USER, _CHANNEL, _ROLE, _MENTIONABLE, _ATTACHMENT = 6, 7, 8, 9, 11
 _STRING, _INTEGER, _BOOLEAN, _NUMBER = 3, 4, 5, 10
 _APPLICATION_COMMAND = 2
+_MESSAGE_COMPONENT, _BUTTON = 3, 2
 _CONTEXT_GUILD, _CONTEXT_BOT_DM = 0, 1
 _ATTACHMENT_SIZE_LIMIT = 10 * 1024 * 1024
 
@@ -241,5 +242,35 @@ def interaction_payload(
         app_permissions=str(state.permissions(guild_id, state.bot_id)),
         authorizing_integration_owners={"0": str(guild_id)},
         context=_CONTEXT_GUILD,
+    )
+    return payload
+
+
+def component_payload(
+    state: DiscordState,
+    *,
+    application_id: int,
+    message: JSON,
+    custom_id: str,
+    user: JSON,
+    channel: JSON,
+    extra_permissions: int,
+) -> JSON:
+    """Return the INTERACTION_CREATE data of ``user`` pressing button ``custom_id`` on
+    ``message`` (a MESSAGE_COMPONENT interaction)."""
+    command: JSON = {"id": "0", "name": "", "type": 1, "options": []}
+    payload = interaction_payload(
+        state,
+        application_id=application_id,
+        command=command,
+        options={},
+        user=user,
+        channel=channel,
+        extra_permissions=extra_permissions,
+    )
+    payload.update(
+        type=_MESSAGE_COMPONENT,
+        data={"custom_id": custom_id, "component_type": _BUTTON},
+        message=message,
     )
     return payload

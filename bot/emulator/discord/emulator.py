@@ -12,7 +12,7 @@ from typing import Any, Literal
 from aiohttp import web
 
 from bot.emulator.discord import payloads
-from bot.emulator.discord.commands import CommandRegistry, interaction_payload
+from bot.emulator.discord.commands import CommandRegistry, component_payload, interaction_payload
 from bot.emulator.discord.events import EventPublisher
 from bot.emulator.discord.faults import Fault, FaultInjector
 from bot.emulator.discord.gateway import GatewayServer
@@ -337,6 +337,52 @@ class DiscordEmulator(LocalServer):
         await asyncio.gather(*self._events.interaction_create(payload))
         return record
 
+    async def press_button(
+        self, message_id: int, custom_id: str, user: JSON, permissions: int = 0
+    ) -> InteractionRecord:
+        """``user`` presses the button ``custom_id`` on the bot's message (a MESSAGE_COMPONENT
+        INTERACTION_CREATE); ``permissions`` are added to the user's own in the channel."""
+        message = self._state.messages.get(message_id)
+        if message is None:
+            msg = f"unknown message {message_id}"
+            raise KeyError(msg)
+        ids = {
+            str(c.get("custom_id"))
+            for row in message.get("components") or []
+            for c in row.get("components") or []
+        }
+        if custom_id not in ids:
+            msg = f"message {message_id} has no button {custom_id!r} (it has {sorted(ids)})"
+            raise LookupError(msg)
+        channel_id = int(message["channel_id"])
+        channel = self._state.channel(channel_id)
+        assert channel is not None
+        self._require_gateway()
+        self._state.users.setdefault(int(user["id"]), user)
+        payload = component_payload(
+            self._state,
+            application_id=self.application_id,
+            message=message,
+            custom_id=custom_id,
+            user=user,
+            channel=channel,
+            extra_permissions=permissions,
+        )
+        record = InteractionRecord(
+            id=int(payload["id"]),
+            token=str(payload["token"]),
+            name=f"button:{custom_id}",
+            channel_id=channel_id,
+            guild_id=self._state.guild_id_of(channel_id),
+            user=user,
+            payload=payload,
+            notifier=self._notifier,
+            created_at=time.monotonic(),
+        )
+        self._activity.add_interaction(record)
+        await asyncio.gather(*self._events.interaction_create(payload))
+        return record
+
     def _require_gateway(self) -> None:
         if not self._gateway.has_identified():
             msg = (
@@ -361,15 +407,28 @@ class DiscordEmulator(LocalServer):
         message_id: int,
         timeout: float = 10.0,  # noqa: ASYNC109 - callers pass timeouts (the agreed test API)
     ) -> SentMessage:
-        """Wait for the first bot message whose message_reference points to ``message_id``."""
+        """Wait for the first bot message whose message_reference points to ``message_id``,
+        and, when the answer streams, until it is complete: no bot message in its channel
+        still carries a button (a streaming answer's Stop button goes when it ends)."""
         await self._notifier.wait_for(
-            lambda: self._activity.first_reply(message_id) is not None,
+            lambda: (
+                (reply := self._activity.first_reply(message_id)) is not None
+                and not self.streaming_in(reply.channel_id)
+            ),
             timeout,
-            f"a reply to message {message_id}",
+            f"a complete reply to message {message_id}",
         )
         reply = self._activity.first_reply(message_id)
         assert reply is not None
         return reply
+
+    def streaming_in(self, channel_id: int) -> bool:
+        """Does a bot message in the channel still carry components (a Stop button)?"""
+        return any(
+            (message := self._state.messages.get(sent.id)) is not None
+            and bool(message.get("components"))
+            for sent in self._activity.messages_in(channel_id)
+        )
 
     def messages_in(self, channel_id: int) -> list[SentMessage]:
         """Messages the bot created in a channel, oldest first."""

@@ -87,7 +87,7 @@ def message_object(
         "mention_roles": [],
         "attachments": list(attachments),
         "embeds": list(embeds),
-        "components": list(components),
+        "components": with_component_ids(components),
         "pinned": False,
         "type": _MESSAGE_TYPE_REPLY if reference else _MESSAGE_TYPE_DEFAULT,
         "flags": flags,
@@ -117,12 +117,29 @@ def reply_reference(
     return reference
 
 
+def with_component_ids(components: Iterable[JSON]) -> list[JSON]:
+    """Components as Discord answers them: each numbered (``id``) in order, rows included."""
+    counter = 0
+
+    def number(component: JSON) -> JSON:
+        nonlocal counter
+        counter += 1
+        numbered = {**component, "id": component.get("id", counter)}
+        if isinstance(component.get("components"), list):
+            numbered["components"] = [number(c) for c in component["components"]]
+        return numbered
+
+    return [number(c) for c in components]
+
+
 def apply_edit(message: JSON, body: Mapping[str, Any], mentions: list[JSON] | None) -> None:
     """Apply a PATCH body to a stored message in place."""
     for name in ("content", "embeds", "components", "attachments"):
         if name in body:
             value = body[name]
             message[name] = value if value is not None else ("" if name == "content" else [])
+    if body.get("components"):
+        message["components"] = with_component_ids(body["components"])
     if body.get("flags") is not None:
         message["flags"] = int(body["flags"])
     if mentions is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -72,6 +73,8 @@ class SentMessage:
     allowed_mentions: JSON | None
     edits: list[JSON] = field(default_factory=list)
     files: dict[str, bytes] = field(default_factory=dict)
+    created_at: float = field(default_factory=time.monotonic)
+    edited_at: list[float] = field(default_factory=list)  # monotonic, one per edit
 
 
 @dataclass(frozen=True, eq=False)

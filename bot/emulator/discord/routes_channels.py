@@ -312,6 +312,7 @@ class ChannelRoutes:
         if (sent := self._activity.sent(int(message["id"]))) is not None:
             sent.content = str(message["content"])
             sent.edits.append(call.json_body())
+            sent.edited_at.append(time.monotonic())
             self._activity.notifier.notify()
         self._events.message("MESSAGE_UPDATE", message)
         return Reply(message)

@@ -19,6 +19,7 @@ class FaultKind(enum.Enum):
     EMPTY = "empty"
     BROKEN_STREAM = "broken_stream"
     STALLED_STREAM = "stalled_stream"
+    SAFETY_MID_STREAM = "safety_mid_stream"
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,7 @@ class Fault:
     count: int = 1
     status: int = 200
     retry_delay_s: float = 0.0
+    after_chunks: int = 1  # broken/stalled streams: chunks sent before the cut
 
     def __post_init__(self) -> None:
         if self.count < 1:
@@ -69,9 +71,15 @@ class Fault:
         return cls(FaultKind.EMPTY, count=count)
 
     @classmethod
-    def broken_stream(cls, count: int = 1) -> Fault:
-        """Send the first chunk (or half the JSON body), then drop the connection."""
-        return cls(FaultKind.BROKEN_STREAM, count=count)
+    def broken_stream(cls, count: int = 1, after_chunks: int = 1) -> Fault:
+        """Send the first `after_chunks` chunks (or half the JSON body), then drop the
+        connection."""
+        return cls(FaultKind.BROKEN_STREAM, count=count, after_chunks=after_chunks)
+
+    @classmethod
+    def safety_mid_stream(cls, count: int = 1) -> Fault:
+        """Stream the first half of the answer, then stop it with `finishReason = SAFETY`."""
+        return cls(FaultKind.SAFETY_MID_STREAM, count=count)
 
     @classmethod
     def stalled_stream(cls, count: int = 1) -> Fault:

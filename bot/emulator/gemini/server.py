@@ -126,6 +126,9 @@ class _Configuration:
     clock: Callable[[], float]
     thoughts_tokens: int
     stream_chunk_chars: int
+    stream_chunks: int | None
+    stream_first_chunk_s: float | None
+    stream_chunk_interval_s: float | None
     cached_tokens: int = 0
 
 
@@ -149,6 +152,9 @@ class GeminiEmulator(LocalServer):
         thoughts_tokens: int = 0,
         stream_chunk_chars: int = 200,
         cached_tokens: int = 0,
+        stream_chunks: int | None = None,
+        stream_first_chunk_s: float | None = None,
+        stream_chunk_interval_s: float | None = None,
     ) -> None:
         super().__init__()
         self._initial = _Configuration(
@@ -161,6 +167,9 @@ class GeminiEmulator(LocalServer):
             thoughts_tokens=thoughts_tokens,
             stream_chunk_chars=stream_chunk_chars,
             cached_tokens=cached_tokens,
+            stream_chunks=stream_chunks,
+            stream_first_chunk_s=stream_first_chunk_s,
+            stream_chunk_interval_s=stream_chunk_interval_s,
         )
         self._max_recorded = max_recorded
         self._requests: list[GeminiRequest] = []
@@ -185,6 +194,12 @@ class GeminiEmulator(LocalServer):
         self.fixed_usage: tuple[int, int] | None = None
         # Reported as read from the context cache (at most the prompt), like implicit caching.
         self.cached_tokens = initial.cached_tokens
+        # Streams: this many chunks (None: by stream_chunk_chars), the first after
+        # stream_first_chunk_s and the next ones stream_chunk_interval_s apart (None for both:
+        # the latency spread evenly over the chunks).
+        self.stream_chunks = initial.stream_chunks
+        self.stream_first_chunk_s = initial.stream_first_chunk_s
+        self.stream_chunk_interval_s = initial.stream_chunk_interval_s
         self._random = random.Random(initial.seed)
         self._error_rate = 0.0
         self._fail_status: int | None = None
@@ -461,15 +476,20 @@ class GeminiEmulator(LocalServer):
             chunks = [refusal(entry.model, response_id, prompt)]
         else:
             try:
-                chunks = await self._answer_chunks(entry, prompt, response_id)
+                chunks = await self._answer_chunks(entry, prompt, response_id, kind)
             except Exception:
                 log.exception("Gemini emulator responder failed; answering 500")
                 return _json_response(500, wire.error_body(500))
         cut = kind if kind in _CUTS else None
-        return await self._send(request, entry, chunks, sse=sse, cut=cut)
+        after = fault.after_chunks if fault is not None else 1
+        return await self._send(request, entry, chunks, sse=sse, cut=cut, cut_after=after)
 
     async def _answer_chunks(
-        self, entry: GeminiRequest, prompt: wire.PromptTokens, response_id: str
+        self,
+        entry: GeminiRequest,
+        prompt: wire.PromptTokens,
+        response_id: str,
+        kind: FaultKind | None = None,
     ) -> list[dict[str, Any]]:
         """The answer as GenerateContentResponse chunks; usage and finishReason on the last."""
         text = await self._answer_text(entry)
@@ -488,13 +508,21 @@ class GeminiEmulator(LocalServer):
             usage = wire.usage_metadata(
                 wire.PromptTokens(fixed_prompt, 0), fixed_candidates, thoughts
             )
-        pieces = split_for_stream(text, self.stream_chunk_chars) if entry.stream else [text]
+        pieces = [text]
+        if entry.stream and self.stream_chunks is not None:
+            pieces = split_for_stream(text, max(1, -(-len(text) // self.stream_chunks)))
+        elif entry.stream:
+            pieces = split_for_stream(text, self.stream_chunk_chars)
+        if kind is FaultKind.SAFETY_MID_STREAM:
+            # What was said so far stays; the rest is withheld with a safety stop.
+            pieces = [*pieces[: max(1, len(pieces) // 2)], ""]
+            finish = "SAFETY"
         last = len(pieces) - 1
         return [
             wire.generate_response(
                 model=entry.model,
                 response_id=response_id,
-                text=piece,
+                text=None if kind is FaultKind.SAFETY_MID_STREAM and index == last else piece,
                 finish_reason=finish if index == last else None,
                 usage=usage if index == last else None,
             )
@@ -509,24 +537,30 @@ class GeminiEmulator(LocalServer):
         *,
         sse: bool,
         cut: FaultKind | None,
+        cut_after: int = 1,
     ) -> web.StreamResponse:
         """Send the chunks after the latency; `cut` stops after the first chunk or half body."""
         latency = self._latency_s()
         if entry.stream and sse:
             # Streaming spreads the latency over the chunks, like tokens arriving.
             step = latency / len(chunks)
-            await self._pause(step)
+            first = self.stream_first_chunk_s
+            await self._pause(step if first is None else first)
+            if self.stream_chunk_interval_s is not None:
+                step = self.stream_chunk_interval_s
             stream = web.StreamResponse(
                 status=200,
                 headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"},
             )
             await stream.prepare(request)
             await stream.write(_sse_event(chunks[0]))
-            if cut is not None:
-                return await self._cut(request, stream, cut)
-            for chunk in chunks[1:]:
+            for index, chunk in enumerate(chunks[1:], start=1):
+                if cut is not None and index >= cut_after:
+                    return await self._cut(request, stream, cut)
                 await self._pause(step)
                 await stream.write(_sse_event(chunk))
+            if cut is not None:
+                return await self._cut(request, stream, cut)
             await stream.write_eof()
             return stream
         # One JSON document: the response, or the chunk array of a stream without alt=sse.

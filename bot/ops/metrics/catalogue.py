@@ -54,6 +54,9 @@ OPS_REFUSAL_REASONS: Final = (
 )
 # What became of each message a restart catch-up read (bot.discord.catchup.CATCHUP_OUTCOMES).
 CATCHUP_OUTCOMES: Final = ("answered", "not_for_bot", "already_seen", "over_limit")
+# llmbot_time_to_first_visible_seconds{mode}, llmbot_stream_edits_total{outcome}
+FIRST_VISIBLE_MODES: Final = ("streamed", "whole")
+STREAM_EDIT_OUTCOMES: Final = ("ok", "rate_limited", "failed")
 STORE_LABELS: Final = (*STORE_NAMES, OTHER_STORE)
 STORE_DIRECTIONS: Final = ("written", "read")
 STORE_OP_LABELS: Final = ("store", "op")

@@ -56,6 +56,7 @@ from bot.ops.metrics.catalogue import (
     CATCHUP_BUCKETS_S,
     CATCHUP_OUTCOMES,
     EVENT_LOOP_LAG_BUCKETS_S,
+    FIRST_VISIBLE_MODES,
     GATEWAY_EVENT_TYPES,
     GEN_AI_DURATION_BUCKETS_S,
     GEN_AI_ERROR_TYPES,
@@ -68,6 +69,7 @@ from bot.ops.metrics.catalogue import (
     OPS_REFUSAL_REASONS,
     OTHER,
     REST_STATUS_CLASSES,
+    STREAM_EDIT_OUTCOMES,
     TOKEN_TYPES,
     LLMPrices,
     rest_status_class,
@@ -188,6 +190,26 @@ class Telemetry:
             ["status_class"],
             registry=registry,
         )
+        self._first_visible = Histogram(
+            "llmbot_time_to_first_visible_seconds",
+            "Time from a user's message being created to the first text of its answer being "
+            "visible in Discord, by mode (streamed, or whole when not streamed).",
+            ["mode"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=registry,
+        )
+        self._stream_edits = Counter(
+            "llmbot_stream_edits_total",
+            "Edits of streamed answers, by outcome (ok, rate_limited: Discord answered 429 "
+            "beyond what hikari waits out, failed).",
+            ["outcome"],
+            registry=registry,
+        )
+        self._streams_active = Gauge(
+            "llmbot_stream_replies_active",
+            "Answers streaming into Discord now (at most 500; more are answered whole).",
+            registry=registry,
+        )
         self._loop_lag = Histogram(
             "llmbot_event_loop_lag_seconds",
             "How late the event loop ran a timer (sampled every 0.5 s).",
@@ -259,6 +281,10 @@ class Telemetry:
             self._rest.labels(status_class)
         for reason in OPS_REFUSAL_REASONS:
             self._ops_refused.labels(reason)
+        for mode in FIRST_VISIBLE_MODES:
+            self._first_visible.labels(mode)
+        for outcome in STREAM_EDIT_OUTCOMES:
+            self._stream_edits.labels(outcome)
         if sources is not None:
             self.bind(sources)
 
@@ -355,6 +381,18 @@ class Telemetry:
     def catchup_tracked(self, channels: int) -> None:
         """Channels tracked for catch-up now."""
         self._catchup_tracked.set(channels)
+
+    def first_visible(self, seconds: float, mode: str) -> None:
+        """The first text of an answer became visible `seconds` after the user's message."""
+        label = mode if mode in FIRST_VISIBLE_MODES else "whole"
+        self._first_visible.labels(label).observe(max(0.0, seconds), _exemplar())
+
+    def stream_edit(self, outcome: str) -> None:
+        """One edit of a streamed answer (`outcome` one of STREAM_EDIT_OUTCOMES)."""
+        self._stream_edits.labels(outcome if outcome in STREAM_EDIT_OUTCOMES else "failed").inc()
+
+    def streams_active(self, count: int) -> None:
+        self._streams_active.set(count)
 
     # -- event-loop lag ------------------------------------------------------------------------
 
