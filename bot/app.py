@@ -19,7 +19,7 @@ from bot.chat.memory import ConversationMemory
 from bot.chat.memory_store import MemoryPersistence
 from bot.chat.pipeline import ChatPipeline, FallbackTexts
 from bot.chat.queue_worker import QueueWorker
-from bot.config import ConfigError, GatewayRefused, Settings
+from bot.config import ConfigError, GatewayRefused, ServiceUnavailable, Settings
 from bot.discord.commands import CommandServices
 from bot.discord.gateway import DiscordGateway
 from bot.healing.actions import ActionRegistry
@@ -30,7 +30,8 @@ from bot.healing.receiver import HealReceiver
 from bot.healing.remedies import build_remedies
 from bot.llm.cache import ResponseCache
 from bot.llm.gemini import GeminiClient
-from bot.llm.quota import QuotaLimiter, QuotaPersister
+from bot.llm.quota import Quota, QuotaLimiter, QuotaPersister
+from bot.llm.quota_shared import SharedQuota
 from bot.llm.service import LLMService
 from bot.llm.types import GenerationSettings
 from bot.ops.diagnostics import MemoryTracer, debug_routes
@@ -49,6 +50,8 @@ from bot.resilience.queue import MessageQueue
 from bot.resilience.retry import RetryPolicy
 from bot.resilience.timeout import AdaptiveTimeout
 from bot.store import Namespace, SqliteStore
+from bot.store.redis_link import RedisLink, RedisUnavailable
+from bot.store.redis_quota import RedisQuotaCounters
 
 __all__ = ["BotApp", "run_until_signal"]
 
@@ -133,17 +136,35 @@ class BotApp:
             timeout_s=s.gemini_timeout_seconds,
             stream=s.gemini_stream,
         )
+        # REDIS_URL: the fleet's shared state (the quota); unset, everything stays in-process.
+        self.redis = RedisLink(s.redis_url.get_secret_value()) if s.redis_url else None
+        self.local_quota = QuotaLimiter(
+            s.gemini_rate_limit_rpm,
+            s.gemini_rate_limit_daily,
+            s.gemini_rate_limit_safety_margin,
+            s.gemini_rate_limit_tpm,
+            clock=clock,
+            max_provider_hold_s=s.gemini_provider_hold_max_seconds,
+        )
+        self.shared_quota = (
+            SharedQuota(
+                RedisQuotaCounters(self.redis),
+                instance=s.heal_instance_label,
+                rpm=s.gemini_rate_limit_rpm,
+                daily=s.gemini_rate_limit_daily,
+                safety_margin=s.gemini_rate_limit_safety_margin,
+                tpm=s.gemini_rate_limit_tpm,
+                clock=clock,
+                max_provider_hold_s=s.gemini_provider_hold_max_seconds,
+            )
+            if self.redis is not None
+            else None
+        )
+        quota: Quota = self.shared_quota or self.local_quota
         self.llm = LLMService(
             self.gemini,
             cache=ResponseCache(s.cache_max_entries, s.cache_max_bytes, s.cache_ttl_seconds),
-            quota=QuotaLimiter(
-                s.gemini_rate_limit_rpm,
-                s.gemini_rate_limit_daily,
-                s.gemini_rate_limit_safety_margin,
-                s.gemini_rate_limit_tpm,
-                clock=clock,
-                max_provider_hold_s=s.gemini_provider_hold_max_seconds,
-            ),
+            quota=quota,
             breaker=CircuitBreaker(
                 "gemini",
                 failure_threshold=s.breaker_failure_threshold,
@@ -167,7 +188,7 @@ class BotApp:
             ),
         )
         self.quota_persister = QuotaPersister(
-            self.llm.quota,
+            self.local_quota,
             _JsonState(self.store.namespace("quota"), "state"),
             interval_s=s.quota_flush_interval_seconds,
             on_store_error=self._count_store_error,
@@ -227,6 +248,8 @@ class BotApp:
             hold_max_seconds=s.discord_hold_max_seconds,
             rest_max_retries=s.discord_rest_max_retries,
             rest_timeout_s=s.discord_rest_timeout_seconds,
+            shard_ids=s.shard_ids,
+            shard_count=s.discord_shard_count,
         )
         delivery = self.gateway.delivery
         self.pipeline = ChatPipeline(
@@ -384,6 +407,8 @@ class BotApp:
             heal=lambda: self.healer.stats,
             health_snapshots=lambda: len(self.history),
             discord_hold=lambda: gateway.delivery.hold.stats,
+            redis=_attr(self.redis, "stats"),
+            fleet=_attr(self.shared_quota, "fleet"),
         )
 
     async def start(self) -> None:
@@ -410,8 +435,7 @@ class BotApp:
             self.ops.url,
         )
         await self.store.open()
-        await self.quota_persister.load()
-        self.quota_persister.start()
+        await self._start_quota()
         await self.history.load()
         if self.memory_persistence is not None:
             restored = await self.memory_persistence.load()
@@ -435,6 +459,26 @@ class BotApp:
         self._tasks.append(asyncio.create_task(self.history.run(), name="health history"))
         log.info("bot started as user %s", self.gateway.bot_id)
 
+    async def _start_quota(self) -> None:
+        """The in-process quota (restored from the store), or the fleet's on Redis: Redis
+        unreachable at start is a one-line error (a fleet process must not guess its share)."""
+        if self.shared_quota is None or self.redis is None:
+            await self.quota_persister.load()
+            self.quota_persister.start()
+            return
+        if self.settings.heal_instance is None:
+            self.shared_quota.instance = self.ops.host_port
+        try:
+            await self.redis.ping()
+        except RedisUnavailable as exc:
+            raise ServiceUnavailable(
+                f"cannot reach {exc}: start Redis, or fix REDIS_URL (unset it to run one "
+                "process without Redis)"
+            ) from None
+        await self.shared_quota.heartbeat()
+        self.shared_quota.start()
+        log.info("fleet quota shared through Redis at %s", self.redis.stats.url)
+
     async def stop(self) -> None:
         """Stop taking messages, let in-flight replies finish (bounded), then close in reverse."""
         if self._stopped:
@@ -454,6 +498,10 @@ class BotApp:
                 log.error("background task %r had failed: %r", task.get_name(), result)
         await self.gateway.close()
         await self.quota_persister.stop()
+        if self.shared_quota is not None:
+            await self.shared_quota.stop()
+        if self.redis is not None:
+            await self.redis.aclose()
         if self.memory_persistence is not None:
             await self.memory_persistence.save()
         for item in await self.queue.close():  # only those the store never held
@@ -602,6 +650,11 @@ class _Controls:
 
     def set_queue_retry_interval(self, seconds: float) -> None:
         self._app.queue.set_retry_interval(seconds)
+
+
+def _attr(owner: Any, name: str) -> Callable[[], Any] | None:
+    """A view callable reading `owner.name`, or None (absent) when there is no owner."""
+    return None if owner is None else lambda: getattr(owner, name)
 
 
 async def run_until_signal(work: Coroutine[Any, Any, object]) -> None:

@@ -24,10 +24,12 @@ from bot.healing.receiver import HealStats
 from bot.llm.cache import CacheStats
 from bot.llm.call_stats import LLMCallStats
 from bot.llm.quota import QuotaSnapshot
+from bot.llm.quota_shared import FleetQuotaStats
 from bot.ops.metrics import AlertThresholds, MetricSources, ShardFigures
 from bot.resilience.degradation import DegradationStats
 from bot.resilience.hold import HoldStats
 from bot.resilience.queue import QueueStats
+from bot.store.redis_link import RedisStats
 from bot.store.stats import StoreStats
 
 __all__ = ["BotView"]
@@ -80,6 +82,9 @@ class BotView:
     health_snapshots: Callable[[], int] = _zero
     # Replies waiting for Discord while its REST API fails (the "discord" breaker's hold).
     discord_hold: Callable[[], HoldStats | None] = _absent
+    # REDIS_URL set: the Redis link and the fleet's shared quota (None: a single process).
+    redis: Callable[[], RedisStats | None] | None = None
+    fleet: Callable[[], FleetQuotaStats | None] | None = None
 
     def dependencies(self) -> dict[str, bool]:
         """Is each dependency usable: Gemini unless its breaker is open, Discord while the
@@ -88,10 +93,14 @@ class BotView:
         The one definition behind `/status`, the history and `llmbot_dependency_up`.
         """
         breakers = self.breakers()
-        return {
+        up = {
             "gemini": breakers.get("gemini") != "open",
             "discord": self.gateway_connected() and breakers.get("discord") != "open",
         }
+        if self.redis is not None:  # only a fleet process has (and reports) Redis
+            redis = self.redis()
+            up["redis"] = redis is not None and redis.up
+        return up
 
     def metric_sources(self) -> MetricSources:
         """The collector's sources: the same callables (runtime figures are the collector's)."""
@@ -112,6 +121,8 @@ class BotView:
             guilds=self.guilds,
             health_snapshots=self.health_snapshots,
             discord_hold=self.discord_hold,
+            redis=self.redis or _absent,
+            fleet=self.fleet or _absent,
             data_dir=self.data_dir,
             thresholds=self.thresholds,
         )

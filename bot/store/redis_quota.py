@@ -8,7 +8,8 @@ The window arithmetic (which minute, which Pacific day, effective limits) stays 
     {p}:quota:t:{minute id}        tokens this minute        (only with a TPM limit)
     {p}:quota:cap:{minute id}      this minute's limit after a provider 429
     {p}:quota:hold                 hash {until, window}: a provider 429 holds every process
-    {p}:instances                  sorted set: instance id -> last heartbeat (epoch seconds)
+    {p}:instances                  sorted set: instance id -> last heartbeat (epoch seconds);
+                                   silent ones are dropped by the next heartbeat
 
 Times are the callers' wall clocks (the windows are calendar windows; keep the fleet's clocks
 in sync with NTP, as Gemini's own windows assume anyway).
@@ -90,7 +91,7 @@ _HEARTBEAT: Final = """
 local now = tonumber(ARGV[1])
 redis.call('ZADD', KEYS[1], now, ARGV[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[3]))
-redis.call('PEXPIREAT', KEYS[1], math.ceil((now + tonumber(ARGV[3])) * 1000))
+redis.call('PEXPIREAT', KEYS[1], math.ceil((now + tonumber(ARGV[3]) + 3600) * 1000))
 local cap = tonumber(redis.call('GET', KEYS[4]) or '-1')
 local limit = tonumber(ARGV[4])
 if cap >= 0 and cap < limit then limit = cap end

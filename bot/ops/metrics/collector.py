@@ -43,6 +43,7 @@ from bot.healing.receiver import (
 from bot.llm.cache import EVICTION_REASONS, CacheStats
 from bot.llm.call_stats import LLMCallStats
 from bot.llm.quota import QuotaSnapshot
+from bot.llm.quota_shared import FleetQuotaStats
 from bot.ops.metrics.catalogue import (
     CACHE_RESULTS,
     CIRCUIT_DEPENDENCIES,
@@ -55,6 +56,7 @@ from bot.ops.metrics.catalogue import (
     STORE_OP_LABELS,
     AlertThresholds,
 )
+from bot.ops.metrics.fleet import fleet_families
 from bot.ops.runtime import (
     HEAP_REFRESH_S,
     BuildInfo,
@@ -67,6 +69,7 @@ from bot.resilience.breaker import BREAKER_STATES
 from bot.resilience.degradation import FALLBACK_KINDS, DegradationStats
 from bot.resilience.hold import ABANDON_REASONS, HoldStats
 from bot.resilience.queue import DROP_REASONS, QUEUE_WAIT_BUCKETS_S, QueueStats
+from bot.store.redis_link import RedisStats
 from bot.store.stats import OPS, LatencyHistogram, StoreStats
 
 logger = logging.getLogger(__name__)
@@ -129,6 +132,8 @@ class MetricSources:
     guilds: Callable[[], int] = _zero
     health_snapshots: Callable[[], int] = _zero
     discord_hold: Callable[[], HoldStats | None] = _none
+    redis: Callable[[], RedisStats | None] = _none  # REDIS_URL set: the link's figures
+    fleet: Callable[[], FleetQuotaStats | None] = _none  # REDIS_URL set: the shared quota's
     asyncio_tasks: Callable[[], int] = asyncio_task_count
     heap_bytes: Callable[[], int] = field(default_factory=throttled_heap_bytes)
     data_dir: Path | None = None
@@ -224,6 +229,11 @@ class BotCollector(Collector):
         yield from self._heal()
         yield from self._discord()
         yield from self._runtime()
+        yield from fleet_families(
+            self._read("redis", self._sources.redis, None),
+            self._read("fleet", self._sources.fleet, None),
+            _add_histogram,
+        )
 
     def _chat(self) -> Iterator[Metric]:
         chat = self._read("chat", self._sources.chat, None)
