@@ -50,6 +50,7 @@ from bot.resilience.queue import MessageQueue
 from bot.resilience.retry import RetryPolicy
 from bot.resilience.timeout import AdaptiveTimeout
 from bot.store import Namespace, SqliteStore
+from bot.store.redis_identify import IdentifyTurns
 from bot.store.redis_link import RedisLink, RedisUnavailable
 from bot.store.redis_quota import RedisQuotaCounters
 
@@ -161,6 +162,7 @@ class BotApp:
             else None
         )
         quota: Quota = self.shared_quota or self.local_quota
+        self.identify_turns: IdentifyTurns | None = None
         self.llm = LLMService(
             self.gemini,
             cache=ResponseCache(s.cache_max_entries, s.cache_max_bytes, s.cache_ttl_seconds),
@@ -444,7 +446,7 @@ class BotApp:
         await self.heal_audit.load()
         self._tasks.append(asyncio.create_task(self.heal_audit.run(), name="heal audit writer"))
         self.healer.start()
-        await self.gateway.start()
+        await self._start_gateway()
         for dropped in expired:  # only now can their users be told
             await self.pipeline.notify_dropped(dropped.item.payload, dropped.reason)
         if self.queue.size:
@@ -479,6 +481,17 @@ class BotApp:
         self.shared_quota.start()
         log.info("fleet quota shared through Redis at %s", self.redis.stats.url)
 
+    async def _start_gateway(self) -> None:
+        """Connect to Discord; in a fleet, in turn with the other processes (identify rule)."""
+        if self.redis is None:
+            await self.gateway.start()
+            return
+        self.identify_turns = IdentifyTurns(self.redis, self.healer.instance)
+        async with self.identify_turns.turn():
+            await self.gateway.start()
+        if self.identify_turns.waited_s >= 1:
+            log.info("waited %.1f s for the fleet's identify turn", self.identify_turns.waited_s)
+
     async def stop(self) -> None:
         """Stop taking messages, let in-flight replies finish (bounded), then close in reverse."""
         if self._stopped:
@@ -498,6 +511,8 @@ class BotApp:
                 log.error("background task %r had failed: %r", task.get_name(), result)
         await self.gateway.close()
         await self.quota_persister.stop()
+        if self.identify_turns is not None:
+            await self.identify_turns.close()
         if self.shared_quota is not None:
             await self.shared_quota.stop()
         if self.redis is not None:
