@@ -18,12 +18,10 @@ boundary, at most 60 s), because we may already have spent it before the restart
 counter restarts at 0: treating it as full would silence the bot until Pacific midnight, and
 an overrun of the daily quota surfaces as a provider 429 whose retry delay is honoured anyway.
 
-A Redis backend (several bot replicas sharing one quota) slots in behind the same window
-arithmetic: `minute_window()`/`provider_day_window()` give the key suffix and its expiry, and
-a small Lua script does `INCR quota:{window}:{id}` + `EXPIREAT {end}` and compares with the
-effective limit (decrementing on refusal), so the counters live in Redis instead of
-`_FixedWindow.used`. The acquire then becomes async; `QuotaDecision`, `QuotaSnapshot` and the
-limits/margin logic stay as they are, and `QuotaPersister` is simply not used.
+A fleet (several processes sharing one quota through Redis, `REDIS_URL`) uses
+`bot.llm.quota_shared.SharedQuota` behind the same `Quota` port: the same window arithmetic
+(`minute_window()`/`provider_day_window()` give the key suffixes and their ends), counted by a
+Lua script in Redis instead of `_FixedWindow.used`; `QuotaPersister` is then not used.
 """
 
 from __future__ import annotations
