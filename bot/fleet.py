@@ -20,6 +20,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -147,10 +148,18 @@ class _Child:
 class FleetSupervisor:
     """Runs the children, restarts the ones that exit, stops them all on a signal."""
 
-    def __init__(self, plan: FleetPlan, shard_count: int) -> None:
+    def __init__(
+        self,
+        plan: FleetPlan,
+        *,
+        command: Sequence[str] = (sys.executable, "-m", "bot", "run"),
+        first_backoff_s: float = RESTART_FIRST_S,
+    ) -> None:
         self.plan = plan
-        self.shard_count = shard_count
-        self.children = [_Child(p) for p in plan.processes]
+        self.shard_count = plan.shard_count
+        self._command = tuple(command)
+        self._first_backoff_s = first_backoff_s
+        self.children = [_Child(p, backoff_s=first_backoff_s) for p in plan.processes]
         self._stopping = asyncio.Event()
         self.exit_code = 0
 
@@ -167,9 +176,7 @@ class FleetSupervisor:
 
     async def _spawn(self, child: _Child) -> None:
         child.plan.data_dir.mkdir(parents=True, exist_ok=True)
-        child.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bot", "run", env=self._env(child)
-        )
+        child.process = await asyncio.create_subprocess_exec(*self._command, env=self._env(child))
         child.started_at = time.monotonic()
         log.info(
             "fleet process %d (shards %s of %d, ops port %d) started as pid %d",
@@ -199,7 +206,7 @@ class FleetSupervisor:
                 self._stopping.set()
                 return
             if time.monotonic() - child.started_at >= RESTART_RESET_AFTER_S:
-                child.backoff_s = RESTART_FIRST_S
+                child.backoff_s = self._first_backoff_s
             log.warning(
                 "fleet process %d exited with %d; restarting in %.0f s",
                 child.plan.index,
@@ -210,6 +217,10 @@ class FleetSupervisor:
                 await asyncio.wait_for(self._stopping.wait(), child.backoff_s)
             child.backoff_s = min(child.backoff_s * 2, RESTART_MAX_S)
             child.restarts += 1
+
+    def stop(self) -> None:
+        """Stop the fleet (what SIGTERM and SIGINT do)."""
+        self._stopping.set()
 
     async def run(self, grace_s: float) -> int:
         loop = asyncio.get_running_loop()
@@ -245,6 +256,6 @@ class FleetSupervisor:
 def main(settings: Settings, args: argparse.Namespace) -> int:
     plan = plan_fleet(settings, args.processes, args.shard_count, args.targets_file)
     settings.require_credentials()  # say it once here rather than N times from the children
-    supervisor = FleetSupervisor(plan, plan.shard_count)
+    supervisor = FleetSupervisor(plan)
     # The children drain for SHUTDOWN_GRACE_SECONDS; give them that and a little more.
     return asyncio.run(supervisor.run(settings.shutdown_grace_seconds + 10))
