@@ -296,8 +296,7 @@ async def test_redis_stopped_and_restarted_under_traffic(
                 content=f"question {count}",
                 mention_bot=True,
             )
-            reply = await discord.wait_for_reply(int(message["id"]), timeout=15)
-            assert reply.content.startswith("Emulated answer") or "question" in reply.content
+            await discord.wait_for_reply(int(message["id"]), timeout=15)
 
     for _ in range(2):
         await ask_both()
