@@ -25,6 +25,7 @@ from bot.discord.gateway import DiscordGateway
 from bot.healing.actions import ActionRegistry
 from bot.healing.audit import HealAudit
 from bot.healing.controls import Freed
+from bot.healing.fanout import HealFanOut
 from bot.healing.http import alerts_handler, audit_handler, load_token
 from bot.healing.receiver import HealReceiver
 from bot.healing.remedies import build_remedies
@@ -52,6 +53,7 @@ from bot.resilience.timeout import AdaptiveTimeout
 from bot.store import Namespace, SqliteStore
 from bot.store.redis_identify import IdentifyTurns
 from bot.store.redis_link import RedisLink, RedisUnavailable
+from bot.store.redis_pubsub import RedisChannels
 from bot.store.redis_quota import RedisQuotaCounters
 
 __all__ = ["BotApp", "run_until_signal"]
@@ -326,6 +328,11 @@ class BotApp:
             dry_run=s.heal_dry_run,
             audit=self.heal_audit,
         )
+        # A fleet: an alert posted to this instance but naming another runs there (pub/sub).
+        self.heal_channels = RedisChannels(self.redis) if self.redis is not None else None
+        self.heal_fanout = (
+            HealFanOut(self.healer, self.heal_channels) if self.heal_channels is not None else None
+        )
         self.gateway.attach(
             self.pipeline.handle,
             CommandServices(
@@ -351,6 +358,7 @@ class BotApp:
                         token=webhook_token,
                         allow_insecure_loopback=s.alert_webhook_allow_insecure_loopback,
                         is_shutting_down=lambda: self._stopping,
+                        route=self.heal_fanout.route if self.heal_fanout is not None else None,
                     ),
                 ),
                 (
@@ -446,6 +454,13 @@ class BotApp:
         await self.heal_audit.load()
         self._tasks.append(asyncio.create_task(self.heal_audit.run(), name="heal audit writer"))
         self.healer.start()
+        if self.heal_fanout is not None and self.heal_channels is not None:
+            self._tasks.append(
+                asyncio.create_task(
+                    self.heal_channels.listen(self.heal_fanout.channels, self.heal_fanout.deliver),
+                    name="heal fan-out listener",
+                )
+            )
         await self._start_gateway()
         for dropped in expired:  # only now can their users be told
             await self.pipeline.notify_dropped(dropped.item.payload, dropped.reason)

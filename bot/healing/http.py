@@ -22,7 +22,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
-from bot.healing.payload import PayloadError, parse_payload
+from bot.healing.payload import PayloadError, WebhookPayload, parse_payload
 from bot.healing.receiver import HealReceiver, ReceiverClosedError
 
 __all__ = [
@@ -129,6 +129,7 @@ def alerts_handler(
     allow_insecure_loopback: bool,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     is_shutting_down: Callable[[], bool] = lambda: False,
+    route: Callable[[WebhookPayload], Awaitable[WebhookPayload]] | None = None,
 ) -> AlertsHandler:
     """An aiohttp handler for `POST /alerts`; every answer is counted in `receiver.stats`.
 
@@ -173,6 +174,8 @@ def alerts_handler(
                 ) from None
             raise _Answer(400, exc.reason) from None
         trace.get_current_span().set_attribute("heal.alerts", len(payload.alerts))
+        if route is not None:  # a fleet: alerts for other instances go to them (fanout.py)
+            payload = await route(payload)
         try:
             summary = receiver.submit(payload)
         except ReceiverClosedError:
