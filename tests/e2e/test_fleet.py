@@ -28,11 +28,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from bot.emulator.discord import DiscordEmulator
 from bot.emulator.discord.ids import shard_for_guild
 from bot.emulator.gemini import GeminiEmulator
+from bot.healing.testing import sample_alert, sample_body
 from tests.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parents[2]
 SETTING_PREFIXES = ("DISCORD_", "GEMINI_", "GOOGLE_", "OTEL_", "OPS_", "LOG_", "REDIS_", "DATA_")
 SHARDS = 2
+WEBHOOK_TOKEN = "fleet-test-webhook-token"
+AUTH = {"Authorization": f"Bearer {WEBHOOK_TOKEN}"}
 
 
 def _consecutive_free_ports(n: int) -> int:
@@ -78,6 +81,23 @@ class Fleet:
 
     async def value(self, index: int, name: str, **labels: str) -> float:
         return (await self.metrics(index)).get((name, tuple(sorted(labels.items()))), math.nan)
+
+    async def post_alert(self, index: int, body: bytes) -> int:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(
+                f"http://127.0.0.1:{self.ports[index]}/alerts", data=body, headers=AUTH
+            ) as response,
+        ):
+            return response.status
+
+    async def audit(self, index: int) -> list[dict[str, Any]]:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"http://127.0.0.1:{self.ports[index]}/heal/audit", headers=AUTH) as response,
+        ):
+            entries: list[dict[str, Any]] = (await response.json())["entries"]
+            return entries
 
 
 async def _ready(port: int) -> bool:
@@ -131,6 +151,7 @@ async def start_fleet(
             RETRY_INITIAL_BACKOFF_SECONDS="0.01",
             RETRY_MAX_BACKOFF_SECONDS="0.05",
             DISCORD_TYPING_DELAY_SECONDS="5",
+            ALERT_WEBHOOK_TOKEN=WEBHOOK_TOKEN,
         )
         env.update(settings)
         process = await asyncio.create_subprocess_exec(
@@ -215,6 +236,17 @@ async def test_each_guild_is_answered_once_by_its_shards_process(
     for index in (0, 1):
         assert await fleet.value(index, "llmbot_dependency_up", dependency="redis") == 1
         assert await fleet.value(index, "llmbot_fleet_live_instances") == 2
+    # An alert about process 1 posted to process 0's /alerts runs on process 1 only.
+    about_1 = sample_alert(instance=f"127.0.0.1:{fleet.ports[1]}", fingerprint="f1eet")
+    assert await fleet.post_alert(0, sample_body(about_1)) == 202
+
+    async def ran_on_1() -> bool:
+        return any(
+            e["fingerprint"] == "f1eet" and e["outcome"] == "ok" for e in await fleet.audit(1)
+        )
+
+    await _until(ran_on_1, 10, "process 1 to run the alert posted to process 0")
+    assert not any(e["fingerprint"] == "f1eet" for e in await fleet.audit(0))
     targets = json.loads((fleet.data_dir / "fleet-targets.json").read_text())
     assert [t["targets"] for t in targets] == [[f"127.0.0.1:{p}"] for p in fleet.ports]
     assert [t["labels"]["shards"] for t in targets] == ["0", "1"]
