@@ -480,6 +480,14 @@ class BotApp:
         """The in-process quota (restored from the store), or the fleet's on Redis: Redis
         unreachable at start is a one-line error (a fleet process must not guess its share)."""
         if self.shared_quota is None or self.redis is None:
+            ids, count = self.settings.shard_ids, self.settings.discord_shard_count
+            if ids is not None and count is not None and len(ids) < count:
+                log.warning(
+                    "running shards %s of %d without REDIS_URL: the Gemini quota is not shared "
+                    "with the processes running the other shards",
+                    ",".join(map(str, ids)),
+                    count,
+                )
             await self.quota_persister.load()
             self.quota_persister.start()
             return
