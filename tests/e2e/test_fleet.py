@@ -399,3 +399,46 @@ async def test_redis_unreachable_at_start_is_one_line_with_code_69(
     assert process.returncode == 69
     assert len(lines) == 1 and "cannot reach Redis at redis://***@127.0.0.1:" in lines[0]
     assert "hunter2pw" not in err.decode()
+
+
+async def test_check_pings_redis_and_hides_its_password(
+    tmp_path: Path,
+    discord: DiscordEmulator,
+    gemini: GeminiEmulator,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    server = RedisServer(tmp_path_factory.mktemp("redis"), password="pw-s3cret")
+    server.start()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(SETTING_PREFIXES)}
+    env.update(
+        PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        DISCORD_TOKEN=discord.token,
+        GEMINI_API_KEY=gemini.api_key,
+        DISCORD_REST_URL=discord.rest_url,
+        GEMINI_BASE_URL=gemini.base_url,
+    )
+
+    async def check(url: str) -> tuple[int, str]:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bot", "check",
+            cwd=tmp_path, env={**env, "REDIS_URL": url},
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        out, _ = await process.communicate()
+        assert process.returncode is not None
+        return process.returncode, out.decode()
+
+    try:
+        code, out = await check(server.url)
+        assert code == 0, out
+        assert "REDIS_URL redis://***@127.0.0.1:" in out and ": ok" in out
+        code, out = await check(server.url.replace("pw-s3cret", "wrong-pw"))
+        assert code == 3
+        assert "REDIS_URL: rejected" in out
+        server.stop()
+        code, out = await check(server.url)
+        assert code == 4
+        assert "REDIS_URL: could not verify" in out
+        assert "pw-s3cret" not in out and "wrong-pw" not in out
+    finally:
+        server.stop()
