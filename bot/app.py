@@ -47,6 +47,7 @@ from bot.ops.signals import SignalProbe
 from bot.ops.view import BotView
 from bot.resilience.breaker import CircuitBreaker
 from bot.resilience.degradation import DegradationLevel, DegradationPolicy, DegradationState
+from bot.resilience.fleet_maintenance import FleetMaintenance
 from bot.resilience.queue import MessageQueue
 from bot.resilience.retry import RetryPolicy
 from bot.resilience.timeout import AdaptiveTimeout
@@ -333,6 +334,12 @@ class BotApp:
         self.heal_fanout = (
             HealFanOut(self.healer, self.heal_channels) if self.heal_channels is not None else None
         )
+        # A fleet: /maintenance on any process acts on every process.
+        self.fleet_maintenance = (
+            FleetMaintenance(self.degradation, self.heal_channels, s.heal_instance_label)
+            if self.heal_channels is not None
+            else None
+        )
         self.gateway.attach(
             self.pipeline.handle,
             CommandServices(
@@ -461,6 +468,15 @@ class BotApp:
                     name="heal fan-out listener",
                 )
             )
+        if self.fleet_maintenance is not None and self.heal_channels is not None:
+            self.fleet_maintenance.instance = self.healer.instance
+            await self.fleet_maintenance.restore()
+            self._tasks.append(
+                asyncio.create_task(
+                    self.heal_channels.listen(["maintenance"], self.fleet_maintenance.deliver),
+                    name="fleet maintenance listener",
+                )
+            )
         await self._start_gateway()
         for dropped in expired:  # only now can their users be told
             await self.pipeline.notify_dropped(dropped.item.payload, dropped.reason)
@@ -536,6 +552,8 @@ class BotApp:
         await self.quota_persister.stop()
         if self.identify_turns is not None:
             await self.identify_turns.close()
+        if self.fleet_maintenance is not None:
+            await self.fleet_maintenance.join()
         if self.shared_quota is not None:
             await self.shared_quota.stop()
         if self.redis is not None:
@@ -654,9 +672,14 @@ class _Controls:
         self._app.degradation.clear_override(source)
 
     def enter_maintenance(self, reason: str) -> None:
-        self._app.degradation.enter_maintenance(reason)
+        if self._app.fleet_maintenance is not None:
+            self._app.fleet_maintenance.enter(reason)  # every process of the fleet
+        else:
+            self._app.degradation.enter_maintenance(reason)
 
     def exit_maintenance(self) -> bool:
+        if self._app.fleet_maintenance is not None:
+            return self._app.fleet_maintenance.exit()
         return self._app.degradation.exit_maintenance()
 
     async def reset_model_client(self) -> None:

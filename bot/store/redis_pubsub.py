@@ -39,6 +39,22 @@ class RedisChannels:
         count: int = await self._link.run("heal", lambda: self._link.client.publish(name, message))
         return count
 
+    async def remember(self, key: str, value: str | None) -> None:
+        """Keep `value` under the prefixed `key` (None deletes it): state a process starting
+        later reads, next to the message that told the running ones."""
+        name = self.name(key)
+        client = self._link.client
+        if value is None:
+            await self._link.run("heal", lambda: client.delete(name))
+        else:
+            await self._link.run("heal", lambda: client.set(name, value))
+
+    async def recall(self, key: str) -> str | None:
+        """The value kept under `key`, or None."""
+        name = self.name(key)
+        raw = await self._link.run("heal", lambda: self._link.client.get(name))
+        return raw.decode() if isinstance(raw, bytes) else raw
+
     async def listen(
         self, channels: Iterable[str], handle: Callable[[str, bytes], Awaitable[None]]
     ) -> None:
