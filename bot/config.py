@@ -212,7 +212,7 @@ class Settings(BaseSettings):
 
     # --- a fleet: several processes sharing state through Redis (README "Running a fleet") ---
     # Unset: one process with its state in SQLite. The URL may carry a password; it is shown
-    # as *** in logs, errors and /status.
+    # as *** in logs and errors, and never in /status or the metrics.
     redis_url: SecretStr | None = None
     # Which shards this process runs ("0-3" or "0,2"); needs DISCORD_SHARD_COUNT.
     discord_shard_ids: ShardIds = None
