@@ -1,4 +1,5 @@
-"""Command line: `python -m bot run | demo | check | loadtest | export` (also `discord-llm-bot`)."""
+"""Command line: `python -m bot run | demo | check | loadtest | export | fleet` (also
+`discord-llm-bot`)."""
 
 from __future__ import annotations
 
@@ -63,6 +64,14 @@ def _parser() -> argparse.ArgumentParser:
     add_loadtest_arguments(
         sub.add_parser("loadtest", help="load the real bot (a child process) through the emulators")
     )
+    from bot.fleet import add_arguments as add_fleet_arguments
+
+    add_fleet_arguments(
+        sub.add_parser(
+            "fleet",
+            help="run N bot processes on this machine sharing state through Redis (REDIS_URL)",
+        )
+    )
     from bot.export import add_arguments as add_export_arguments
 
     add_export_arguments(
@@ -109,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_CONFIG
         for line in unknown:  # a typo must not pass silently, nor stop a running bot
             logging.getLogger("bot").warning("%s", line)
-        if args.command in ("run", "demo"):
+        if args.command in ("run", "demo", "fleet"):
             ensure_data_dir(settings)
         if args.command == "run":
             return _run(settings)
@@ -135,6 +144,10 @@ def main(argv: list[str] | None = None) -> int:
             from bot.loadtest import main as run_loadtest
 
             return run_loadtest(settings, args)
+        if args.command == "fleet":
+            from bot.fleet import main as run_fleet
+
+            return run_fleet(settings, args)
         if args.command == "export":
             from bot.export import main as run_export
 

@@ -23,18 +23,20 @@ from bot.chat.pipeline import ChatPipeline, FallbackTexts
 from bot.chat.pipeline import DropReason as PipelineDropReason
 from bot.chat.queue_worker import QueueWorker
 from bot.chat.resume import resend_undelivered, resume_unfinished
-from bot.config import ConfigError, GatewayRefused, Settings
+from bot.config import ConfigError, GatewayRefused, ServiceUnavailable, Settings
 from bot.discord.commands import CommandServices
 from bot.discord.gateway import DiscordGateway
 from bot.healing.actions import ActionRegistry
 from bot.healing.audit import HealAudit
 from bot.healing.controls import Freed
+from bot.healing.fanout import HealFanOut
 from bot.healing.http import alerts_handler, audit_handler, load_token
 from bot.healing.receiver import HealReceiver
 from bot.healing.remedies import build_remedies
 from bot.llm.cache import ResponseCache
 from bot.llm.gemini import GeminiClient
-from bot.llm.quota import QuotaLimiter, QuotaPersister
+from bot.llm.quota import Quota, QuotaLimiter, QuotaPersister
+from bot.llm.quota_shared import SharedQuota
 from bot.llm.service import LLMService
 from bot.llm.types import GenerationSettings
 from bot.ops.diagnostics import MemoryTracer, debug_routes
@@ -50,12 +52,17 @@ from bot.ops.signals import SignalProbe
 from bot.ops.view import BotView
 from bot.resilience.breaker import CircuitBreaker
 from bot.resilience.degradation import DegradationLevel, DegradationPolicy, DegradationState
+from bot.resilience.fleet_maintenance import FleetMaintenance
 from bot.resilience.queue import MessageQueue
 from bot.resilience.retry import RetryPolicy
 from bot.resilience.timeout import AdaptiveTimeout
 from bot.store import Namespace, SqliteStore
 from bot.store.answered import AnswerLedger
 from bot.store.fairuse import KeyValueFairUseStore
+from bot.store.redis_identify import IdentifyTurns
+from bot.store.redis_link import RedisLink, RedisUnavailable
+from bot.store.redis_pubsub import RedisChannels
+from bot.store.redis_quota import RedisQuotaCounters
 
 __all__ = ["BotApp", "run_until_signal"]
 
@@ -141,17 +148,36 @@ class BotApp:
             timeout_s=s.gemini_timeout_seconds,
             stream=s.gemini_stream,
         )
+        # REDIS_URL: the fleet's shared state (the quota); unset, everything stays in-process.
+        self.redis = RedisLink(s.redis_url.get_secret_value()) if s.redis_url else None
+        self.local_quota = QuotaLimiter(
+            s.gemini_rate_limit_rpm,
+            s.gemini_rate_limit_daily,
+            s.gemini_rate_limit_safety_margin,
+            s.gemini_rate_limit_tpm,
+            clock=clock,
+            max_provider_hold_s=s.gemini_provider_hold_max_seconds,
+        )
+        self.shared_quota = (
+            SharedQuota(
+                RedisQuotaCounters(self.redis),
+                instance=s.heal_instance_label,
+                rpm=s.gemini_rate_limit_rpm,
+                daily=s.gemini_rate_limit_daily,
+                safety_margin=s.gemini_rate_limit_safety_margin,
+                tpm=s.gemini_rate_limit_tpm,
+                clock=clock,
+                max_provider_hold_s=s.gemini_provider_hold_max_seconds,
+            )
+            if self.redis is not None
+            else None
+        )
+        quota: Quota = self.shared_quota or self.local_quota
+        self.identify_turns: IdentifyTurns | None = None
         self.llm = LLMService(
             self.gemini,
             cache=ResponseCache(s.cache_max_entries, s.cache_max_bytes, s.cache_ttl_seconds),
-            quota=QuotaLimiter(
-                s.gemini_rate_limit_rpm,
-                s.gemini_rate_limit_daily,
-                s.gemini_rate_limit_safety_margin,
-                s.gemini_rate_limit_tpm,
-                clock=clock,
-                max_provider_hold_s=s.gemini_provider_hold_max_seconds,
-            ),
+            quota=quota,
             breaker=CircuitBreaker(
                 "gemini",
                 failure_threshold=s.breaker_failure_threshold,
@@ -175,7 +201,7 @@ class BotApp:
             ),
         )
         self.quota_persister = QuotaPersister(
-            self.llm.quota,
+            self.local_quota,
             _JsonState(self.store.namespace("quota"), "state"),
             interval_s=s.quota_flush_interval_seconds,
             on_store_error=self._count_store_error,
@@ -251,6 +277,8 @@ class BotApp:
             catchup_observer=self.telemetry,
             clock=clock,
             on_store_error=self._count_store_error,
+            shard_ids=s.shard_ids,
+            shard_count=s.discord_shard_count,
         )
         delivery = self.gateway.delivery
         # Fair use: token budgets and channel settings, kept in the durable store.
@@ -362,6 +390,17 @@ class BotApp:
             dry_run=s.heal_dry_run,
             audit=self.heal_audit,
         )
+        # A fleet: an alert posted to this instance but naming another runs there (pub/sub).
+        self.heal_channels = RedisChannels(self.redis) if self.redis is not None else None
+        self.heal_fanout = (
+            HealFanOut(self.healer, self.heal_channels) if self.heal_channels is not None else None
+        )
+        # A fleet: /maintenance on any process acts on every process.
+        self.fleet_maintenance = (
+            FleetMaintenance(self.degradation, self.heal_channels, s.heal_instance_label)
+            if self.heal_channels is not None
+            else None
+        )
         self.gateway.attach(
             self.pipeline.handle,
             CommandServices(
@@ -389,6 +428,7 @@ class BotApp:
                         token=webhook_token,
                         allow_insecure_loopback=s.alert_webhook_allow_insecure_loopback,
                         is_shutting_down=lambda: self._stopping,
+                        route=self.heal_fanout.route if self.heal_fanout is not None else None,
                     ),
                 ),
                 (
@@ -454,6 +494,8 @@ class BotApp:
             },
             fair_use=lambda: FairUseFigures(self.budgets.stats, self.channels.stats()),
             answers=lambda: self.answers.stats,
+            redis=_attr(self.redis, "stats"),
+            fleet=_attr(self.shared_quota, "fleet"),
         )
 
     async def start(self) -> None:
@@ -481,8 +523,7 @@ class BotApp:
             self.ops.url,
         )
         await self.store.open()
-        await self.quota_persister.load()
-        self.quota_persister.start()
+        await self._start_quota()
         await self.history.load()
         if self.memory_persistence is not None:
             restored = await self.memory_persistence.load()
@@ -500,6 +541,23 @@ class BotApp:
             log.info("catch-up: %d channels tracked", tracked)
         self._tasks.append(asyncio.create_task(self.gateway.seen.run(), name="catch-up marks"))
         await self.gateway.start()
+        if self.heal_fanout is not None and self.heal_channels is not None:
+            self._tasks.append(
+                asyncio.create_task(
+                    self.heal_channels.listen(self.heal_fanout.channels, self.heal_fanout.deliver),
+                    name="heal fan-out listener",
+                )
+            )
+        if self.fleet_maintenance is not None and self.heal_channels is not None:
+            self.fleet_maintenance.instance = self.healer.instance
+            await self.fleet_maintenance.restore()
+            self._tasks.append(
+                asyncio.create_task(
+                    self.heal_channels.listen(["maintenance"], self.fleet_maintenance.deliver),
+                    name="fleet maintenance listener",
+                )
+            )
+        await self._start_gateway()
         for dropped in expired:  # only now can their users be told
             reason: PipelineDropReason = "expired" if dropped.reason == "expired" else "overflow"
             await self.pipeline.notify_dropped(dropped.item.payload, reason)
@@ -518,6 +576,45 @@ class BotApp:
         self._every(SWEEP_INTERVAL_S, self._resend_undelivered, "re-send undelivered replies")
         self._tasks.append(asyncio.create_task(self.history.run(), name="health history"))
         log.info("bot started as user %s", self.gateway.bot_id)
+
+    async def _start_quota(self) -> None:
+        """The in-process quota (restored from the store), or the fleet's on Redis: Redis
+        unreachable at start is a one-line error (a fleet process must not guess its share)."""
+        if self.shared_quota is None or self.redis is None:
+            ids, count = self.settings.shard_ids, self.settings.discord_shard_count
+            if ids is not None and count is not None and len(ids) < count:
+                log.warning(
+                    "running shards %s of %d without REDIS_URL: the Gemini quota is not shared "
+                    "with the processes running the other shards",
+                    ",".join(map(str, ids)),
+                    count,
+                )
+            await self.quota_persister.load()
+            self.quota_persister.start()
+            return
+        if self.settings.heal_instance is None:
+            self.shared_quota.instance = self.ops.host_port
+        try:
+            await self.redis.ping()
+        except RedisUnavailable as exc:
+            raise ServiceUnavailable(
+                f"cannot reach {exc}: start Redis, or fix REDIS_URL (unset it to run one "
+                "process without Redis)"
+            ) from None
+        await self.shared_quota.heartbeat()
+        self.shared_quota.start()
+        log.info("fleet quota shared through Redis at %s", self.redis.stats.url)
+
+    async def _start_gateway(self) -> None:
+        """Connect to Discord; in a fleet, in turn with the other processes (identify rule)."""
+        if self.redis is None:
+            await self.gateway.start()
+            return
+        self.identify_turns = IdentifyTurns(self.redis, self.healer.instance)
+        async with self.identify_turns.turn():
+            await self.gateway.start()
+        if self.identify_turns.waited_s >= 1:
+            log.info("waited %.1f s for the fleet's identify turn", self.identify_turns.waited_s)
 
     async def stop(self) -> None:
         """Stop taking messages, let in-flight replies finish (bounded), then close in reverse."""
@@ -540,6 +637,14 @@ class BotApp:
                 log.error("background task %r had failed: %r", task.get_name(), result)
         await self.gateway.close()
         await self.quota_persister.stop()
+        if self.identify_turns is not None:
+            await self.identify_turns.close()
+        if self.fleet_maintenance is not None:
+            await self.fleet_maintenance.join()
+        if self.shared_quota is not None:
+            await self.shared_quota.stop()
+        if self.redis is not None:
+            await self.redis.aclose()
         if self.memory_persistence is not None:
             await self.memory_persistence.save()
         for item in await self.queue.close():  # only those the store never held
@@ -672,9 +777,14 @@ class _Controls:
         self._app.degradation.clear_override(source)
 
     def enter_maintenance(self, reason: str) -> None:
-        self._app.degradation.enter_maintenance(reason)
+        if self._app.fleet_maintenance is not None:
+            self._app.fleet_maintenance.enter(reason)  # every process of the fleet
+        else:
+            self._app.degradation.enter_maintenance(reason)
 
     def exit_maintenance(self) -> bool:
+        if self._app.fleet_maintenance is not None:
+            return self._app.fleet_maintenance.exit()
         return self._app.degradation.exit_maintenance()
 
     async def reset_model_client(self) -> None:
@@ -706,6 +816,11 @@ class _Controls:
 
     def set_queue_retry_interval(self, seconds: float) -> None:
         self._app.queue.set_retry_interval(seconds)
+
+
+def _attr(owner: Any, name: str) -> Callable[[], Any] | None:
+    """A view callable reading `owner.name`, or None (absent) when there is no owner."""
+    return None if owner is None else lambda: getattr(owner, name)
 
 
 async def run_until_signal(work: Coroutine[Any, Any, object]) -> None:

@@ -1,4 +1,5 @@
-"""`python -m bot check`: are the settings valid, and do Discord and Gemini accept the tokens?"""
+"""`python -m bot check`: are the settings valid, do Discord and Gemini accept the tokens, and
+(with REDIS_URL) does the fleet's Redis answer?"""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Literal
 import aiohttp
 
 from bot.config import Settings
+from bot.store.redis_link import RedisLink, RedisUnavailable, redact_url
 
 __all__ = ["run_check"]
 
@@ -28,6 +30,27 @@ async def _probe(
         return f"could not verify: not reachable from here ({type(exc).__name__})", "unverified"
 
 
+async def _check_redis(url: str) -> Verdict:
+    """REDIS_URL (a fleet): one PING; a refused password is "rejected" (the password hidden)."""
+    link = RedisLink(url, timeout_s=5.0)
+    try:
+        await link.ping()
+    except RedisUnavailable as exc:
+        text = str(exc)
+        verdict: Verdict = (
+            "rejected"
+            if any(w in text for w in ("WRONGPASS", "NOAUTH", "Authentication"))
+            else "unverified"
+        )
+        label = "rejected" if verdict == "rejected" else "could not verify"
+        print(f"REDIS_URL: {label}: {text}")
+        return verdict
+    finally:
+        await link.aclose()
+    print(f"REDIS_URL {redact_url(url)}: ok")
+    return "ok"
+
+
 async def run_check(settings: Settings) -> int:
     """Print one line per check; exit 0 when both were accepted, 3 when one was rejected, 4
     when nothing was rejected but Discord or Gemini could not be reached to verify."""
@@ -44,6 +67,8 @@ async def run_check(settings: Settings) -> int:
         gemini, gemini_ok = await _probe(session, model_url, {"x-goog-api-key": api_key})
         print(f"GEMINI_API_KEY for {settings.gemini_model}: {gemini}")
     verdicts = {discord_ok, gemini_ok}
+    if settings.redis_url is not None:
+        verdicts.add(await _check_redis(settings.redis_url.get_secret_value()))
     if "rejected" in verdicts:
         return EXIT_REJECTED
     return EXIT_UNVERIFIED if "unverified" in verdicts else EXIT_OK

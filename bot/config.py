@@ -37,6 +37,7 @@ __all__ = [
 ]
 
 IdSet = Annotated[frozenset[int], NoDecode]
+ShardIds = Annotated[tuple[int, ...] | None, NoDecode]
 HostSet = Annotated[frozenset[str], NoDecode]
 ModelSet = Annotated[frozenset[str], NoDecode]
 RoleBudgets = Annotated[frozenset[tuple[int, int]], NoDecode]  # (role id, tokens)
@@ -245,6 +246,15 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)
 
+    # --- a fleet: several processes sharing state through Redis (README "Running a fleet") ---
+    # Unset: one process with its state in SQLite. The URL may carry a password; it is shown
+    # as *** in logs and errors, and never in /status or the metrics.
+    redis_url: SecretStr | None = None
+    # Which shards this process runs ("0-3" or "0,2"); needs DISCORD_SHARD_COUNT.
+    discord_shard_ids: ShardIds = None
+    # The bot's total number of shards (unset: Discord's recommendation, all in this process).
+    discord_shard_count: int | None = Field(default=None, ge=1, le=10_000)
+
     # --- diagnostics on demand (GET /debug/tasks, /debug/memory) and slow-operation logging ---
     ops_admin_token: SecretStr | None = None
     ops_admin_token_file: Path | None = None
@@ -270,6 +280,55 @@ class Settings(BaseSettings):
             except ValueError:
                 raise ValueError("expected comma-separated numeric Discord ids") from None
         return value
+
+    @field_validator("discord_shard_ids", mode="before")
+    @classmethod
+    def _split_shards(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        ids: list[int] = []
+        try:
+            for part in (p.strip() for p in value.split(",")):
+                if not part:
+                    continue
+                first, _, last = part.partition("-")
+                low, high = int(first), int(last) if last else int(first)
+                if low < 0 or high < low:
+                    raise ValueError
+                ids.extend(range(low, high + 1))
+        except ValueError:
+            raise ValueError('expected shard ids like "0-3" or "0,2"') from None
+        if not ids:
+            raise ValueError('expected shard ids like "0-3" or "0,2"')
+        return tuple(dict.fromkeys(ids))
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(
+            ("redis://", "rediss://", "unix://")
+        ):
+            raise ValueError("expected a redis://, rediss:// or unix:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _shards_fit(self) -> Settings:
+        ids, count = self.discord_shard_ids, self.discord_shard_count
+        if ids is not None and count is None:
+            raise ValueError("DISCORD_SHARD_IDS needs DISCORD_SHARD_COUNT (the bot's total shards)")
+        if ids is not None and count is not None and max(ids) >= count:
+            raise ValueError(
+                f"DISCORD_SHARD_IDS has shard {max(ids)}, but DISCORD_SHARD_COUNT = {count} "
+                f"allows 0-{count - 1}"
+            )
+        return self
+
+    @property
+    def shard_ids(self) -> tuple[int, ...] | None:
+        """The shards this process runs (None: all of them, hikari's default)."""
+        if self.discord_shard_count is None:
+            return None
+        return self.discord_shard_ids or tuple(range(self.discord_shard_count))
 
     @field_validator("discord_cdn_hosts", mode="before")
     @classmethod
@@ -403,7 +462,8 @@ def _describe(error: ValidationError) -> str:
     for item in error.errors():
         name = ".".join(str(p) for p in item["loc"]).upper() or "settings"
         raw = item.get("input")
-        shown = "" if "key" in name.lower() or "token" in name.lower() else f" (got {raw!r})"
+        secret = "key" in name.lower() or "token" in name.lower() or name == "REDIS_URL"
+        shown = "" if secret or isinstance(raw, dict) else f" (got {raw!r})"
         lines.append(f"{name}: {item['msg']}{shown}")
     return "invalid settings: " + "; ".join(lines)
 
@@ -450,6 +510,7 @@ SETTING_PREFIXES = (
     "PERSIST_",
     "QUEUE_",
     "QUOTA_",
+    "REDIS_",
     "REPLY_",
     "RETRY_",
     "ROLE_",

@@ -186,6 +186,7 @@ def _render_prometheus(
         raise StackError(f"{PROMETHEUS_CONFIG} must have exactly one job named {BOT_JOB!r}")
     bot_job = bot_jobs[0]
     bot_job["static_configs"] = [{"targets": [bot_target]}]
+    bot_job.pop("file_sd_configs", None)  # the compose fleet's targets: not this stack's
     # The stack's other components (Grafana, Tempo, the collector) exist only in compose.
     jobs = [bot_job]
     if alertmanager_target is not None:

@@ -18,9 +18,11 @@ import pytest
 
 from tests.ops.otlp_receiver import otlp_receiver
 from tests.ops.spans import recorded
+from tests.redis_server import redis_server
 
-# The fixtures: a running OTLP/gRPC trace receiver, and spans recorded in memory.
-__all__ = ["otlp_receiver", "recorded"]
+# The fixtures: a running OTLP/gRPC trace receiver, spans recorded in memory, and a private
+# redis-server (tests/redis_server.py).
+__all__ = ["otlp_receiver", "recorded", "redis_server"]
 
 TESTS = Path(__file__).resolve().parent
 FOLDER_MARKERS = {"e2e": "e2e", "deploy": "ops", "bench": "bench"}

@@ -114,8 +114,13 @@ class DiscordGateway:
         catchup_observer: CatchupObserver | None = None,
         clock: Callable[[], float] = time.time,
         on_store_error: Callable[[], None] = lambda: None,
+        shard_ids: tuple[int, ...] | None = None,
+        shard_count: int | None = None,
     ) -> None:
         self.bot_id = bot_id_from_token(token)
+        # DISCORD_SHARD_IDS / DISCORD_SHARD_COUNT: the shards this process runs (None: all).
+        self._shard_ids = shard_ids
+        self._shard_count = shard_count
         self._rest_url = rest_url
         self.bot = hikari.GatewayBot(
             token,
@@ -218,7 +223,11 @@ class DiscordGateway:
     async def start(self) -> None:
         self.shed.start()
         try:
-            await self.bot.start(check_for_updates=False)
+            await self.bot.start(
+                check_for_updates=False,
+                shard_ids=self._shard_ids if self._shard_count is not None else None,
+                shard_count=self._shard_count,
+            )
         except hikari.UnauthorizedError:
             await self._close_after_failed_start()
             raise ConfigError(

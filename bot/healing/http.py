@@ -147,6 +147,7 @@ def alerts_handler(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
     is_shutting_down: Callable[[], bool] = lambda: False,
+    route: Callable[[WebhookPayload], Awaitable[WebhookPayload]] | None = None,
 ) -> AlertsHandler:
     """An aiohttp handler for `POST /alerts`; every answer is counted in `receiver.stats`.
 
@@ -217,8 +218,11 @@ def alerts_handler(
                     ) from None
                 raise _Answer(400, exc.reason) from None
             trace.get_current_span().set_attribute("heal.alerts", len(payload.alerts))
+            alerts = len(payload.alerts)
+            if route is not None:  # a fleet: alerts for other instances go to them (fanout.py)
+                payload = await route(payload)
             try:
-                return len(payload.alerts), await decide(payload)
+                return alerts, await decide(payload)
             except ReceiverClosedError:
                 raise _Answer(503, "shutting down") from None
         finally:

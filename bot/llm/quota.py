@@ -18,12 +18,10 @@ boundary, at most 60 s), because we may already have spent it before the restart
 counter restarts at 0: treating it as full would silence the bot until Pacific midnight, and
 an overrun of the daily quota surfaces as a provider 429 whose retry delay is honoured anyway.
 
-A Redis backend (several bot replicas sharing one quota) slots in behind the same window
-arithmetic: `minute_window()`/`provider_day_window()` give the key suffix and its expiry, and
-a small Lua script does `INCR quota:{window}:{id}` + `EXPIREAT {end}` and compares with the
-effective limit (decrementing on refusal), so the counters live in Redis instead of
-`_FixedWindow.used`. The acquire then becomes async; `QuotaDecision`, `QuotaSnapshot` and the
-limits/margin logic stay as they are, and `QuotaPersister` is simply not used.
+A fleet (several processes sharing one quota through Redis, `REDIS_URL`) uses
+`bot.llm.quota_shared.SharedQuota` behind the same `Quota` port: the same window arithmetic
+(`minute_window()`/`provider_day_window()` give the key suffixes and their ends), counted by a
+Lua script in Redis instead of `_FixedWindow.used`; `QuotaPersister` is then not used.
 """
 
 from __future__ import annotations
@@ -45,6 +43,7 @@ __all__ = [
     "PROVIDER_TIMEZONE",
     "STATE_VERSION",
     "PersisterStats",
+    "Quota",
     "QuotaDecision",
     "QuotaLimiter",
     "QuotaPersister",
@@ -244,6 +243,27 @@ class QuotaLimiter:
         self.dirty = True
         return QuotaDecision(allowed=True)
 
+    async def acquire(self) -> QuotaDecision:
+        """The `Quota` port: `try_acquire()` (in-process, so it never waits)."""
+        return self.try_acquire()
+
+    async def provider_rate_limited(self, retry_delay_s: float | None) -> QuotaDecision:
+        """The `Quota` port: `on_provider_rate_limited()`."""
+        return self.on_provider_rate_limited(retry_delay_s)
+
+    def seed(self, minute_used: int, day_used: int) -> None:
+        """Count requests made elsewhere in the current windows (never lowers a count): the
+        fleet quota's local fallback starts from what the fleet had already used."""
+        self._roll(self._clock())
+        self._minute.used = max(self._minute.used, minute_used)
+        self._day.used = max(self._day.used, day_used)
+
+    def hold_until(self, until: float, window: Window) -> None:
+        """Hold calls until `until` (a provider 429 another process saw), never shortening."""
+        if until > self._blocked_until:
+            self._blocked_until = until
+            self._blocked_window = window
+
     def _refuse(self, window: Window, retry_after_s: float) -> QuotaDecision:
         self.stats.rejections_total[window] += 1
         return QuotaDecision(allowed=False, window=window, retry_after_s=max(0.0, retry_after_s))
@@ -419,6 +439,29 @@ def _parse_state(state: object) -> _ParsedState:
         # Absent in states written before provider holds were capped: a minute hold.
         blocked_window="day" if state.get("blocked_window") == "day" else "minute",
     )
+
+
+class Quota(Protocol):
+    """What the LLM service needs of a quota: `QuotaLimiter` (one process, the default) or
+    `bot.llm.quota_shared.SharedQuota` (a fleet sharing its windows through Redis)."""
+
+    stats: QuotaStats
+
+    async def acquire(self) -> QuotaDecision:
+        """Take one request slot if every window has room."""
+        ...
+
+    async def provider_rate_limited(self, retry_delay_s: float | None) -> QuotaDecision:
+        """The provider said 429: hold calls (see `QuotaLimiter.on_provider_rate_limited`)."""
+        ...
+
+    def record_tokens(self, input_tokens: int, output_tokens: int) -> None:
+        """Count a finished call's tokens."""
+        ...
+
+    def snapshot(self) -> QuotaSnapshot:
+        """The windows at this instant, for the metrics and /status."""
+        ...
 
 
 class QuotaStateStore(Protocol):

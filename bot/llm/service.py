@@ -30,7 +30,7 @@ from bot.llm.errors import (
     retry_after_hint,
 )
 from bot.llm.observer import NO_OBSERVER, LLMCallObserver
-from bot.llm.quota import QuotaLimiter
+from bot.llm.quota import Quota
 from bot.llm.streaming import TextSink, is_complete
 from bot.llm.types import LLMReply, LLMRequest
 from bot.resilience.breaker import CircuitBreaker
@@ -73,7 +73,7 @@ class LLMService:
         client: LLMClient,
         *,
         cache: ResponseCache,
-        quota: QuotaLimiter,
+        quota: Quota,
         breaker: CircuitBreaker,
         retry_policy: RetryPolicy,
         observer: LLMCallObserver = NO_OBSERVER,
@@ -125,7 +125,7 @@ class LLMService:
         async def attempt() -> LLMReply:
             nonlocal attempts, failed_calls, timed_out
             with _tracer.start_span("quota") as span:
-                decision = self.quota.try_acquire()
+                decision = await self.quota.acquire()
                 span.set_attribute("llmbot.quota.allowed", decision.allowed)
             if not decision.allowed:
                 raise QuotaExhausted(
@@ -140,7 +140,7 @@ class LLMService:
             except LLMRateLimited as exc:
                 # The provider said stop: the limiter now holds calls until its retry delay and
                 # the window end, so waiting here would only keep the user in silence.
-                hold = self.quota.on_provider_rate_limited(exc.retry_after_s)
+                hold = await self.quota.provider_rate_limited(exc.retry_after_s)
                 raise QuotaExhausted(
                     f"Gemini said the {hold.window} quota is used up",
                     window=hold.window or "minute",

@@ -25,12 +25,14 @@ from bot.healing.receiver import HealStats
 from bot.llm.cache import CacheStats
 from bot.llm.call_stats import LLMCallStats
 from bot.llm.quota import QuotaSnapshot
+from bot.llm.quota_shared import FleetQuotaStats
 from bot.ops.metrics import AlertThresholds, MetricSources, ShardFigures
 from bot.ops.metrics.fair_use import FairUseFigures
 from bot.resilience.degradation import DegradationStats
 from bot.resilience.hold import HoldStats
 from bot.resilience.queue import QueueStats
 from bot.store.answered import LedgerStats
+from bot.store.redis_link import RedisStats
 from bot.store.stats import StoreStats
 
 __all__ = ["BotView"]
@@ -94,6 +96,9 @@ class BotView:
     fair_use: Callable[[], FairUseFigures | None] = _absent  # budgets, channel settings
     # The idempotency record and in-flight journal (bot.store.answered).
     answers: Callable[[], LedgerStats | None] = _absent
+    # REDIS_URL set: the Redis link and the fleet's shared quota (None: a single process).
+    redis: Callable[[], RedisStats | None] | None = None
+    fleet: Callable[[], FleetQuotaStats | None] | None = None
 
     def dependencies(self) -> dict[str, bool]:
         """Is each dependency usable: Gemini unless its breaker is open, Discord while the
@@ -102,10 +107,14 @@ class BotView:
         The one definition behind `/status`, the history and `llmbot_dependency_up`.
         """
         breakers = self.breakers()
-        return {
+        up = {
             "gemini": breakers.get("gemini") != "open",
             "discord": self.gateway_connected() and breakers.get("discord") != "open",
         }
+        if self.redis is not None:  # only a fleet process has (and reports) Redis
+            redis = self.redis()
+            up["redis"] = redis is not None and redis.up
+        return up
 
     def metric_sources(self) -> MetricSources:
         """The collector's sources: the same callables (runtime figures are the collector's)."""
@@ -130,6 +139,8 @@ class BotView:
             typing=self.typing,
             fair_use=self.fair_use,
             answers=self.answers,
+            redis=self.redis or _absent,
+            fleet=self.fleet or _absent,
             data_dir=self.data_dir,
             thresholds=self.thresholds,
         )

@@ -1410,6 +1410,92 @@ def runtime() -> model.Dashboard:
                 ],
             ),
             Section(
+                "Fleet (REDIS_URL)",
+                [
+                    ts(
+                        "Answers per instance and fleet total",
+                        "Answered messages per second by bot process (instance), and the "
+                        "fleet's total. A single bot shows one line twice.",
+                        "ops",
+                        [
+                            query(
+                                "sum by (instance) ("
+                                + rate("llmbot_messages_total", 'outcome="answered"')
+                                + ")",
+                                "{{instance}}",
+                            ),
+                            query(
+                                "sum(" + rate("llmbot_messages_total", 'outcome="answered"') + ")",
+                                "fleet",
+                            ),
+                        ],
+                    ),
+                    ts(
+                        "Live instances",
+                        "Bot processes with a Redis heartbeat in the last 10 s, as each "
+                        "process last saw (0 without REDIS_URL).",
+                        "short",
+                        [query(f"max(llmbot_fleet_live_instances{sel()})", "live instances")],
+                    ),
+                    grid(
+                        "Shard to instance",
+                        "Which process runs each Discord shard (1: connected, 0: not).",
+                        "none",
+                        query(
+                            f"llmbot_discord_shard_connected{sel()}",
+                            "shard {{shard}} on {{instance}}",
+                            instant=True,
+                        ),
+                        span=8,
+                    ),
+                    states(
+                        "Redis reachable",
+                        "Each process's view of Redis (llmbot_dependency_up); down means the "
+                        "process counts its local share of the quota (LLMBotFleetQuotaFallback).",
+                        query(v("llmbot_dependency_up", 'dependency="redis"'), "{{instance}}"),
+                        value_map({0: ("down", "red"), 1: ("up", "green")}),
+                        span=8,
+                    ),
+                    states(
+                        "Quota on the local share",
+                        "1 while a process cannot reach Redis and answers within the limit "
+                        "divided by the live instances it last saw.",
+                        query(f"llmbot_llm_quota_fallback{sel()}", "{{instance}}"),
+                        value_map({0: ("shared", "green"), 1: ("local share", "orange")}),
+                        span=8,
+                    ),
+                    ts(
+                        "Redis commands and errors",
+                        "Redis commands per second by use, and the failed ones (refused, "
+                        "timed out, lost connection).",
+                        "ops",
+                        [
+                            query(
+                                "sum by (op) (" + rate("llmbot_redis_commands_total") + ")",
+                                "{{op}}",
+                            ),
+                            query(
+                                "sum by (op) (" + rate("llmbot_redis_errors_total") + ")",
+                                "{{op}} errors",
+                            ),
+                        ],
+                    ),
+                    ts(
+                        "Redis latency (p95)",
+                        "95th percentile time of one Redis command or script, by process.",
+                        "s",
+                        [
+                            query(
+                                quantile(
+                                    "0.95", "llmbot_redis_command_duration_seconds", by="instance"
+                                ),
+                                "{{instance}}",
+                            )
+                        ],
+                    ),
+                ],
+            ),
+            Section(
                 "Conversation memory",
                 [
                     ts(

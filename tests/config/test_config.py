@@ -233,3 +233,50 @@ def test_fair_use_settings_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = load_settings(_env_file=None)
     assert settings.role_budgets == {11: 500, 12: 0}
     assert settings.allowed_models == ("gemini-2.5-flash", "gemini-2.5-pro")
+
+
+def test_shard_ids_take_ranges_and_lists(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DISCORD_SHARD_COUNT", "8")
+    monkeypatch.setenv("DISCORD_SHARD_IDS", "0-2, 5,7")
+    assert load_settings(_env_file=None).shard_ids == (0, 1, 2, 5, 7)
+    monkeypatch.delenv("DISCORD_SHARD_IDS")
+    # A count without ids: every shard in this process.
+    assert load_settings(_env_file=None).shard_ids == tuple(range(8))
+    monkeypatch.delenv("DISCORD_SHARD_COUNT")
+    assert load_settings(_env_file=None).shard_ids is None  # hikari's default
+
+
+@pytest.mark.parametrize(
+    ("ids", "count", "message"),
+    [
+        ("0-3", None, "DISCORD_SHARD_IDS needs DISCORD_SHARD_COUNT"),
+        ("0-3", "2", "DISCORD_SHARD_IDS has shard 3, but DISCORD_SHARD_COUNT = 2 allows 0-1"),
+        ("3-1", "4", 'DISCORD_SHARD_IDS: .*expected shard ids like "0-3" or "0,2"'),
+        ("a", "4", 'DISCORD_SHARD_IDS: .*expected shard ids like "0-3" or "0,2"'),
+        (None, "0", "DISCORD_SHARD_COUNT: .*greater than or equal to 1"),
+    ],
+)
+def test_bad_shard_settings_are_one_line(
+    monkeypatch: pytest.MonkeyPatch, ids: str | None, count: str | None, message: str
+) -> None:
+    for name, value in (("DISCORD_SHARD_IDS", ids), ("DISCORD_SHARD_COUNT", count)):
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=message) as caught:
+        load_settings(_env_file=None)
+    assert "\n" not in str(caught.value)
+
+
+def test_redis_url_is_checked_and_its_password_never_echoed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("REDIS_URL", "rediss://:pa55word@redis.example:6380/0")
+    settings = load_settings(_env_file=None)
+    assert settings.redis_url is not None
+    assert "pa55word" not in repr(settings) and "pa55word" not in str(settings.redis_url)
+    monkeypatch.setenv("REDIS_URL", "http://:pa55word@redis.example:6380/0")
+    with pytest.raises(ConfigError, match=r"REDIS_URL: .*redis://, rediss:// or unix://") as caught:
+        load_settings(_env_file=None)
+    assert "pa55word" not in str(caught.value)

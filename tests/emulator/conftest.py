@@ -47,6 +47,7 @@ async def start_bot(emu: DiscordEmulator) -> AsyncIterator[BotFactory]:
         intents: hikari.Intents = DEFAULT_INTENTS,
         before_start: Callable[[hikari.GatewayBot], Any] | None = None,
         wait_ready: bool = True,
+        start_options: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> hikari.GatewayBot:
         bot = hikari.GatewayBot(
@@ -61,7 +62,8 @@ async def start_bot(emu: DiscordEmulator) -> AsyncIterator[BotFactory]:
         if before_start is not None:
             before_start(bot)
         bots.append(bot)
-        await bot.start(check_for_updates=False)
+        # start_options: hikari's start() arguments (shard_ids and shard_count, say).
+        await bot.start(check_for_updates=False, **(start_options or {}))
         if wait_ready:
             await emulator.wait_until_ready()
         return bot

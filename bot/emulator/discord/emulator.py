@@ -57,10 +57,21 @@ class DiscordEmulator(LocalServer):
         bot_name: str = "emulator-bot",
         history_limit: int = 10_000,
         interaction_deadline: float | None = 3.0,
+        max_concurrency: int | None = None,
+        identify_interval_s: float | None = None,
     ) -> None:
+        """``max_concurrency`` is what ``GET /gateway/bot`` reports (default: ``shards``, so
+        start-up never waits). With ``identify_interval_s`` set (Discord: 5.0) the gateway
+        enforces the identify buckets: one IDENTIFY per bucket (``shard_id % max_concurrency``)
+        per interval; one too early gets INVALID_SESSION, as on Discord. Off by default, so
+        tests that re-identify at once (after a forced close) stay fast."""
         if shards < 1:
             msg = f"shards must be at least 1, not {shards}"
             raise ValueError(msg)
+        if max_concurrency is not None and max_concurrency < 1:
+            msg = f"max_concurrency must be at least 1, not {max_concurrency}"
+            raise ValueError(msg)
+        self.max_concurrency = max_concurrency or shards
         self._ids = SnowflakeFactory()
         self.bot_user_id = bot_user_id if bot_user_id is not None else self._ids.next()
         self.application_id = application_id if application_id is not None else self.bot_user_id
@@ -82,6 +93,8 @@ class DiscordEmulator(LocalServer):
             token=self.token,
             application_id=self.application_id,
             url=lambda: self.gateway_url,
+            max_concurrency=self.max_concurrency,
+            identify_interval_s=identify_interval_s,
         )
         self._events = EventPublisher(self._state, self._gateway)
         base_url = lambda: self.base_url  # noqa: E731 - resolved once the port is known
@@ -107,6 +120,7 @@ class DiscordEmulator(LocalServer):
                 self._gateway,
                 application_id=self.application_id,
                 shards=shards,
+                max_concurrency=self.max_concurrency,
                 gateway_url=lambda: self.gateway_url,
             ).routes(),
             *ChannelRoutes(self._state, self._activity, self._events, base_url).routes(),
@@ -552,6 +566,11 @@ class DiscordEmulator(LocalServer):
     def identifies(self) -> Mapping[int, int]:
         """IDENTIFYs received per shard id."""
         return self._gateway.identifies
+
+    @property
+    def identify_rate_limited(self) -> Mapping[int, int]:
+        """IDENTIFYs refused per shard id for coming too early in their bucket."""
+        return self._gateway.identify_rate_limited
 
     @property
     def resumes(self) -> Mapping[int, int]:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 import uuid
 import zlib
 from collections import Counter, deque
@@ -151,8 +152,19 @@ class GatewayServer:
         application_id: int,
         url: Callable[[], str],
         replay_limit: int = 1000,
+        max_concurrency: int = 1,
+        identify_interval_s: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._state = state
+        # Discord's identify buckets (shard_id % max_concurrency, one IDENTIFY per bucket per
+        # 5 s), enforced only when identify_interval_s is set.
+        self.max_concurrency = max(1, max_concurrency)
+        self._identify_interval_s = identify_interval_s
+        self._clock = clock
+        self._bucket_last: dict[int, float] = {}
+        # IDENTIFYs refused for coming too early in their bucket, per shard.
+        self.identify_rate_limited: Counter[int] = Counter()
         self._notifier = notifier
         self._token = token
         self._application_id = application_id
@@ -339,6 +351,13 @@ class GatewayServer:
         if not 0 <= shard_id < shard_count:
             await connection.close(_INVALID_SHARD)
             return None
+        if not self._identify_allowed(shard_id):
+            # Discord answers an IDENTIFY over the bucket's rate with INVALID_SESSION (not
+            # resumable); the client waits and identifies again.
+            self.identify_rate_limited[shard_id] += 1
+            connection.send({"op": _INVALID_SESSION, "d": False, "s": None, "t": None})
+            self._notifier.notify()
+            return None
         # A new IDENTIFY for a shard replaces the old session, as a restarted bot would.
         for stale in [
             s
@@ -365,6 +384,18 @@ class GatewayServer:
         session.ready = True
         self._notifier.notify()
         return session
+
+    def _identify_allowed(self, shard_id: int) -> bool:
+        """One IDENTIFY per bucket per interval (when enforced); records the accepted one."""
+        if self._identify_interval_s is None:
+            return True
+        bucket = shard_id % self.max_concurrency
+        now = self._clock()
+        last = self._bucket_last.get(bucket)
+        if last is not None and now - last < self._identify_interval_s:
+            return False
+        self._bucket_last[bucket] = now
+        return True
 
     async def _resume(self, connection: _Connection, data: JSON) -> GatewaySession | None:
         if data.get("token") != self._token:

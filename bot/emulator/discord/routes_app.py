@@ -28,12 +28,14 @@ class AppRoutes:
         application_id: int,
         shards: int,
         gateway_url: Callable[[], str],
+        max_concurrency: int | None = None,
     ) -> None:
         self._state = state
         self._commands = commands
         self._gateway = gateway
         self._application_id = application_id
         self._shards = shards
+        self._max_concurrency = max_concurrency or max(shards, 1)
         self._gateway_url = gateway_url
 
     def routes(self) -> list[Route]:
@@ -99,7 +101,8 @@ class AppRoutes:
         return Reply({"url": self._gateway_url()})
 
     async def gateway_bot(self, _: Call) -> Reply:
-        """GET /gateway/bot: the URL, the shard count and a start limit that never waits."""
+        """GET /gateway/bot: the URL, the shard count and the start limit (by default one
+        that never waits: every shard in one identify bucket)."""
         started = sum(self._gateway.identifies.values())
         return Reply(
             {
@@ -109,8 +112,8 @@ class AppRoutes:
                     "total": 1000,
                     "remaining": max(1000 - started, self._shards),
                     "reset_after": 86_400_000,
-                    # All shards in one window: hikari waits 5 s between windows otherwise.
-                    "max_concurrency": max(self._shards, 1),
+                    # Default: all shards in one window (hikari waits 5 s between windows).
+                    "max_concurrency": self._max_concurrency,
                 },
             }
         )

@@ -44,6 +44,7 @@ from bot.healing.receiver import (
 from bot.llm.cache import EVICTION_REASONS, CacheStats
 from bot.llm.call_stats import LLMCallStats
 from bot.llm.quota import QuotaSnapshot
+from bot.llm.quota_shared import FleetQuotaStats
 from bot.ops.metrics.catalogue import (
     CACHE_RESULTS,
     CIRCUIT_DEPENDENCIES,
@@ -57,6 +58,7 @@ from bot.ops.metrics.catalogue import (
     AlertThresholds,
 )
 from bot.ops.metrics.fair_use import FairUseFigures, fair_use_families
+from bot.ops.metrics.fleet import fleet_families
 from bot.ops.runtime import (
     HEAP_REFRESH_S,
     BuildInfo,
@@ -70,6 +72,7 @@ from bot.resilience.degradation import FALLBACK_KINDS, DegradationStats
 from bot.resilience.hold import ABANDON_REASONS, HoldStats
 from bot.resilience.queue import DROP_REASONS, QUEUE_WAIT_BUCKETS_S, QueueStats
 from bot.store.answered import DUPLICATE_SOURCES, OPEN_STATES, RESUME_OUTCOMES, LedgerStats
+from bot.store.redis_link import RedisStats
 from bot.store.stats import OPS, LatencyHistogram, StoreStats
 
 logger = logging.getLogger(__name__)
@@ -136,6 +139,8 @@ class MetricSources:
     typing: Callable[[], Mapping[str, int]] = _no_entries  # "sent", "skipped"
     fair_use: Callable[[], FairUseFigures | None] = _none
     answers: Callable[[], LedgerStats | None] = _none
+    redis: Callable[[], RedisStats | None] = _none  # REDIS_URL set: the link's figures
+    fleet: Callable[[], FleetQuotaStats | None] = _none  # REDIS_URL set: the shared quota's
     asyncio_tasks: Callable[[], int] = asyncio_task_count
     heap_bytes: Callable[[], int] = field(default_factory=throttled_heap_bytes)
     data_dir: Path | None = None
@@ -234,6 +239,11 @@ class BotCollector(Collector):
         yield from self._intake()
         yield from fair_use_families(lambda: self._read("fair_use", self._sources.fair_use, None))
         yield from self._runtime()
+        yield from fleet_families(
+            self._read("redis", self._sources.redis, None),
+            self._read("fleet", self._sources.fleet, None),
+            _add_histogram,
+        )
 
     def _chat(self) -> Iterator[Metric]:
         chat = self._read("chat", self._sources.chat, None)
