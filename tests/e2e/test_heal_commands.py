@@ -42,7 +42,7 @@ async def app(start_bot: Callable[..., Any], services_seen: list[CommandServices
     started: BotApp = await start_bot(alert_webhook_token=TOKEN)
     (services,) = services_seen
     if services.healer is None:
-        # bot/app.py does not pass `healer=self.healer` yet: the wiring test below says so;
+        # bot/app/__init__.py does not pass `healer=self.healer` yet: the wiring test below says so;
         # the other tests check the commands themselves.
         services.healer = started.healer
     return started
@@ -96,7 +96,7 @@ async def test_the_app_gives_the_commands_its_healer(
     started: BotApp = await start_bot()
     (services,) = services_seen
     assert services.healer is started.healer, (
-        "bot/app.py must build the commands with the heal receiver: construct `self.healer` "
+        "bot/app/__init__.py must build the commands with the heal receiver: construct `self.healer` "
         "before `self.gateway.attach(...)` and pass `CommandServices(..., healer=self.healer)`"
     )
 

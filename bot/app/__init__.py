@@ -7,11 +7,12 @@ import asyncio
 import contextlib
 import errno
 import logging
-import signal
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+from bot.app.controls import AppControls
+from bot.app.signals import run_until_signal
 from bot.chat.access import AccessPolicy, UserCooldown, VideoLimiter
 from bot.chat.budget import BudgetGate, BudgetPolicy
 from bot.chat.channels import ChannelSettings
@@ -28,7 +29,6 @@ from bot.discord.commands import CommandServices
 from bot.discord.gateway import DiscordGateway
 from bot.healing.actions import ActionRegistry
 from bot.healing.audit import HealAudit
-from bot.healing.controls import Freed
 from bot.healing.fanout import HealFanOut
 from bot.healing.http import alerts_handler, audit_handler, load_token
 from bot.healing.receiver import HealReceiver
@@ -51,7 +51,7 @@ from bot.ops.server import OpsServer, readiness
 from bot.ops.signals import SignalProbe
 from bot.ops.view import BotView
 from bot.resilience.breaker import CircuitBreaker
-from bot.resilience.degradation import DegradationLevel, DegradationPolicy, DegradationState
+from bot.resilience.degradation import DegradationPolicy, DegradationState
 from bot.resilience.fleet_maintenance import FleetMaintenance
 from bot.resilience.queue import MessageQueue
 from bot.resilience.retry import RetryPolicy
@@ -367,7 +367,7 @@ class BotApp:
             window_s=DEGRADATION_WINDOW_S,
         )
         self.view = self._build_view()
-        self.controls = _Controls(self)
+        self.controls = AppControls(self)
         self.report = StatusReport(self.view)
         self.history = HealthHistory(
             lambda: take_snapshot(self.view),
@@ -739,104 +739,6 @@ class BotApp:
         self._tasks.append(asyncio.create_task(loop(), name=name))
 
 
-class _Controls:
-    """`BotControls` over this bot's components: what remedies and admin commands may change."""
-
-    def __init__(self, app: BotApp) -> None:
-        self._app = app
-
-    def clear_response_cache(self) -> Freed:
-        cache = self._app.llm.cache
-        held = cache.stats.bytes
-        cleared = cache.clear()
-        return Freed(cleared, max(0, held - cache.stats.bytes))
-
-    def forget_idle_conversations(self) -> Freed:
-        memory = self._app.memory
-        held = memory.stats().approx_bytes
-        forgotten = memory.sweep()
-        return Freed(forgotten, max(0, held - memory.stats().approx_bytes))
-
-    async def trim_history(self, keep_s: float) -> int:
-        return await self._app.history.trim(keep_s)
-
-    async def clean_store(self) -> int:
-        removed = await self._app.store.cleanup_expired()
-        await self._app.store.compact()
-        return removed
-
-    def set_reduced_mode(self, history_messages: int | None, max_output_tokens: int | None) -> None:
-        tuning = self._app.pipeline.tuning
-        tuning.history_messages = history_messages
-        tuning.max_output_tokens = max_output_tokens
-
-    def override_degradation(self, source: str, level: DegradationLevel, reason: str) -> None:
-        self._app.degradation.set_override(source, level, reason)
-
-    def clear_degradation(self, source: str) -> None:
-        self._app.degradation.clear_override(source)
-
-    def enter_maintenance(self, reason: str) -> None:
-        if self._app.fleet_maintenance is not None:
-            self._app.fleet_maintenance.enter(reason)  # every process of the fleet
-        else:
-            self._app.degradation.enter_maintenance(reason)
-
-    def exit_maintenance(self) -> bool:
-        if self._app.fleet_maintenance is not None:
-            return self._app.fleet_maintenance.exit()
-        return self._app.degradation.exit_maintenance()
-
-    async def reset_model_client(self) -> None:
-        await self._app.gemini.reset()
-
-    def probe_model_now(self) -> bool:
-        probing = self._app.llm.breaker.force_half_open()
-        self._app.queue.wake()
-        return probing
-
-    async def reconnect_shard(self, shard_id: int) -> None:
-        await self._app.gateway.reconnect_shard(shard_id)
-
-    def probe_discord_now(self) -> bool:
-        return self._app.gateway.delivery.hold.probe_now()
-
-    async def top_allocations(self, limit: int) -> list[tuple[str, int]]:
-        return await self._app.tracer.top_allocations(limit)
-
-    async def drop_expired_questions(self) -> int:
-        expired = await self._app.queue.expire()
-        for item in expired:
-            await self._app.pipeline.notify_dropped(item.payload, "expired")
-        return len(expired)
-
-    @property
-    def queue_retry_interval_s(self) -> float:
-        return self._app.queue.retry_interval_s
-
-    def set_queue_retry_interval(self, seconds: float) -> None:
-        self._app.queue.set_retry_interval(seconds)
-
-
 def _attr(owner: Any, name: str) -> Callable[[], Any] | None:
     """A view callable reading `owner.name`, or None (absent) when there is no owner."""
     return None if owner is None else lambda: getattr(owner, name)
-
-
-async def run_until_signal(work: Coroutine[Any, Any, object]) -> None:
-    """Run `work` until it ends or SIGINT/SIGTERM arrives, whichever comes first."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    runner = asyncio.create_task(work)
-    stopper = asyncio.create_task(stop.wait())
-    try:
-        await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in (runner, stopper):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
