@@ -540,7 +540,6 @@ class BotApp:
         if self.gateway.catchup.enabled:
             log.info("catch-up: %d channels tracked", tracked)
         self._tasks.append(asyncio.create_task(self.gateway.seen.run(), name="catch-up marks"))
-        await self.gateway.start()
         if self.heal_fanout is not None and self.heal_channels is not None:
             self._tasks.append(
                 asyncio.create_task(

@@ -255,14 +255,17 @@ class ChatPipeline:
         The message id is claimed first: a duplicate delivery (a replayed gateway event, a
         catch-up of a message already seen; `via` names the path) gets no reply at all.
         """
-        if not await self.answers.claim(msg.message_id, message_to_payload(msg), via):
-            log.info("ignoring a duplicate delivery of a message (%s)", via)
-            return
-        # One trace per message; no ids or text on it, only what kind of message it was.
-        with _tracer.start_as_current_span(
-            "message", kind=SpanKind.CONSUMER, attributes={"llmbot.source": msg.source}
-        ) as span:
-            async with self._in_flight():
+        if msg.caught_up:
+            via = "catchup"
+        # In flight from the claim on, so a shutdown waits for it (or tells it, after the grace).
+        async with self._in_flight():
+            if not await self.answers.claim(msg.message_id, message_to_payload(msg), via):
+                log.info("ignoring a duplicate delivery of a message (%s)", via)
+                return
+            # One trace per message; no ids or text on it, only what kind of message it was.
+            with _tracer.start_as_current_span(
+                "message", kind=SpanKind.CONSUMER, attributes={"llmbot.source": msg.source}
+            ) as span:
                 try:
                     thought = await self._think(msg)
                 except Exception:

@@ -337,9 +337,9 @@ class DiscordGateway:
     async def _hand_off(self, incoming: IncomingMessage) -> None:
         """The one way a channel message reaches the pipeline, live or found by catch-up.
 
-        A message id is handed off at most once in this process (a replayed event, or a live
-        message that a catch-up also read, gets no second reply); across restarts the
-        pipeline's idempotency record (bot.store.answered) says the same."""
+        A live message that a catch-up also read is handed off once (the catch-up skips it); any
+        other duplicate delivery, also across restarts, gets no reply from the pipeline's
+        idempotency record (bot.store.answered)."""
         self.seen.saw(
             incoming.channel_id,
             incoming.message_id,
@@ -347,8 +347,10 @@ class DiscordGateway:
             parent_id=incoming.parent_channel_id,
             track=True,
         )
-        if self.seen.handled(incoming.message_id) or self._handler is None:
+        if self._handler is None:
             return
+        # Catch-up skips what was handed off here already; a duplicate delivery (a replay after
+        # RESUME) is the pipeline's idempotency record's to refuse and count.
         self.seen.remember_handled(incoming.message_id)
         if not self._accepting:
             if not incoming.caught_up:  # a caught-up question waits for the next start

@@ -86,6 +86,11 @@ async def test_a_burst_beyond_the_intake_is_shed_with_notices_and_counted(
     assert discord.spec_violations == []
     assert discord.rate_limited_count == 0
 
+    # A streamed answer is visible before its handler ends (the last edit, the idempotency
+    # record): the handlers all end soon after.
+    await discord.wait_for(
+        lambda: app.gateway.intake.stats.in_flight == 0, timeout=10, what="every handler done"
+    )
     samples = parse_samples(await scrape(app.ops.url))
     assert value(samples, "llmbot_intake_shed_total", reason="full") == 10
     assert value(samples, "llmbot_intake_shed_notices_total") == len(notices)

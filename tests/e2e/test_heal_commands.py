@@ -96,7 +96,8 @@ async def test_the_app_gives_the_commands_its_healer(
     started: BotApp = await start_bot()
     (services,) = services_seen
     assert services.healer is started.healer, (
-        "bot/app/__init__.py must build the commands with the heal receiver: construct `self.healer` "
+        "bot/app/__init__.py must build the commands with the heal receiver: construct "
+        "`self.healer` "
         "before `self.gateway.attach(...)` and pass `CommandServices(..., healer=self.healer)`"
     )
 
