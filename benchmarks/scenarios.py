@@ -859,6 +859,7 @@ async def _quota_run(options: Options, margin: float) -> dict[str, Any]:
             gemini_rate_limit_daily=1_000_000,
             gemini_rate_limit_safety_margin=margin,
             queue_max_age_seconds=3600,
+            idempotency_ttl_seconds=7200,  # must outlast the queue's maximum age
             queue_max_size=10_000,
         )
         kinds: Counter[str] = Counter()

@@ -199,6 +199,8 @@ async def drive_traffic(
         retry_max_attempts=attempts,
         breaker_failure_threshold=2,
         queue_retry_interval_seconds=60,  # failed questions stay queued for the test
+        # Whole answers (tests/e2e/test_streaming.py streams): no time to first chunk below.
+        stream_replies=False,
     )
 
     answered = await dm(discord, "ann", "what is a monad?")
