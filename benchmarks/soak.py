@@ -224,10 +224,16 @@ async def soak(duration_s: float, scratch: Path) -> Result:
                 started = time.monotonic()
 
                 async def sampler() -> None:
+                    tick = 0
                     while True:
                         at = time.monotonic() - started
-                        samples.append(await _sample(proc, session, metrics_url, data_dir, at))
-                        next_at = started + len(samples) * interval
+                        try:
+                            samples.append(await _sample(proc, session, metrics_url, data_dir, at))
+                        except (aiohttp.ClientError, TimeoutError) as exc:
+                            # A scrape that timed out on a busy machine: no sample this time.
+                            print(f"soak: no sample at {at:.0f} s: {exc!r}", file=sys.stderr)
+                        tick += 1
+                        next_at = started + tick * interval
                         await asyncio.sleep(max(0.0, next_at - time.monotonic()))
 
                 sampling = asyncio.create_task(sampler(), name="soak sampler")
@@ -256,18 +262,22 @@ async def soak(duration_s: float, scratch: Path) -> Result:
                             timeout=DRAIN_S if duration_s >= 600 else 30.0,
                             what="queued questions to be answered",
                         )
-                    samples.append(
-                        await _sample(
-                            proc, session, metrics_url, data_dir, time.monotonic() - started
-                        )
-                    )
+                    at = time.monotonic() - started
+                    try:
+                        samples.append(await _sample(proc, session, metrics_url, data_dir, at))
+                    except (aiohttp.ClientError, TimeoutError) as exc:
+                        print(f"soak: no last sample at {at:.0f} s: {exc!r}", file=sys.stderr)
                 finally:
                     for task in (sampling, schedule, tracing):
                         if task is None:
                             continue
                         task.cancel()
-                        with contextlib.suppress(asyncio.CancelledError):
+                        try:
                             await task
+                        except asyncio.CancelledError:
+                            pass
+                        except Exception as exc:  # a helper's failure must not lose the run
+                            print(f"soak: {task.get_name()} failed: {exc!r}", file=sys.stderr)
                     lb.gemini.heal()
         finals = _final_replies(lb.discord, traffic.turns)
         slash = _slash_finals(lb.discord)
