@@ -46,10 +46,12 @@ USERS = 20
 RATE = 2.0  # turns started per second (a user waits for each answer, then thinks 2.5 s)
 DRAIN_S = 120.0  # after the traffic: time for queued questions to get their answers
 # `SOAK_TRACEMALLOC=N` (frames) switches tracemalloc on in the bot after the warm-up (through
-# POST /debug/memory) and writes what was allocated after it and is still alive at the end
-# (GET /debug/memory, by file and by traceback) to soak-tracemalloc.json in the scratch dir.
-# Diagnosis only: tracing costs memory and CPU, so its figures are not the soak's.
+# POST /debug/memory; `SOAK_TRACEMALLOC_AFTER=S`: S seconds into the traffic instead) and
+# writes what was allocated after it and is still alive at the end (GET /debug/memory, by file,
+# line and traceback) to soak-tracemalloc.json in the scratch dir. Diagnosis only: tracing costs
+# memory and CPU, so its figures are not the soak's.
 TRACE_ENV = "SOAK_TRACEMALLOC"
+TRACE_AFTER_ENV = "SOAK_TRACEMALLOC_AFTER"  # seconds into the traffic (default: the warm-up)
 _DEBUG_TOKEN = "soak-debug-token"
 
 # Gauges read from the bot's /metrics at each sample: the task count, and what shows whether
@@ -246,7 +248,7 @@ async def soak(duration_s: float, scratch: Path) -> Result:
                             session,
                             metrics_url.removesuffix("/metrics"),
                             trace_frames,
-                            warm_up,
+                            float(os.environ.get(TRACE_AFTER_ENV, warm_up)),
                             scratch / "soak-tracemalloc.json",
                         )
                     )
