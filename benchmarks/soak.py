@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import os
 import re
 import statistics
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -42,6 +45,14 @@ RSS_GROWTH_TARGET = 5 * 2**20  # bytes over the measured part of the run
 USERS = 20
 RATE = 2.0  # turns started per second (a user waits for each answer, then thinks 2.5 s)
 DRAIN_S = 120.0  # after the traffic: time for queued questions to get their answers
+# `SOAK_TRACEMALLOC=N` (frames) switches tracemalloc on in the bot after the warm-up (through
+# POST /debug/memory; `SOAK_TRACEMALLOC_AFTER=S`: S seconds into the traffic instead) and
+# writes what was allocated after it and is still alive at the end (GET /debug/memory, by file,
+# line and traceback) to soak-tracemalloc.json in the scratch dir. Diagnosis only: tracing costs
+# memory and CPU, so its figures are not the soak's.
+TRACE_ENV = "SOAK_TRACEMALLOC"
+TRACE_AFTER_ENV = "SOAK_TRACEMALLOC_AFTER"  # seconds into the traffic (default: the warm-up)
+_DEBUG_TOKEN = "soak-debug-token"
 
 # Gauges read from the bot's /metrics at each sample: the task count, and what shows whether
 # memory growth is the bounded structures filling up (the response cache, conversations) or
@@ -118,6 +129,51 @@ async def _sample(
     return SoakSample(at_s, proc.usage().rss_bytes, fds=fds, store_bytes=store, **gauges)
 
 
+def _trace_frames() -> int:
+    raw = os.environ.get(TRACE_ENV, "").strip()
+    if not raw:
+        return 0
+    try:
+        frames = int(raw)
+    except ValueError:
+        raise SystemExit(f"{TRACE_ENV}={raw!r}: set it to a frame count (1-100)") from None
+    if not 1 <= frames <= 100:
+        raise SystemExit(f"{TRACE_ENV}={raw!r}: set it to a frame count (1-100)")
+    return frames
+
+
+async def _trace(
+    session: aiohttp.ClientSession, base: str, frames: int, after_s: float, out: Path
+) -> None:
+    """Tracing on after `after_s`; the sites still alive when cancelled go to `out`."""
+    headers = {"Authorization": f"Bearer {_DEBUG_TOKEN}"}
+    await asyncio.sleep(after_s)
+    async with session.post(
+        f"{base}/debug/memory", params={"trace": "on", "frames": str(frames)}, headers=headers
+    ) as response:
+        response.raise_for_status()
+    try:
+        await asyncio.Event().wait()
+    finally:
+        report: dict[str, Any] = {}
+        long = aiohttp.ClientTimeout(total=300)
+        for group in ("filename", "lineno", "traceback"):
+            async with session.get(
+                f"{base}/debug/memory",
+                params={"group_by": group, "limit": "40"},
+                headers=headers,
+                timeout=long,
+            ) as response:
+                report[group] = await response.json()
+        await asyncio.to_thread(out.write_text, json.dumps(report, indent=1))
+        print(f"soak: tracemalloc report in {out}", file=sys.stderr)
+        for site in report["filename"].get("top", [])[:15]:
+            print(
+                f"  {site['size_bytes'] / 1024:9.0f} KiB {site['count']:7d} {site['file']}",
+                file=sys.stderr,
+            )
+
+
 def _final_replies(discord: DiscordEmulator, turns: list[TurnRecord]) -> Counter[str]:
     """Each user message's last reply by kind: `answered`, a notice, `queued` (never followed by
     an answer), or `none` (no reply at all)."""
@@ -151,12 +207,15 @@ async def soak(duration_s: float, scratch: Path) -> Result:
     warm_up = duration_s * 0.15
     samples: list[SoakSample] = []
     faults: list[str] = []
+    trace_frames = _trace_frames()
+    debug: dict[str, object] = {"ops_admin_token": _DEBUG_TOKEN} if trace_frames else {}
     async with lab(scratch / "soak", latency=0.05) as lb:
         settings = lb.settings(
             # The relaxed limits, but the queue as shipped: faults make it fill and drain.
             queue_max_size=100,
             queue_retry_interval_seconds=2.0,
             health_snapshot_interval_seconds=10,
+            **debug,
         )
         data_dir = Path(str(settings["data_dir"]))
         metrics_url = f"http://127.0.0.1:{settings['ops_port']}/metrics"
@@ -167,15 +226,34 @@ async def soak(duration_s: float, scratch: Path) -> Result:
                 started = time.monotonic()
 
                 async def sampler() -> None:
+                    tick = 0
                     while True:
                         at = time.monotonic() - started
-                        samples.append(await _sample(proc, session, metrics_url, data_dir, at))
-                        next_at = started + len(samples) * interval
+                        try:
+                            samples.append(await _sample(proc, session, metrics_url, data_dir, at))
+                        except (aiohttp.ClientError, TimeoutError) as exc:
+                            # A scrape that timed out on a busy machine: no sample this time.
+                            print(f"soak: no sample at {at:.0f} s: {exc!r}", file=sys.stderr)
+                        tick += 1
+                        next_at = started + tick * interval
                         await asyncio.sleep(max(0.0, next_at - time.monotonic()))
 
                 sampling = asyncio.create_task(sampler(), name="soak sampler")
                 schedule = asyncio.create_task(
                     run_schedule(lb.gemini, fault_plan(duration_s), faults.append)
+                )
+                tracing = (
+                    asyncio.create_task(
+                        _trace(
+                            session,
+                            metrics_url.removesuffix("/metrics"),
+                            trace_frames,
+                            float(os.environ.get(TRACE_AFTER_ENV, warm_up)),
+                            scratch / "soak-tracemalloc.json",
+                        )
+                    )
+                    if trace_frames
+                    else None
                 )
                 try:
                     await traffic.run(duration_s=duration_s)
@@ -186,16 +264,22 @@ async def soak(duration_s: float, scratch: Path) -> Result:
                             timeout=DRAIN_S if duration_s >= 600 else 30.0,
                             what="queued questions to be answered",
                         )
-                    samples.append(
-                        await _sample(
-                            proc, session, metrics_url, data_dir, time.monotonic() - started
-                        )
-                    )
+                    at = time.monotonic() - started
+                    try:
+                        samples.append(await _sample(proc, session, metrics_url, data_dir, at))
+                    except (aiohttp.ClientError, TimeoutError) as exc:
+                        print(f"soak: no last sample at {at:.0f} s: {exc!r}", file=sys.stderr)
                 finally:
-                    for task in (sampling, schedule):
+                    for task in (sampling, schedule, tracing):
+                        if task is None:
+                            continue
                         task.cancel()
-                        with contextlib.suppress(asyncio.CancelledError):
+                        try:
                             await task
+                        except asyncio.CancelledError:
+                            pass
+                        except Exception as exc:  # a helper's failure must not lose the run
+                            print(f"soak: {task.get_name()} failed: {exc!r}", file=sys.stderr)
                     lb.gemini.heal()
         finals = _final_replies(lb.discord, traffic.turns)
         slash = _slash_finals(lb.discord)

@@ -14,6 +14,7 @@ import lightbulb
 from bot.chat.models import IncomingMessage, InteractionTarget
 from bot.chat.pipeline import ChatPipeline
 from bot.discord.fair_commands import build_fair_commands
+from bot.discord.injection import prime_invoke_resolvers
 from bot.healing.actions import HEAL_ACTIONS
 from bot.healing.audit import safe_text
 from bot.healing.controls import BotControls
@@ -354,4 +355,5 @@ def build_commands(
 
     commands: list[Any] = [Chat, Clear, Status, Health, Maintenance, heal]
     commands += build_fair_commands(services)
+    prime_invoke_resolvers(commands)  # once per class, not per invocation (injection.py)
     return commands

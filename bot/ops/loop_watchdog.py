@@ -15,22 +15,56 @@ than the threshold is ever counted. Cost, measured on the shared 2-core test VM 
 (40 stamps and 40 checks a second): about 0.8 % of one core (0.04 % without the watchdog).
 
 Logging is bounded: at most one stack per `log_interval_s` (blocks in between are counted and
-mentioned in the next report), each stack cut to its innermost `max_frames` frames.
+mentioned in the next report), each stack cut to its innermost `max_frames` frames. The source
+lines of the stack are read from the files each time and not through `linecache`: `traceback`'s
+own formatting would load every file on the stack into `linecache` for the life of the process
+(a soak run on a busy machine grew it by 4.4 MB, benchmarks/RESULTS.md section 8).
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import sys
 import threading
 import time
 import traceback
+import types
 from collections.abc import Callable
 
-__all__ = ["LoopWatchdog"]
+__all__ = ["LoopWatchdog", "stack_without_linecache"]
 
 logger = logging.getLogger(__name__)
+
+
+def _source_line(filename: str, lineno: int | None) -> str:
+    """Line `lineno` of `filename`, read now ("" for a file that cannot be read)."""
+    if not lineno or lineno < 1 or filename.startswith("<"):
+        return ""
+    try:
+        with open(filename, encoding="utf-8", errors="replace") as source:
+            return next(itertools.islice(source, lineno - 1, None), "").strip()
+    except OSError:
+        return ""
+
+
+def stack_without_linecache(frame: types.FrameType, limit: int) -> traceback.StackSummary:
+    """The innermost `limit` frames ending at `frame`, outermost first, with their source lines,
+    read without touching `linecache` (see the module doc)."""
+    summaries: list[traceback.FrameSummary] = []
+    current: types.FrameType | None = frame
+    while current is not None and len(summaries) < limit:
+        code = current.f_code
+        line = _source_line(code.co_filename, current.f_lineno)
+        summaries.append(
+            traceback.FrameSummary(
+                code.co_filename, current.f_lineno, code.co_name, lookup_line=False, line=line
+            )
+        )
+        current = current.f_back
+    summaries.reverse()
+    return traceback.StackSummary.from_list(summaries)
 
 
 class LoopWatchdog:
@@ -125,7 +159,7 @@ class LoopWatchdog:
         frame = sys._current_frames().get(self._loop_thread_id or -1)
         if frame is None:
             return
-        stack = traceback.extract_stack(frame, limit=self._max_frames)
+        stack = stack_without_linecache(frame, self._max_frames)
         innermost = stack[-1] if stack else None
         culprit = (
             f"{innermost.name} ({innermost.filename}:{innermost.lineno})"

@@ -7,9 +7,13 @@ wait for a condition.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
+import linecache
 import logging
+import re
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -103,3 +107,37 @@ async def test_stacks_are_logged_at_most_once_per_interval_and_every_block_is_co
 def test_a_threshold_must_be_positive() -> None:
     with pytest.raises(ValueError, match="threshold"):
         LoopWatchdog(0, lambda: None)
+
+
+async def test_a_reported_stack_shows_source_lines_without_keeping_the_files_in_linecache(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A module that no traceback has read yet: the report must show its line, and linecache
+    # (kept for the life of the process) must not hold the file afterwards.
+    source = tmp_path / "slow_plugin.py"
+    source.write_text(
+        "import time\n\n\nasync def slow_plugin_handler():\n"
+        "    time.sleep(0.25)  # the plugin's blocking call\n"
+    )
+    spec = importlib.util.spec_from_file_location("slow_plugin", source)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    caplog.set_level(logging.WARNING, logger=WATCHDOG)
+    cached_before = set(linecache.cache)
+    watchdog = LoopWatchdog(0.1, lambda: None, log_interval_s=60)
+    await watchdog.start()
+    try:
+        await module.slow_plugin_handler()
+        await _eventually(lambda: any("ran again" in r.getMessage() for r in caplog.records))
+    finally:
+        await watchdog.stop()
+
+    reports = [r.getMessage() for r in caplog.records if "blocked for over" in r.getMessage()]
+    assert reports
+    assert "time.sleep(0.25)  # the plugin's blocking call" in reports[0]
+    assert f'File "{source}", line 5, in slow_plugin_handler' in reports[0]
+    assert str(source) not in linecache.cache
+    on_stack = set(re.findall(r'File "([^"]+)"', reports[0]))
+    assert str(source) in on_stack
+    assert not (on_stack - cached_before) & set(linecache.cache)  # no file on it was kept

@@ -51,6 +51,7 @@ from prometheus_client import (
 )
 from prometheus_client.openmetrics import exposition as openmetrics_exposition
 
+from bot.ops.linecache_bound import LINECACHE_MAX_BYTES, trim_linecache
 from bot.ops.loop_watchdog import LoopWatchdog
 from bot.ops.metrics.catalogue import (
     CATCHUP_BUCKETS_S,
@@ -77,6 +78,8 @@ from bot.ops.metrics.catalogue import (
 from bot.ops.metrics.collector import BotCollector, MetricSources
 
 _OPENMETRICS_CONTENT_TYPE: Final[str] = openmetrics_exposition.CONTENT_TYPE_LATEST
+# How often the lag monitor keeps linecache within its bound (bot/ops/linecache_bound.py).
+LINECACHE_CHECK_S: Final = 60.0
 
 
 class TokenCounts(Protocol):
@@ -114,6 +117,7 @@ class Telemetry:
         lag_interval_s: float = 0.5,
         block_threshold_s: float | None = None,
         prices: LLMPrices | None = None,
+        linecache_max_bytes: int = LINECACHE_MAX_BYTES,
     ) -> None:
         if lag_interval_s <= 0:
             raise ValueError("lag_interval_s must be positive")
@@ -125,6 +129,7 @@ class Telemetry:
         platform_collector.PlatformCollector(registry=registry)
         gc_collector.GCCollector(registry=registry)
         self._lag_interval_s = lag_interval_s
+        self._linecache_max_bytes = linecache_max_bytes  # checked every LINECACHE_CHECK_S
         self._lag_task: asyncio.Task[None] | None = None
         self._collector: BotCollector | None = None
         self._models = tuple(dict.fromkeys((*models, OTHER)))
@@ -416,12 +421,16 @@ class Telemetry:
 
     async def _watch_loop_lag(self) -> None:
         loop = asyncio.get_running_loop()
+        next_trim = loop.time() + LINECACHE_CHECK_S
         while True:
             # asyncio.sleep schedules through loop.call_later: the delay past the due time is
             # how long other callbacks kept the loop busy.
             due = loop.time() + self._lag_interval_s
             await asyncio.sleep(self._lag_interval_s)
             self._loop_lag.observe(max(0.0, loop.time() - due))
+            if loop.time() >= next_trim:  # on the loop thread, as linecache needs
+                next_trim = loop.time() + LINECACHE_CHECK_S
+                trim_linecache(self._linecache_max_bytes)
 
     # -- exposition ----------------------------------------------------------------------------
 
