@@ -27,6 +27,7 @@ from tests.e2e.test_exactly_once import _refuse_in_db
 # Gemini's answer to the question in flight keeps the bot draining this long: the new mention
 # must be read and told within it (a fraction of a second; the rest is slack for a busy host).
 DRAIN_S: Final = 5.0
+IN_PROCESS_DRAIN_S: Final = 3.0  # the same for the whole bot in this process (no start-up)
 STARTED_LINE: Final = "bot started as user"
 STOPPING_LINE: Final = "stopping: finishing replies in flight"
 
@@ -128,22 +129,30 @@ async def test_a_mention_during_the_drain_is_journalled_told_and_answered_once_a
     assert len(gemini.requests) == 3  # one model call per question, none twice
 
 
-async def test_a_mention_the_journal_cannot_keep_during_the_drain_is_asked_to_come_again(
-    start_bot: Callable[..., Any], discord: DiscordEmulator, gemini: GeminiEmulator
-) -> None:
-    app: BotApp = await start_bot(shutdown_grace_seconds=30, gemini_timeout_seconds=30)
-    user = discord.create_user("asker")
-    dm = discord.create_dm(user)
-    gemini.latency = DRAIN_S
+async def _drain_with_a_slow_answer(
+    app: BotApp, discord: DiscordEmulator, gemini: GeminiEmulator, dm: int, user: dict[str, Any]
+) -> tuple[int, asyncio.Task[None]]:
+    """Ask a question Gemini answers slowly, then stop the bot: it drains until the answer."""
+    gemini.latency = IN_PROCESS_DRAIN_S
     slow = int((await discord.send_message(dm, author=user, content="a slow one"))["id"])
     await gemini.wait_for_requests(1)
-    _refuse_in_db(app.store.path, "INSERT", "answered:%")  # the journal fails from now on
     stopping = asyncio.create_task(app.stop())
 
     async def draining() -> bool:
         return app.pipeline.stats.in_flight > 0 and app._stopping
 
     await _until("the drain", draining, 10)
+    return slow, stopping
+
+
+async def test_a_mention_the_journal_cannot_keep_during_the_drain_is_asked_to_come_again(
+    start_bot: Callable[..., Any], discord: DiscordEmulator, gemini: GeminiEmulator
+) -> None:
+    app: BotApp = await start_bot(shutdown_grace_seconds=30, gemini_timeout_seconds=30)
+    user = discord.create_user("asker")
+    dm = discord.create_dm(user)
+    _refuse_in_db(app.store.path, "INSERT", "answered:%")  # the journal fails from now on
+    slow, stopping = await _drain_with_a_slow_answer(app, discord, gemini, dm, user)
 
     during = int((await discord.send_message(dm, author=user, content="while draining"))["id"])
     refusal = await discord.wait_for_reply(during, timeout=10)
@@ -152,3 +161,27 @@ async def test_a_mention_the_journal_cannot_keep_during_the_drain_is_asked_to_co
     assert len(_finals(discord, slow)) == 1
     assert _replies(discord, during) == [RESTARTING_TEXT]
     assert app.answers.stats.store_errors_total >= 1
+
+
+async def test_no_more_are_kept_during_the_drain_than_the_queue_takes_after_the_restart(
+    start_bot: Callable[..., Any], discord: DiscordEmulator, gemini: GeminiEmulator
+) -> None:
+    app: BotApp = await start_bot(
+        shutdown_grace_seconds=30, gemini_timeout_seconds=30, queue_max_size=2
+    )
+    user = discord.create_user("asker")
+    dm = discord.create_dm(user)
+    slow, stopping = await _drain_with_a_slow_answer(app, discord, gemini, dm, user)
+    during = []
+    for n in range(3):
+        asked = await discord.send_message(dm, author=user, content=f"while draining {n}")
+        during.append(int(asked["id"]))
+        await discord.wait_for_reply(during[-1], timeout=10)
+    assert [_replies(discord, i) for i in during] == [
+        [RESTARTING_NOTICE],
+        [RESTARTING_NOTICE],
+        [RESTARTING_TEXT],  # the queue's two places are promised: asked to come again
+    ]
+    await stopping
+    assert len(_finals(discord, slow)) == 1
+    assert app.answers.stats.open_by_state["queued"] == 2
