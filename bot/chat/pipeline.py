@@ -579,6 +579,21 @@ class ChatPipeline:
             told += 1
         return told
 
+    async def keep_for_restart(self, msg: IncomingMessage) -> bool:
+        """A message that arrives while the bot stops: journalled for the next start (whose
+        resume answers it once) and its user told so, a live one at least; False when the
+        journal could not store it, or the queue could not take it after the restart (the
+        journal's queued questions fill it), so nothing is promised (the caller refuses it)."""
+        if self.answers.stats.open_by_state["queued"] >= self.queue.max_size:
+            return False
+        via = "catchup" if msg.caught_up else "gateway"
+        kept = await self.answers.claim_for_later(msg.message_id, message_to_payload(msg), via)
+        if kept == "unstored":
+            return False
+        if kept == "journalled" and not msg.caught_up:
+            await self._send(msg, _Thought(Reply.text(RESTARTING_NOTICE, "queued")))
+        return True
+
     # -- plumbing --------------------------------------------------------------------------
 
     def forget(self, channel_id: int, user_id: int | None = None) -> None:

@@ -10,7 +10,11 @@ Each unfinished record ends in exactly one way (`llmbot_resumed_questions_total{
   `requeued` to be answered by the queue worker through the normal pipeline, or `told` ("I
   restarted and couldn't keep your question") when it is older than the queue's maximum age or
   the queue refuses it;
-- `queued` and in the queue: nothing to do, the queue answers it.
+- `queued` and in the queue: nothing to do, the queue answers it (a question that arrived
+  while the last run drained is `queued` in the journal only: re-queued as above).
+
+Only the records the last run left (`AnswerLedger.from_last_run`) are resumed: one this process
+claimed before the resume ran (a live message, a catch-up's) is being answered already.
 
 While running, `resend_undelivered` does the same for final replies Discord refused for longer
 than the hold waits (the app calls it every minute while the Discord breaker is not open).
@@ -43,6 +47,8 @@ async def resume_unfinished(
     for record in ledger.unfinished():
         if ledger.is_final(record.message_id):
             continue  # finished meanwhile (the queue worker runs beside this)
+        if not ledger.from_last_run(record.message_id):
+            continue  # claimed by this process (live, or its catch-up): being answered
         if record.state == "delivering" and record.reply is not None:
             resumed += 1
             if await _given_up(ledger, record):

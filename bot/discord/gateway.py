@@ -145,6 +145,8 @@ class DiscordGateway:
         )
         self._accepting = True
         self._handler: Callable[[IncomingMessage], Awaitable[None]] | None = None
+        # While stopping: journal a message for the next start (False: could not, refuse it).
+        self._keep_for_restart: Callable[[IncomingMessage], Awaitable[bool]] | None = None
         # Is this channel (thread, parent) an auto-reply channel for this text? (`/channel`)
         self._autoreplies: Callable[[int, int | None, str], bool] | None = None
         fetcher = AttachmentFetcher(
@@ -205,6 +207,7 @@ class DiscordGateway:
         services: CommandServices,
     ) -> None:
         self._handler = handler
+        self._keep_for_restart = services.pipeline.keep_for_restart
         channels = services.pipeline.channels
         self._autoreplies = channels.autoreplies if channels is not None else None
         for command in build_commands(services):
@@ -353,8 +356,7 @@ class DiscordGateway:
         # RESUME) is the pipeline's idempotency record's to refuse and count.
         self.seen.remember_handled(incoming.message_id)
         if not self._accepting:
-            if not incoming.caught_up:  # a caught-up question waits for the next start
-                await self._refuse_while_stopping(incoming)
+            await self._while_stopping(incoming)
             return
         admission = await self.intake.admit()
         if admission != "admitted":
@@ -419,8 +421,18 @@ class DiscordGateway:
             caught_up=True,
         )
 
-    async def _refuse_while_stopping(self, incoming: IncomingMessage) -> None:
+    async def _while_stopping(self, incoming: IncomingMessage) -> None:
+        """Draining for a restart: the message is journalled and answered after it (its user
+        told so); only when the journal cannot keep it is the user asked to ask again (a
+        caught-up question is then left to the next start's catch-up)."""
         if not isinstance(incoming.target, MessageTarget):
+            return
+        try:
+            if self._keep_for_restart is not None and await self._keep_for_restart(incoming):
+                return
+        except Exception:
+            log.exception("could not keep a message for after the restart")
+        if incoming.caught_up:
             return
         try:
             await self.delivery.deliver(incoming.target, Reply.text(RESTARTING_TEXT, "refused"))

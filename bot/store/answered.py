@@ -8,6 +8,8 @@ One record per incoming message id (a Discord message or interaction id), whatev
 
 - `claim` makes the record `accepted` and journals the question (its payload) before any work;
   a second `claim` of a known id returns False: a duplicate delivery, which gets no reply.
+- `claim_for_later` journals a question straight as `queued` for the next start (one that
+  arrives while the bot stops): its user is promised an answer only when the store holds it.
 - `queued`: the answer-later queue holds the question (the journal keeps the payload so a
   restart can tell whether the queue still has it).
 - `begin_final` writes `delivering` with the exact reply (its chunks and kind) *before* it is
@@ -48,6 +50,7 @@ __all__ = [
     "RESUME_OUTCOMES",
     "AnswerLedger",
     "AnswerRecord",
+    "ClaimedForLater",
     "LedgerStats",
     "Record",
     "State",
@@ -56,6 +59,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 State = Literal["accepted", "queued", "delivering", "answered", "notified"]
+ClaimedForLater = Literal["journalled", "duplicate", "unstored"]
 OPEN_STATES: Final[tuple[State, ...]] = ("accepted", "queued", "delivering")
 _TERMINAL: Final = frozenset({"answered", "notified"})
 _STATES: Final = frozenset({*OPEN_STATES, *_TERMINAL})
@@ -113,6 +117,13 @@ class AnswerRecord(Protocol):
         """Accept and journal a question; False for a duplicate (counted under `source`)."""
         ...
 
+    async def claim_for_later(
+        self, message_id: int, payload: dict[str, Any], source: str
+    ) -> ClaimedForLater:
+        """Journal a question for the next start (`queued`, not in the queue); "unstored" when
+        the store did not take it, "duplicate" for a known id (counted under `source`)."""
+        ...
+
     async def queued(self, message_id: int) -> None:
         """The queue holds the question now."""
         ...
@@ -166,6 +177,8 @@ class AnswerLedger:
         # Terminal records: id -> when it became terminal, oldest first.
         self._done: OrderedDict[int, float] = OrderedDict()
         self._finalizing: set[int] = set()  # final replies being sent by this process
+        # Open records read by `load` (the last run's journal), until they are finished.
+        self._last_run: set[int] = set()
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -202,6 +215,12 @@ class AnswerLedger:
         """Records not yet terminal, oldest first: the journal a restart resumes."""
         return sorted(self._open.values(), key=lambda r: (r.at, r.message_id))
 
+    def from_last_run(self, message_id: int) -> bool:
+        """Was this open record read by `load` (journalled by the last run, not this one)? A
+        restart's resume takes only those: a question this process claimed meanwhile (live, or
+        by the catch-up) is being answered already."""
+        return message_id in self._last_run
+
     # -- lifecycle -------------------------------------------------------------------------
 
     async def load(self) -> int:
@@ -220,6 +239,7 @@ class AnswerLedger:
                 done.append((record.at, record.message_id))
             else:
                 self._put(record)
+                self._last_run.add(record.message_id)
         for at, message_id in sorted(done):
             self._done[message_id] = at
         self._expire()
@@ -241,6 +261,20 @@ class AnswerLedger:
         self._sync()
         await self._write(record)
         return True
+
+    async def claim_for_later(
+        self, message_id: int, payload: dict[str, Any], source: str
+    ) -> ClaimedForLater:
+        if self.known(message_id):
+            self.count_duplicate(source)
+            return "duplicate"
+        # `queued` at once: no notice of the shutdown (bot.app) tells it a second time, and the
+        # next start's resume re-queues it as any queued question the queue no longer holds.
+        record = Record(message_id, "queued", self._clock(), payload)
+        self._put(record)
+        await self._make_room()
+        self._sync()
+        return "journalled" if await self._write(record) else "unstored"
 
     async def queued(self, message_id: int) -> None:
         record = self._open.get(message_id)
@@ -323,6 +357,7 @@ class AnswerLedger:
         self.stats.open_by_state[record.state] += 1
 
     def _pop(self, message_id: int) -> None:
+        self._last_run.discard(message_id)
         old = self._open.pop(message_id, None)
         if old is not None:
             self.stats.open_by_state[old.state] -= 1
@@ -330,14 +365,17 @@ class AnswerLedger:
     def _sync(self) -> None:
         self.stats.size = len(self._open) + len(self._done)
 
-    async def _write(self, record: Record, ttl_s: float | None = None) -> None:
+    async def _write(self, record: Record, ttl_s: float | None = None) -> bool:
+        """Write one record; False when it was not stored (no store, or a store error)."""
         if self._store is None:
-            return
+            return False
         try:
             await self._store.set_json(str(record.message_id), _encode(record), ttl_s)
         except StoreError as exc:
             self._failed()
             logger.warning("could not write the answer record of a message: %s", exc)
+            return False
+        return True
 
     async def _delete(self, message_id: int) -> None:
         if self._store is None:

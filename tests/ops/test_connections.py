@@ -1,6 +1,10 @@
 """The ops server's connection limits over real sockets: idle and half-header connections are
 closed after the idle timeout, the connection cap holds while `/healthz` still answers, a busy
-server answers 503, and refusals are counted and logged rate-limited (issue #16 item 7)."""
+server answers 503, and refusals are counted and logged rate-limited (issue #16 item 7).
+
+Each behaviour is first asserted from the client's side (a socket the server closed, an answer
+within a bound, the log lines written), so these tests also fail against the code before the
+fix (checked on b7e3069's parent: see the commit that strengthened them)."""
 
 from __future__ import annotations
 
@@ -13,13 +17,18 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from bot.healing.actions import ActionRegistry
+from bot.healing.http import alerts_handler
+from bot.healing.receiver import HealReceiver
 from bot.ops.connections import RefusalLog
 from bot.ops.metrics import MetricSources, Telemetry
-from bot.ops.server import OpsServer
+from bot.ops.server import OpsServer, Route
 from tests.ops.fakes import BUILD, make_snapshot
 
 IDLE_S = 1.0
+LONG_IDLE_S = 600.0
 CAP = 20
+WITHIN_S = 10.0  # what the tests wait for an answer or a close, on a busy shared machine
 
 
 def refused(telemetry: Telemetry, reason: str) -> float:
@@ -45,8 +54,20 @@ class Served:
         self.waiting = [0]
 
 
-@pytest.fixture
-async def served() -> AsyncIterator[Served]:
+def ops_server(telemetry: Telemetry, idle_timeout_s: float, extra_routes: list[Route]) -> OpsServer:
+    return OpsServer(
+        "127.0.0.1",
+        0,
+        telemetry=telemetry,
+        snapshot=make_snapshot,
+        readiness=lambda: (True, {}),
+        extra_routes=extra_routes,
+        max_connections=CAP,
+        idle_timeout_s=idle_timeout_s,
+    )
+
+
+async def start_served(idle_timeout_s: float) -> Served:
     release = asyncio.Event()
     waiting = [0]
 
@@ -59,24 +80,33 @@ async def served() -> AsyncIterator[Served]:
         return web.json_response({"error": "bearer token required"}, status=401)
 
     telemetry = Telemetry(sources=MetricSources(build=BUILD))
-    server = OpsServer(
-        "127.0.0.1",
-        0,
-        telemetry=telemetry,
-        snapshot=make_snapshot,
-        readiness=lambda: (True, {}),
-        extra_routes=[("GET", "/slow", slow), ("GET", "/guarded", guarded)],
-        max_connections=CAP,
-        idle_timeout_s=IDLE_S,
-    )
+    routes: list[Route] = [("GET", "/slow", slow), ("GET", "/guarded", guarded)]
+    server = ops_server(telemetry, idle_timeout_s, routes)
     await server.start()
+    handle = Served(server, telemetry, release)
+    handle.waiting = waiting
+    return handle
+
+
+@pytest.fixture
+async def served() -> AsyncIterator[Served]:
+    handle = await start_served(IDLE_S)
     try:
-        handle = Served(server, telemetry, release)
-        handle.waiting = waiting
         yield handle
     finally:
-        release.set()
-        await server.stop()
+        handle.release.set()
+        await handle.server.stop()
+
+
+@pytest.fixture
+async def served_long_idle() -> AsyncIterator[Served]:
+    """An idle timeout far beyond the test: only the cap can close a connection."""
+    handle = await start_served(LONG_IDLE_S)
+    try:
+        yield handle
+    finally:
+        handle.release.set()
+        await handle.server.stop()
 
 
 async def open_raw(port: int, send: bytes) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -100,18 +130,31 @@ async def closed_by_server(reader: asyncio.StreamReader, within: float) -> bool:
     return True
 
 
+async def test_connections_beyond_the_cap_push_out_idle_ones(served_long_idle: Served) -> None:
+    server = served_long_idle.server
+    conns = [await open_raw(server.port, b"") for _ in range(3 * CAP)]
+    closes = [asyncio.create_task(closed_by_server(r, WITHIN_S)) for r, _ in conns]
+    # Seen from the clients: all but CAP of the idle sockets were closed by the server, long
+    # before the idle timeout (600 s), so only the cap can have closed them.
+    await until(lambda: sum(t.done() and t.result() for t in closes) >= 2 * CAP, WITHIN_S)
+    async with aiohttp.ClientSession() as http, http.get(f"{server.url}/healthz") as response:
+        assert response.status == 200
+    assert server.connections.open <= CAP
+    for _, writer in conns:
+        writer.close()
+    await asyncio.gather(*closes)
+
+
 async def test_idle_and_half_header_connections_are_capped_and_timed_out(served: Served) -> None:
     server = served.server
     half = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: "
     started = time.monotonic()
     conns = [await open_raw(server.port, half if i % 2 else b"") for i in range(3 * CAP)]
-    # Every socket beyond the cap pushed out an idle one: the cap holds.
-    await until(lambda: server.connections.open <= CAP)
-    assert server.connections.open <= CAP
     async with aiohttp.ClientSession() as http, http.get(f"{server.url}/healthz") as response:
         assert response.status == 200
-    # The survivors (idle or half a header) are closed after the idle timeout, not held.
-    results = await asyncio.gather(*(closed_by_server(r, 10 * IDLE_S) for r, _ in conns))
+    # Every socket, pushed out by a newer one beyond the cap (as in the test above) or idle or
+    # half a header, is closed by the server by the idle timeout, not held.
+    results = await asyncio.gather(*(closed_by_server(r, WITHIN_S) for r, _ in conns))
     elapsed = time.monotonic() - started
     assert all(results)
     assert elapsed >= IDLE_S * 0.9  # the last ones lived until the timeout...
@@ -127,7 +170,7 @@ async def test_keep_alive_connection_is_closed_after_the_idle_timeout(served: Se
     reader, writer = await open_raw(served.server.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
     assert (await reader.readline()).startswith(b"HTTP/1.1 200")
     started = time.monotonic()
-    assert await closed_by_server(reader, 10 * IDLE_S)
+    assert await closed_by_server(reader, WITHIN_S)
     assert time.monotonic() - started >= IDLE_S * 0.9
     writer.close()
 
@@ -139,7 +182,8 @@ async def test_busy_connections_are_not_cut_and_the_next_gets_503(served: Served
     ]
     await until(lambda: served.waiting[0] == CAP)
     reader, writer = await open_raw(server.port, b"")
-    answer = await reader.read()
+    async with asyncio.timeout(WITHIN_S):  # not held open without an answer
+        answer = await reader.read()
     assert answer.startswith(b"HTTP/1.1 503"), answer
     assert b"connection limit" in answer
     assert refused(served.telemetry, "connection_limit") == 1
@@ -167,6 +211,37 @@ async def test_refusals_are_counted_and_logged_once_per_interval(
     assert len(lines) == 2
     assert "49 more" in lines[1].getMessage()
     assert "unauthorized=49" in lines[1].getMessage()
+
+
+async def test_bad_tokens_at_the_alerts_webhook_write_one_warning_per_interval(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The real `POST /alerts` handler behind the ops server: 50 wrong tokens are 50 401s, one
+    WARNING line now and one summary line later, not a WARNING each."""
+    receiver = HealReceiver(ActionRegistry([]), instance="127.0.0.1:9464")
+    receiver.start()
+    handler = alerts_handler(receiver, token="the-right-token", allow_insecure_loopback=False)
+    telemetry = Telemetry(sources=MetricSources(build=BUILD))
+    server = ops_server(telemetry, IDLE_S, [("POST", "/alerts", handler)])
+    await server.start()
+    caplog.set_level(logging.DEBUG, logger="bot")
+    try:
+        async with aiohttp.ClientSession() as http:
+            for _ in range(50):
+                async with http.post(
+                    f"{server.url}/alerts",
+                    data=b"{}",
+                    headers={"Authorization": "Bearer wrong", "Content-Type": "application/json"},
+                ) as response:
+                    assert response.status == 401
+    finally:
+        await server.stop()  # flushes the summary
+        await receiver.stop(grace_s=1)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 2, warnings
+    assert "401 for POST /alerts" in warnings[0]
+    assert "unauthorized=49" in warnings[1]
+    assert refused(telemetry, "unauthorized") == 50
 
 
 def test_refusal_log_summarises_each_interval(caplog: pytest.LogCaptureFixture) -> None:

@@ -157,3 +157,44 @@ async def test_a_final_reply_without_a_claim_keeps_the_question_and_its_first_tr
     assert await answers.begin_final(9, ("hi",), "answer", {"message_id": 9})
     (record,) = answers.unfinished()
     assert (record.payload, record.at) == ({"message_id": 9}, first_try)
+
+
+async def test_a_question_kept_for_the_next_start_is_queued_in_the_journal_only_when_stored(
+    store: SqliteStore, clock: FakeClock
+) -> None:
+    first = ledger(store, clock)
+    assert await first.claim_for_later(5, {"message_id": 5}, "gateway") == "journalled"
+    assert await first.claim_for_later(5, {"message_id": 5}, "gateway") == "duplicate"
+    assert first.stats.duplicates_total["gateway"] == 1
+    assert [(r.message_id, r.state) for r in first.unfinished()] == [(5, "queued")]
+    second = ledger(store, clock)
+    await second.load()
+    assert [(r.message_id, r.state, r.payload) for r in second.unfinished()] == [
+        (5, "queued", {"message_id": 5})
+    ]
+    assert not await second.claim(5, {}, "catchup")  # a catch-up's copy: refused and counted
+    assert second.stats.duplicates_total["catchup"] == 1
+    # Without a store, or when the store refuses the write, nothing may be promised.
+    assert await ledger(None, clock).claim_for_later(6, {}, "gateway") == "unstored"
+    async with MemoryStore(max_keys=1, cleanup_interval_s=3600) as small:
+        full = AnswerLedger(small.namespace("answered"), clock=clock)
+        assert await full.claim_for_later(7, {}, "gateway") == "journalled"
+        assert await full.claim_for_later(8, {}, "gateway") == "unstored"
+        assert full.stats.store_errors_total == 1
+
+
+async def test_only_the_last_runs_open_records_are_from_the_last_run(
+    store: SqliteStore, clock: FakeClock
+) -> None:
+    first = ledger(store, clock)
+    await first.claim(1, {"message_id": 1}, "gateway")
+    await first.claim(2, {"message_id": 2}, "gateway")
+    assert not first.from_last_run(1)  # this run's own
+    second = ledger(store, clock)
+    await second.load()
+    await second.claim(3, {"message_id": 3}, "catchup")  # claimed before the resume runs
+    assert [r.message_id for r in second.unfinished()] == [1, 2, 3]
+    assert [second.from_last_run(i) for i in (1, 2, 3)] == [True, True, False]
+    await second.begin_final(1, ("hi",), "answer")
+    await second.finish(1, "answered")
+    assert not second.from_last_run(1)  # finished: forgotten (the set is bounded by the load)
