@@ -12,6 +12,10 @@ Each unfinished record ends in exactly one way (`llmbot_resumed_questions_total{
   the queue refuses it;
 - `queued` and in the queue: nothing to do, the queue answers it.
 
+A record whose streamed answer had posted messages (`Record.streamed`) gets its final reply in
+those messages (edited, `DiscordPort.replace_messages`), never beside them; only records left
+by an earlier process are resumed (`AnswerLedger.loaded`).
+
 While running, `resend_undelivered` does the same for final replies Discord refused for longer
 than the hold waits (the app calls it every minute while the Discord breaker is not open).
 """
@@ -43,6 +47,8 @@ async def resume_unfinished(
     for record in ledger.unfinished():
         if ledger.is_final(record.message_id):
             continue  # finished meanwhile (the queue worker runs beside this)
+        if not ledger.loaded(record.message_id):
+            continue  # claimed by this process since it started: being answered now
         if record.state == "delivering" and record.reply is not None:
             resumed += 1
             if await _given_up(ledger, record):
@@ -104,6 +110,8 @@ async def _given_up(ledger: AnswerLedger, record: Record) -> bool:
 
 async def _found(pipeline: ChatPipeline, ledger: AnswerLedger, record: Record) -> bool:
     """Past the nonce window a re-send could post a second copy: look in the channel first."""
+    if record.streamed:
+        return False  # the streamed messages are the reply so far: edited to the final text
     return ledger.now() - record.at > NONCE_TRUSTED_S and await pipeline.already_replied(record)
 
 

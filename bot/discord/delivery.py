@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import secrets
@@ -211,6 +212,59 @@ class DiscordDelivery:
                 ),
             )
             ids.append(int(message.id))
+        return ids
+
+    async def replace_messages(
+        self, target: MessageTarget, message_ids: Sequence[int], reply: Reply
+    ) -> list[int]:
+        """A streamed answer a restart cut short: its messages become the reply's chunks (edited
+        in place, the Stop button removed; missing ones posted under the reply's nonces, extra
+        ones deleted), so the channel holds one answer, not a half one beside a whole one. A
+        message deleted meanwhile is posted again."""
+        ids: list[int] = []
+        for index, chunk in enumerate(reply.chunks):
+            if index < len(message_ids):
+                try:
+                    await self._send(
+                        "edit_message",
+                        functools.partial(
+                            self._rest.edit_message,
+                            target.channel_id,
+                            message_ids[index],
+                            chunk,
+                            components=[],
+                            mentions_everyone=False,
+                            user_mentions=False,
+                            role_mentions=False,
+                        ),
+                    )
+                    ids.append(message_ids[index])
+                    continue
+                except hikari.NotFoundError:
+                    pass  # deleted meanwhile: posted again below
+            nonce = f"{reply.nonce_key}{index}" if reply.nonce_key else secrets.token_hex(12)
+            message = await self._send(
+                "create_message",
+                functools.partial(
+                    self._rest.create_message,
+                    target.channel_id,
+                    chunk,
+                    nonce=nonce,
+                    reply=target.message_id if not ids else hikari.UNDEFINED,
+                    reply_must_exist=False,
+                    mentions_reply=False,
+                    mentions_everyone=False,
+                    user_mentions=False,
+                    role_mentions=False,
+                ),
+            )
+            ids.append(int(message.id))
+        for message_id in message_ids[len(reply.chunks) :]:
+            with contextlib.suppress(hikari.NotFoundError):
+                await self._send(
+                    "delete_message",
+                    functools.partial(self._rest.delete_message, target.channel_id, message_id),
+                )
         return ids
 
     async def find_reply(self, channel_id: int, message_id: int) -> int | None:

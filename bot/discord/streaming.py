@@ -24,7 +24,7 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any, Final, Protocol, TypeVar
 
 import hikari
@@ -90,10 +90,15 @@ class StreamingReplies:
     def active(self) -> int:
         return len(self._streams)
 
-    def open_stream(self, target: MessageTarget, asker_id: int) -> _Stream | None:
+    def open_stream(
+        self,
+        target: MessageTarget,
+        asker_id: int,
+        on_posted: Callable[[tuple[int, ...]], Awaitable[None]] | None = None,
+    ) -> _Stream | None:
         if len(self._streams) >= self.max_active:
             return None  # answered whole: still correct, only not streamed
-        stream = _Stream(self, target, asker_id)
+        stream = _Stream(self, target, asker_id, on_posted)
         self._streams[stream.custom_id] = stream
         self.observer.streams_active(len(self._streams))
         return stream
@@ -153,8 +158,15 @@ class StreamingReplies:
 class _Stream:
     """One answer streaming into Discord (`bot.chat.ports.ReplyStream`)."""
 
-    def __init__(self, hub: StreamingReplies, target: MessageTarget, asker_id: int) -> None:
+    def __init__(
+        self,
+        hub: StreamingReplies,
+        target: MessageTarget,
+        asker_id: int,
+        on_posted: Callable[[tuple[int, ...]], Awaitable[None]] | None = None,
+    ) -> None:
         self._hub = hub
+        self._on_posted = on_posted  # journals the posted ids (a restart finishes them)
         self._target = target
         self.asker_id = asker_id
         self.custom_id = STOP_PREFIX + secrets.token_hex(8)
@@ -303,6 +315,8 @@ class _Stream:
                 self._button_at = change.index
         if changes:
             self._last_edit = time.monotonic()
+        if self._on_posted is not None and not final and any(c.kind == "post" for c in changes):
+            await self._on_posted(tuple(self._ids))
 
     def _components(self, button: bool) -> list[hikari.api.ComponentBuilder]:
         if not button:

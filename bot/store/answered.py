@@ -17,6 +17,9 @@ One record per incoming message id (a Discord message or interaction id), whatev
   first one.
 - `finish` makes it `answered` or `notified` (terminal: the payload and reply are dropped and
   the record expires after `ttl_s`).
+- `streaming` records, on an open record, the ids of the messages a streamed answer posted (as
+  soon as each is posted), so that a restart finishes those messages (edits them to the final
+  text) instead of posting a second answer beside a half-edited one (`streamed`).
 
 A record that is not terminal never expires: after a restart `unfinished()` lists them for
 `bot.chat.resume`. Bounded: at most `max_records` records (terminal ones are evicted oldest
@@ -37,7 +40,7 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final, Literal, Protocol
 
 from bot.store.base import Namespace, StoreError
@@ -75,6 +78,7 @@ class Record:
     at: float  # epoch seconds of the last change
     payload: dict[str, Any] | None = None  # the question (message_to_payload)
     reply: tuple[tuple[str, ...], str] | None = None  # (chunks, kind) while delivering
+    streamed: tuple[int, ...] = ()  # the messages a streamed answer posted, in order
 
     @property
     def terminal(self) -> bool:
@@ -132,6 +136,14 @@ class AnswerRecord(Protocol):
         """The final reply was delivered."""
         ...
 
+    async def streaming(self, message_id: int, message_ids: tuple[int, ...]) -> None:
+        """A streamed answer to `message_id` has posted these messages (all of them so far)."""
+        ...
+
+    def streamed(self, message_id: int) -> tuple[int, ...]:
+        """The messages a streamed answer posted for an open record (empty: none)."""
+        ...
+
     def abandon_final(self, message_id: int) -> None:
         """Sending the final reply failed: left `delivering` for a later re-send."""
         ...
@@ -166,6 +178,9 @@ class AnswerLedger:
         # Terminal records: id -> when it became terminal, oldest first.
         self._done: OrderedDict[int, float] = OrderedDict()
         self._finalizing: set[int] = set()  # final replies being sent by this process
+        # The unfinished records read back by `load` (what a restart resumes; a question this
+        # process claimed itself is being answered, not resumed). Only shrinks.
+        self._loaded: set[int] = set()
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -198,6 +213,10 @@ class AnswerLedger:
             if r.state == "delivering" and r.message_id not in self._finalizing
         ]
 
+    def loaded(self, message_id: int) -> bool:
+        """Was this record unfinished when `load` read it (left by an earlier process)?"""
+        return message_id in self._loaded
+
     def unfinished(self) -> list[Record]:
         """Records not yet terminal, oldest first: the journal a restart resumes."""
         return sorted(self._open.values(), key=lambda r: (r.at, r.message_id))
@@ -227,6 +246,7 @@ class AnswerLedger:
             self._done.popitem(last=False)
             self.stats.evicted_total += 1
         self._sync()
+        self._loaded = set(self._open)
         return len(self._open)
 
     # -- changing --------------------------------------------------------------------------
@@ -246,7 +266,7 @@ class AnswerLedger:
         record = self._open.get(message_id)
         if record is None or record.state != "accepted":
             return
-        updated = Record(message_id, "queued", self._clock(), record.payload)
+        updated = Record(message_id, "queued", self._clock(), record.payload, None, record.streamed)
         self._put(updated)
         self._sync()
         await self._write(updated)
@@ -266,7 +286,8 @@ class AnswerLedger:
             payload = record.payload
         # A re-send keeps the time of the first try: how long a reply has been undelivered.
         at = record.at if record is not None and record.state == "delivering" else self._clock()
-        updated = Record(message_id, "delivering", at, payload, (chunks, kind))
+        streamed = record.streamed if record is not None else ()
+        updated = Record(message_id, "delivering", at, payload, (chunks, kind), streamed)
         self._put(updated)
         self._sync()
         await self._write(updated)
@@ -276,6 +297,7 @@ class AnswerLedger:
         if state not in _TERMINAL:
             raise ValueError(f"finish() takes answered or notified, not {state!r}")
         self._finalizing.discard(message_id)
+        self._loaded.discard(message_id)
         self._pop(message_id)
         now = self._clock()
         self._done[message_id] = now
@@ -286,6 +308,18 @@ class AnswerLedger:
 
     def abandon_final(self, message_id: int) -> None:
         self._finalizing.discard(message_id)
+
+    async def streaming(self, message_id: int, message_ids: tuple[int, ...]) -> None:
+        record = self._open.get(message_id)
+        if record is None or record.streamed == message_ids:
+            return
+        updated = replace(record, streamed=message_ids)
+        self._put(updated)
+        await self._write(updated)
+
+    def streamed(self, message_id: int) -> tuple[int, ...]:
+        record = self._open.get(message_id)
+        return () if record is None else record.streamed
 
     def count_duplicate(self, source: str) -> None:
         key = source if source in self.stats.duplicates_total else "gateway"
@@ -360,6 +394,8 @@ def _encode(record: Record) -> dict[str, Any]:
         data["p"] = record.payload
     if record.reply is not None:
         data["r"] = {"chunks": list(record.reply[0]), "kind": record.reply[1]}
+    if record.streamed:
+        data["m"] = list(record.streamed)
     return data
 
 
@@ -389,4 +425,9 @@ def _decode(key: str, raw: bytes) -> Record:
         if not isinstance(kind, str):
             raise ValueError("r.kind must be a string")
         reply = (tuple(chunks), kind)
-    return Record(message_id, state, float(at), payload, reply)
+    streamed = data.get("m", [])
+    if not isinstance(streamed, list) or not all(
+        isinstance(m, int) and not isinstance(m, bool) and m > 0 for m in streamed
+    ):
+        raise ValueError("m must be a list of message ids")
+    return Record(message_id, state, float(at), payload, reply, tuple(streamed))
