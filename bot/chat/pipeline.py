@@ -333,11 +333,13 @@ class ChatPipeline:
         )
 
     def _open_stream(self, msg: IncomingMessage) -> ReplyStream | None:
-        """A stream for an answer to a channel message (slash commands answer whole)."""
-        if self.streaming is None or not isinstance(msg.target, MessageTarget):
+        """A stream for an answer to a channel message or a /chat (None: answered whole)."""
+        if self.streaming is None:
             return None
         journal = functools.partial(self.answers.streaming, msg.message_id)
-        return self.streaming.open_stream(msg.target, msg.author_id, journal)
+        return self.streaming.open_stream(
+            msg.target, msg.author_id, journal, question_id=msg.message_id
+        )
 
     async def _ask(
         self, msg: IncomingMessage, request: LLMRequest, stream: ReplyStream | None

@@ -98,10 +98,13 @@ class StreamingPort(Protocol):
 
     def open_stream(
         self,
-        target: MessageTarget,
+        target: ReplyTarget,
         asker_id: int,
         on_posted: Callable[[tuple[int, ...]], Awaitable[None]] | None = None,
+        *,
+        question_id: int = 0,
     ) -> ReplyStream | None:
-        """A stream replying to `target`, or None when streaming is off or at its limit;
-        `on_posted` gets the ids of all messages posted so far after each new one."""
+        """A stream replying to `target` (a message, or a deferred /chat whose interaction is
+        `question_id`), or None when streaming is off or at its limit; `on_posted` gets the
+        ids of all messages posted so far after each new one."""
         ...

@@ -29,7 +29,7 @@ from typing import Any, Final, Protocol, TypeVar
 
 import hikari
 
-from bot.chat.models import MessageTarget, Reply
+from bot.chat.models import InteractionTarget, MessageTarget, Reply, ReplyTarget
 from bot.chat.ports import StreamStopped
 from bot.chat.stream_split import Change, StreamLayout
 from bot.discord.delivery import DiscordDelivery
@@ -92,13 +92,17 @@ class StreamingReplies:
 
     def open_stream(
         self,
-        target: MessageTarget,
+        target: ReplyTarget,
         asker_id: int,
         on_posted: Callable[[tuple[int, ...]], Awaitable[None]] | None = None,
+        *,
+        question_id: int = 0,
     ) -> _Stream | None:
         if len(self._streams) >= self.max_active:
             return None  # answered whole: still correct, only not streamed
-        stream = _Stream(self, target, asker_id, on_posted)
+        if isinstance(target, MessageTarget):
+            question_id = target.message_id
+        stream = _Stream(self, target, asker_id, on_posted, question_id)
         self._streams[stream.custom_id] = stream
         self.observer.streams_active(len(self._streams))
         return stream
@@ -161,11 +165,13 @@ class _Stream:
     def __init__(
         self,
         hub: StreamingReplies,
-        target: MessageTarget,
+        target: ReplyTarget,
         asker_id: int,
         on_posted: Callable[[tuple[int, ...]], Awaitable[None]] | None = None,
+        question_id: int = 0,
     ) -> None:
         self._hub = hub
+        self._question_id = question_id  # the message or interaction answered (its snowflake)
         self._on_posted = on_posted  # journals the posted ids (a restart finishes them)
         self._target = target
         self.asker_id = asker_id
@@ -245,7 +251,7 @@ class _Stream:
                     return  # the whole answer came first: `finish` posts it at once
                 self._posting = True
                 await self._apply(self._layout.changes(self._text), final=False)
-            self._hub.delivery.stop_typing(self._target.message_id)
+            self._hub.delivery.stop_typing(self._question_id)
             while not self._done:
                 await self._changed.wait()
                 self._changed.clear()
@@ -305,7 +311,7 @@ class _Stream:
             if change.kind == "post":
                 self._ids.append(await self._post(change, button=button, final=final))
             elif change.kind == "edit":
-                await self._edit(self._ids[change.index], change.content, button, final=final)
+                await self._edit(change.index, change.content, button, final=final)
             else:
                 await self._delete(self._ids.pop(change.index), final=final)
             self._layout.applied(change)
@@ -328,46 +334,97 @@ class _Stream:
     async def _post(self, change: Change, *, button: bool, final: bool) -> int:
         delivery = self._hub.delivery
         first = change.index == 0
-        make = functools.partial(
-            delivery._rest.create_message,
-            self._target.channel_id,
-            change.content,
-            nonce=secrets.token_hex(12),
-            reply=self._target.message_id if first else hikari.UNDEFINED,
-            reply_must_exist=False,
-            components=self._components(button),
-            # Pinging nobody: not even the reply's notification to the asker.
-            mentions_reply=False,
-            mentions_everyone=False,
-            user_mentions=False,
-            role_mentions=False,
-        )
-        if final:
-            message = await delivery._send("create_message", make)
+        target = self._target
+        name = "create_message"
+        make: Callable[[], Awaitable[hikari.Message]]
+        if isinstance(target, InteractionTarget):
+            # /chat: the first "post" fills the deferred response, the rest are follow-ups.
+            name = "edit_interaction_response" if first else "execute_webhook"
+            make = functools.partial(
+                delivery._rest.edit_interaction_response
+                if first
+                else functools.partial(
+                    delivery._rest.execute_webhook,
+                    flags=hikari.MessageFlag.EPHEMERAL if target.ephemeral else hikari.UNDEFINED,
+                ),
+                target.application_id,
+                target.token,
+                change.content,
+                components=self._components(button),
+                mentions_everyone=False,
+                user_mentions=False,
+                role_mentions=False,
+            )
         else:
-            message = await delivery._rest_call("create_message", make())
+            make = functools.partial(
+                delivery._rest.create_message,
+                target.channel_id,
+                change.content,
+                nonce=secrets.token_hex(12),
+                reply=target.message_id if first else hikari.UNDEFINED,
+                reply_must_exist=False,
+                components=self._components(button),
+                # Pinging nobody: not even the reply's notification to the asker.
+                mentions_reply=False,
+                mentions_everyone=False,
+                user_mentions=False,
+                role_mentions=False,
+            )
+        if final:
+            message = await delivery._send(name, make)
+        else:
+            message = await delivery._rest_call(name, make())
         if first:
-            seconds = time.time() - _created_at(self._target.message_id)
+            seconds = time.time() - _created_at(self._question_id)
             self._hub.observer.first_visible(seconds, "streamed")
         return int(message.id)
 
-    async def _edit(self, message_id: int, content: str, button: bool, *, final: bool) -> None:
+    async def _edit(self, index: int, content: str, button: bool, *, final: bool) -> None:
         delivery = self._hub.delivery
-        make = functools.partial(
-            delivery._rest.edit_message,
-            self._target.channel_id,
-            message_id,
-            content,
-            components=self._components(button),
-            mentions_everyone=False,
-            user_mentions=False,
-            role_mentions=False,
-        )
+        target = self._target
+        name = "edit_message"
+        make: Callable[[], Awaitable[hikari.Message]]
+        mentions: dict[str, Any] = {
+            "mentions_everyone": False,
+            "user_mentions": False,
+            "role_mentions": False,
+        }
+        components = self._components(button)
+        if isinstance(target, InteractionTarget) and index == 0:
+            name = "edit_interaction_response"
+            make = functools.partial(
+                delivery._rest.edit_interaction_response,
+                target.application_id,
+                target.token,
+                content,
+                components=components,
+                **mentions,
+            )
+        elif isinstance(target, InteractionTarget):
+            name = "edit_webhook_message"
+            make = functools.partial(
+                delivery._rest.edit_webhook_message,
+                target.application_id,
+                target.token,
+                self._ids[index],
+                content,
+                components=components,
+                **mentions,
+            )
+        else:
+            make = functools.partial(
+                delivery._rest.edit_message,
+                target.channel_id,
+                self._ids[index],
+                content,
+                components=components,
+                **mentions,
+            )
         try:
             if final:
-                await delivery._send("edit_message", make)
+                await delivery._send(name, make)
             else:
-                await delivery._rest_call("edit_message", make())
+                await delivery._rest_call(name, make())
         except hikari.RateLimitTooLongError:
             self._hub.observer.stream_edit("rate_limited")
             raise
@@ -382,7 +439,17 @@ class _Stream:
 
     async def _delete(self, message_id: int, *, final: bool) -> None:
         delivery = self._hub.delivery
-        make = functools.partial(delivery._rest.delete_message, self._target.channel_id, message_id)
+        target = self._target
+        make: Callable[[], Awaitable[None]]
+        if isinstance(target, InteractionTarget):  # never the first: a rolled-over follow-up
+            make = functools.partial(
+                delivery._rest.delete_webhook_message,
+                target.application_id,
+                target.token,
+                message_id,
+            )
+        else:
+            make = functools.partial(delivery._rest.delete_message, target.channel_id, message_id)
         if final:
             await delivery._send("delete_message", make)
         else:
