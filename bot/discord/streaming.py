@@ -75,7 +75,7 @@ class StreamingReplies:
         observer: StreamObserver,
         *,
         edit_interval_s: float = 1.0,
-        first_post_s: float = 0.1,
+        first_post_s: float = 0.03,
         max_active: int = MAX_ACTIVE_STREAMS,
     ) -> None:
         self.delivery = delivery
