@@ -181,6 +181,7 @@ class _Stream:
         self._ids: list[int] = []
         self._button_at: int | None = None  # the message carrying the Stop button
         self._changed = asyncio.Event()
+        self._ended = asyncio.Event()  # `finish` or `close`: the writer's interval wait ends
         self._stopped = asyncio.Event()
         self._done = False
         self._posting = False
@@ -224,11 +225,13 @@ class _Stream:
     def close(self) -> None:
         self._done = True
         self._changed.set()
+        self._ended.set()
         self._hub._forget(self)
 
     async def finish(self, reply: Reply) -> list[int]:
         self._done = True
         self._changed.set()
+        self._ended.set()
         try:
             if self._writer is not None:
                 await self._writer
@@ -283,14 +286,17 @@ class _Stream:
                 await self._changed.wait()
 
     async def _wait_interval(self, *, writer: bool) -> None:
-        """At most one round of edits per interval; `finish` ends the writer's wait."""
+        """At most one round of edits per interval; `finish` ends the writer's wait (new text
+        does not wake it: the edit at the interval's end shows whatever arrived by then)."""
         while (wait := self._last_edit + self._hub.edit_interval_s - time.monotonic()) > 0:
             if not writer:
                 await asyncio.sleep(wait)
             elif self._done:
                 return  # the writer stops; `finish` waits the interval itself
             else:
-                await self._wait_change(wait)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait):
+                        await self._ended.wait()
 
     # -- REST calls ------------------------------------------------------------------------
 
