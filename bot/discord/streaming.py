@@ -180,6 +180,7 @@ class _Stream:
         self._layout = StreamLayout()
         self._ids: list[int] = []
         self._button_at: int | None = None  # the message carrying the Stop button
+        self._buttons: set[int] = set()  # the messages showing it (two while it moves)
         self._changed = asyncio.Event()
         self._ended = asyncio.Event()  # `finish` or `close`: the writer's interval wait ends
         self._stopped = asyncio.Event()
@@ -321,6 +322,10 @@ class _Stream:
             else:
                 await self._delete(self._ids.pop(change.index), final=final)
             self._layout.applied(change)
+            if button and change.kind != "delete":
+                self._buttons.add(change.index)
+            else:
+                self._buttons.discard(change.index)
             if change.index == self._button_at and not button:
                 self._button_at = None
             if button:
@@ -395,7 +400,11 @@ class _Stream:
             "user_mentions": False,
             "role_mentions": False,
         }
-        components = self._components(button)
+        # Discord keeps a message's components when an edit leaves them out: the Stop button is
+        # sent only when it comes or goes, not with every edit of the text.
+        components: hikari.UndefinedOr[list[hikari.api.ComponentBuilder]] = hikari.UNDEFINED
+        if button != (index in self._buttons):
+            components = self._components(button)
         if isinstance(target, InteractionTarget) and index == 0:
             name = "edit_interaction_response"
             make = functools.partial(

@@ -32,5 +32,3 @@ async def test_the_burst_is_a_tenth_of_a_second_and_stays_under_discords_limit(
         assert delivery.pace.has_capacity()
         await delivery.pace.acquire()  # at once: no waiting within the burst
     assert not delivery.pace.has_capacity()  # the next call waits for the refill
-
-
