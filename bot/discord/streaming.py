@@ -6,6 +6,10 @@ complete (or `FIRST_POST_GRACE_S` later with whatever arrived); an answer that i
 then is posted at once like a non-streamed one. After that the messages are edited at most once
 per `edit_interval_s`, and rolled over past 2,000 characters with the splitter's rules
 (`bot.chat.stream_split`). `finish` makes the messages exactly the chunks of the final reply.
+A `/chat` streams the same way: its first message is the interaction's deferred response
+(edited through the interaction token) and rolled-over ones are follow-ups. Each new message's
+id goes to `on_posted` (the pipeline journals them, so a restart edits them instead of
+posting the answer a second time).
 
 Pacing: hikari reads each answer's `X-RateLimit-Remaining` / `X-RateLimit-Reset-After` headers
 into its bucket for the edit route (per channel) and holds the next request on that bucket until

@@ -66,3 +66,43 @@ async def test_kill_9_mid_stream_leaves_one_answer_edited_to_complete(
     assert len(gemini.requests) >= calls + 2  # asked again after the restart
     assert discord.rate_limited_count == 0
     print(f"\nkill -9 mid-stream and resume: {time.monotonic() - started:.1f} s")
+
+
+async def test_kill_9_after_a_rollover_finishes_both_messages_without_a_third(
+    tmp_path: Path, discord: DiscordEmulator, gemini: GeminiEmulator
+) -> None:
+    long_answer = f"{ANSWER}\n\n{ANSWER}"  # two messages when streamed
+    gemini.stream_chunks = 16
+    gemini.stream_first_chunk_s = 0.2
+    gemini.stream_chunk_interval_s = 0.4  # about 6 s: killed once it rolled over
+    gemini.queue_answer(long_answer)
+    gemini.queue_answer(ANSWER)  # after the restart the answer fits in one message
+    bot = BotProcess(tmp_path, discord, gemini)
+    bot.env.update(STREAM_EDIT_INTERVAL_SECONDS="0.2", STREAM_FIRST_POST_SECONDS="0")
+    user = discord.create_user("alice")
+    dm = discord.create_dm(user)
+
+    async with aiohttp.ClientSession() as http:
+        await bot.start()
+        asked = await discord.send_message(dm, author=user, content="tell me", mention_bot=True)
+        question = int(asked["id"])
+        await discord.wait_for(
+            lambda: len(discord.messages_in(dm)) >= 2, timeout=20, what="the rollover"
+        )
+        second = discord.messages_in(dm)[1]
+        await discord.wait_for(lambda: bool(second.edited_at), what="an edit of the second")
+        await bot.kill9()
+        streamed = [m.id for m in discord.messages_in(dm)]
+        assert len(streamed) == 2
+
+        await bot.start()
+        await _until(
+            "the resumed answer", lambda: _all_finished(http, bot, discord, {question}), 30
+        )
+        assert await bot.terminate() == 0
+
+    # The first streamed message holds the whole (shorter) answer; the second is deleted.
+    assert (discord.message(streamed[0]) or {})["content"] == ANSWER
+    assert discord.message(streamed[1]) is None
+    assert not _has_button(discord, streamed[0])
+    assert [m.id for m in discord.messages_in(dm) if discord.message(m.id)] == [streamed[0]]
