@@ -71,10 +71,10 @@ async def test_kill_9_mid_stream_leaves_one_answer_edited_to_complete(
 async def test_kill_9_after_a_rollover_finishes_both_messages_without_a_third(
     tmp_path: Path, discord: DiscordEmulator, gemini: GeminiEmulator
 ) -> None:
-    long_answer = f"{ANSWER}\n\n{ANSWER}"  # two messages when streamed
-    gemini.stream_chunks = 16
+    long_answer = f"{ANSWER}\n\n{ANSWER}\n\n{ANSWER}"  # three messages when streamed
+    gemini.stream_chunks = 24
     gemini.stream_first_chunk_s = 0.2
-    gemini.stream_chunk_interval_s = 0.4  # about 6 s: killed once it rolled over
+    gemini.stream_chunk_interval_s = 0.3  # about 7 s; the rollover comes at about 4 s
     gemini.queue_answer(long_answer)
     gemini.queue_answer(ANSWER)  # after the restart the answer fits in one message
     bot = BotProcess(tmp_path, discord, gemini)
@@ -93,7 +93,7 @@ async def test_kill_9_after_a_rollover_finishes_both_messages_without_a_third(
         await discord.wait_for(lambda: bool(second.edited_at), what="an edit of the second")
         await bot.kill9()
         streamed = [m.id for m in discord.messages_in(dm)]
-        assert len(streamed) == 2
+        assert len(streamed) == 2  # killed mid-stream: rolled over once, not yet twice
 
         await bot.start()
         await _until(
@@ -103,6 +103,6 @@ async def test_kill_9_after_a_rollover_finishes_both_messages_without_a_third(
 
     # The first streamed message holds the whole (shorter) answer; the second is deleted.
     assert (discord.message(streamed[0]) or {})["content"] == ANSWER
-    assert discord.message(streamed[1]) is None
+    assert all(discord.message(i) is None for i in streamed[1:])
     assert not _has_button(discord, streamed[0])
     assert [m.id for m in discord.messages_in(dm) if discord.message(m.id)] == [streamed[0]]
