@@ -1089,7 +1089,7 @@ async def streaming(options: Options) -> Result:
         f"{rounds} round(s); each answer ({len(_STREAM_ANSWER)} characters) streams in "
         f"{STREAM_CHUNKS} chunks, the first after {STREAM_FIRST_CHUNK_S:g} s and then every "
         f"{interval * 1000:.0f} ms. Streamed: the defaults (STREAM_REPLIES=true, "
-        "STREAM_EDIT_INTERVAL_SECONDS=1.0, STREAM_FIRST_POST_SECONDS=0.1). Whole: "
+        "STREAM_EDIT_INTERVAL_SECONDS=1.0, STREAM_FIRST_POST_SECONDS=0.03). Whole: "
         f"STREAM_REPLIES=false against a Gemini emulator that answers whole after "
         f"{STREAM_TOTAL_S:g} s; whole over SSE: also GEMINI_STREAM=true, so the bot reads the "
         "same stream of chunks through the SDK and posts the answer once at its end. The "

@@ -116,7 +116,7 @@ class Settings(BaseSettings):
     # --- streamed replies ----------------------------------------------------------------------
     stream_replies: bool = True
     stream_edit_interval_seconds: float = Field(default=1.0, ge=0.2, le=60)
-    stream_first_post_seconds: float = Field(default=0.1, ge=0, le=10)
+    stream_first_post_seconds: float = Field(default=0.03, ge=0, le=10)
 
     # --- quota, retries, circuit breaker, cache -------------------------------------------------
     gemini_rate_limit_rpm: int = Field(default=10, ge=1)

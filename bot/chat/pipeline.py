@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections import deque
@@ -332,10 +333,13 @@ class ChatPipeline:
         )
 
     def _open_stream(self, msg: IncomingMessage) -> ReplyStream | None:
-        """A stream for an answer to a channel message (slash commands answer whole)."""
-        if self.streaming is None or not isinstance(msg.target, MessageTarget):
+        """A stream for an answer to a channel message or a /chat (None: answered whole)."""
+        if self.streaming is None:
             return None
-        return self.streaming.open_stream(msg.target, msg.author_id)
+        journal = functools.partial(self.answers.streaming, msg.message_id)
+        return self.streaming.open_stream(
+            msg.target, msg.author_id, journal, question_id=msg.message_id
+        )
 
     async def _ask(
         self, msg: IncomingMessage, request: LLMRequest, stream: ReplyStream | None
@@ -700,8 +704,11 @@ class ChatPipeline:
                 await self.answers.finish(msg.message_id, "notified")
             return
         try:
+            streamed = self.answers.streamed(msg.message_id) if final else ()
             if thought.stream is not None:
                 sent_ids = await thought.stream.finish(reply)
+            elif streamed and isinstance(msg.target, MessageTarget):  # a restart cut it short
+                sent_ids = await self.discord.replace_messages(msg.target, streamed, reply)
             else:
                 sent_ids = await self.discord.deliver(msg.target, reply)
         except Exception:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, Protocol, TypeVar
 
 from bot.chat.models import Attachment, MessageTarget, QuotedMessage, Reply, ReplyTarget
@@ -32,6 +32,14 @@ class DiscordPort(Protocol):
 
     async def deliver(self, target: ReplyTarget, reply: Reply) -> list[int]:
         """Send the reply's chunks in order; returns the ids of the messages created."""
+        ...
+
+    async def replace_messages(
+        self, target: MessageTarget, message_ids: Sequence[int], reply: Reply
+    ) -> list[int]:
+        """Make the bot's messages `message_ids` (a streamed answer cut short by a restart)
+        exactly the reply's chunks: edit them, post the missing ones, delete the extra ones;
+        returns the ids of the reply's messages."""
         ...
 
     async def find_reply(self, channel_id: int, message_id: int) -> int | None:
@@ -88,6 +96,15 @@ class ReplyStream(Protocol):
 class StreamingPort(Protocol):
     """Opens streams; implemented by `bot.discord.streaming`."""
 
-    def open_stream(self, target: MessageTarget, asker_id: int) -> ReplyStream | None:
-        """A stream replying to `target`, or None when streaming is off or at its limit."""
+    def open_stream(
+        self,
+        target: ReplyTarget,
+        asker_id: int,
+        on_posted: Callable[[tuple[int, ...]], Awaitable[None]] | None = None,
+        *,
+        question_id: int = 0,
+    ) -> ReplyStream | None:
+        """A stream replying to `target` (a message, or a deferred /chat whose interaction is
+        `question_id`), or None when streaming is off or at its limit; `on_posted` gets the
+        ids of all messages posted so far after each new one."""
         ...

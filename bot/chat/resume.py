@@ -16,6 +16,9 @@ Each unfinished record ends in exactly one way (`llmbot_resumed_questions_total{
 Only the records the last run left (`AnswerLedger.from_last_run`) are resumed: one this process
 claimed before the resume ran (a live message, a catch-up's) is being answered already.
 
+A record whose streamed answer had posted messages (`Record.streamed`) gets its final reply in
+those messages (edited, `DiscordPort.replace_messages`), never beside them.
+
 While running, `resend_undelivered` does the same for final replies Discord refused for longer
 than the hold waits (the app calls it every minute while the Discord breaker is not open).
 """
@@ -110,6 +113,8 @@ async def _given_up(ledger: AnswerLedger, record: Record) -> bool:
 
 async def _found(pipeline: ChatPipeline, ledger: AnswerLedger, record: Record) -> bool:
     """Past the nonce window a re-send could post a second copy: look in the channel first."""
+    if record.streamed:
+        return False  # the streamed messages are the reply so far: edited to the final text
     return ledger.now() - record.at > NONCE_TRUSTED_S and await pipeline.already_replied(record)
 
 

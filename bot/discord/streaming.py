@@ -6,6 +6,10 @@ complete (or `FIRST_POST_GRACE_S` later with whatever arrived); an answer that i
 then is posted at once like a non-streamed one. After that the messages are edited at most once
 per `edit_interval_s`, and rolled over past 2,000 characters with the splitter's rules
 (`bot.chat.stream_split`). `finish` makes the messages exactly the chunks of the final reply.
+A `/chat` streams the same way: its first message is the interaction's deferred response
+(edited through the interaction token) and rolled-over ones are follow-ups. Each new message's
+id goes to `on_posted` (the pipeline journals them, so a restart edits them instead of
+posting the answer a second time).
 
 Pacing: hikari reads each answer's `X-RateLimit-Remaining` / `X-RateLimit-Reset-After` headers
 into its bucket for the edit route (per channel) and holds the next request on that bucket until
@@ -24,12 +28,12 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any, Final, Protocol, TypeVar
 
 import hikari
 
-from bot.chat.models import MessageTarget, Reply
+from bot.chat.models import InteractionTarget, MessageTarget, Reply, ReplyTarget
 from bot.chat.ports import StreamStopped
 from bot.chat.stream_split import Change, StreamLayout
 from bot.discord.delivery import DiscordDelivery
@@ -75,7 +79,7 @@ class StreamingReplies:
         observer: StreamObserver,
         *,
         edit_interval_s: float = 1.0,
-        first_post_s: float = 0.1,
+        first_post_s: float = 0.03,
         max_active: int = MAX_ACTIVE_STREAMS,
     ) -> None:
         self.delivery = delivery
@@ -90,10 +94,19 @@ class StreamingReplies:
     def active(self) -> int:
         return len(self._streams)
 
-    def open_stream(self, target: MessageTarget, asker_id: int) -> _Stream | None:
+    def open_stream(
+        self,
+        target: ReplyTarget,
+        asker_id: int,
+        on_posted: Callable[[tuple[int, ...]], Awaitable[None]] | None = None,
+        *,
+        question_id: int = 0,
+    ) -> _Stream | None:
         if len(self._streams) >= self.max_active:
             return None  # answered whole: still correct, only not streamed
-        stream = _Stream(self, target, asker_id)
+        if isinstance(target, MessageTarget):
+            question_id = target.message_id
+        stream = _Stream(self, target, asker_id, on_posted, question_id)
         self._streams[stream.custom_id] = stream
         self.observer.streams_active(len(self._streams))
         return stream
@@ -153,8 +166,17 @@ class StreamingReplies:
 class _Stream:
     """One answer streaming into Discord (`bot.chat.ports.ReplyStream`)."""
 
-    def __init__(self, hub: StreamingReplies, target: MessageTarget, asker_id: int) -> None:
+    def __init__(
+        self,
+        hub: StreamingReplies,
+        target: ReplyTarget,
+        asker_id: int,
+        on_posted: Callable[[tuple[int, ...]], Awaitable[None]] | None = None,
+        question_id: int = 0,
+    ) -> None:
         self._hub = hub
+        self._question_id = question_id  # the message or interaction answered (its snowflake)
+        self._on_posted = on_posted  # journals the posted ids (a restart finishes them)
         self._target = target
         self.asker_id = asker_id
         self.custom_id = STOP_PREFIX + secrets.token_hex(8)
@@ -162,7 +184,9 @@ class _Stream:
         self._layout = StreamLayout()
         self._ids: list[int] = []
         self._button_at: int | None = None  # the message carrying the Stop button
+        self._buttons: set[int] = set()  # the messages showing it (two while it moves)
         self._changed = asyncio.Event()
+        self._ended = asyncio.Event()  # `finish` or `close`: the writer's interval wait ends
         self._stopped = asyncio.Event()
         self._done = False
         self._posting = False
@@ -206,11 +230,13 @@ class _Stream:
     def close(self) -> None:
         self._done = True
         self._changed.set()
+        self._ended.set()
         self._hub._forget(self)
 
     async def finish(self, reply: Reply) -> list[int]:
         self._done = True
         self._changed.set()
+        self._ended.set()
         try:
             if self._writer is not None:
                 await self._writer
@@ -233,7 +259,7 @@ class _Stream:
                     return  # the whole answer came first: `finish` posts it at once
                 self._posting = True
                 await self._apply(self._layout.changes(self._text), final=False)
-            self._hub.delivery.stop_typing(self._target.message_id)
+            self._hub.delivery.stop_typing(self._question_id)
             while not self._done:
                 await self._changed.wait()
                 self._changed.clear()
@@ -265,14 +291,17 @@ class _Stream:
                 await self._changed.wait()
 
     async def _wait_interval(self, *, writer: bool) -> None:
-        """At most one round of edits per interval; `finish` ends the writer's wait."""
+        """At most one round of edits per interval; `finish` ends the writer's wait (new text
+        does not wake it: the edit at the interval's end shows whatever arrived by then)."""
         while (wait := self._last_edit + self._hub.edit_interval_s - time.monotonic()) > 0:
             if not writer:
                 await asyncio.sleep(wait)
             elif self._done:
                 return  # the writer stops; `finish` waits the interval itself
             else:
-                await self._wait_change(wait)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait):
+                        await self._ended.wait()
 
     # -- REST calls ------------------------------------------------------------------------
 
@@ -293,16 +322,22 @@ class _Stream:
             if change.kind == "post":
                 self._ids.append(await self._post(change, button=button, final=final))
             elif change.kind == "edit":
-                await self._edit(self._ids[change.index], change.content, button, final=final)
+                await self._edit(change.index, change.content, button, final=final)
             else:
                 await self._delete(self._ids.pop(change.index), final=final)
             self._layout.applied(change)
+            if button and change.kind != "delete":
+                self._buttons.add(change.index)
+            else:
+                self._buttons.discard(change.index)
             if change.index == self._button_at and not button:
                 self._button_at = None
             if button:
                 self._button_at = change.index
         if changes:
             self._last_edit = time.monotonic()
+        if self._on_posted is not None and not final and any(c.kind == "post" for c in changes):
+            await self._on_posted(tuple(self._ids))
 
     def _components(self, button: bool) -> list[hikari.api.ComponentBuilder]:
         if not button:
@@ -314,46 +349,101 @@ class _Stream:
     async def _post(self, change: Change, *, button: bool, final: bool) -> int:
         delivery = self._hub.delivery
         first = change.index == 0
-        make = functools.partial(
-            delivery._rest.create_message,
-            self._target.channel_id,
-            change.content,
-            nonce=secrets.token_hex(12),
-            reply=self._target.message_id if first else hikari.UNDEFINED,
-            reply_must_exist=False,
-            components=self._components(button),
-            # Pinging nobody: not even the reply's notification to the asker.
-            mentions_reply=False,
-            mentions_everyone=False,
-            user_mentions=False,
-            role_mentions=False,
-        )
-        if final:
-            message = await delivery._send("create_message", make)
+        target = self._target
+        name = "create_message"
+        make: Callable[[], Awaitable[hikari.Message]]
+        if isinstance(target, InteractionTarget):
+            # /chat: the first "post" fills the deferred response, the rest are follow-ups.
+            name = "edit_interaction_response" if first else "execute_webhook"
+            make = functools.partial(
+                delivery._rest.edit_interaction_response
+                if first
+                else functools.partial(
+                    delivery._rest.execute_webhook,
+                    flags=hikari.MessageFlag.EPHEMERAL if target.ephemeral else hikari.UNDEFINED,
+                ),
+                target.application_id,
+                target.token,
+                change.content,
+                components=self._components(button),
+                mentions_everyone=False,
+                user_mentions=False,
+                role_mentions=False,
+            )
         else:
-            message = await delivery._rest_call("create_message", make())
+            make = functools.partial(
+                delivery._rest.create_message,
+                target.channel_id,
+                change.content,
+                nonce=secrets.token_hex(12),
+                reply=target.message_id if first else hikari.UNDEFINED,
+                reply_must_exist=False,
+                components=self._components(button),
+                # Pinging nobody: not even the reply's notification to the asker.
+                mentions_reply=False,
+                mentions_everyone=False,
+                user_mentions=False,
+                role_mentions=False,
+            )
+        if final:
+            message = await delivery._send(name, make)
+        else:
+            message = await delivery._rest_call(name, make())
         if first:
-            seconds = time.time() - _created_at(self._target.message_id)
+            seconds = time.time() - _created_at(self._question_id)
             self._hub.observer.first_visible(seconds, "streamed")
         return int(message.id)
 
-    async def _edit(self, message_id: int, content: str, button: bool, *, final: bool) -> None:
+    async def _edit(self, index: int, content: str, button: bool, *, final: bool) -> None:
         delivery = self._hub.delivery
-        make = functools.partial(
-            delivery._rest.edit_message,
-            self._target.channel_id,
-            message_id,
-            content,
-            components=self._components(button),
-            mentions_everyone=False,
-            user_mentions=False,
-            role_mentions=False,
-        )
+        target = self._target
+        name = "edit_message"
+        make: Callable[[], Awaitable[hikari.Message]]
+        mentions: dict[str, Any] = {
+            "mentions_everyone": False,
+            "user_mentions": False,
+            "role_mentions": False,
+        }
+        # Discord keeps a message's components when an edit leaves them out: the Stop button is
+        # sent only when it comes or goes, not with every edit of the text.
+        components: hikari.UndefinedOr[list[hikari.api.ComponentBuilder]] = hikari.UNDEFINED
+        if button != (index in self._buttons):
+            components = self._components(button)
+        if isinstance(target, InteractionTarget) and index == 0:
+            name = "edit_interaction_response"
+            make = functools.partial(
+                delivery._rest.edit_interaction_response,
+                target.application_id,
+                target.token,
+                content,
+                components=components,
+                **mentions,
+            )
+        elif isinstance(target, InteractionTarget):
+            name = "edit_webhook_message"
+            make = functools.partial(
+                delivery._rest.edit_webhook_message,
+                target.application_id,
+                target.token,
+                self._ids[index],
+                content,
+                components=components,
+                **mentions,
+            )
+        else:
+            make = functools.partial(
+                delivery._rest.edit_message,
+                target.channel_id,
+                self._ids[index],
+                content,
+                components=components,
+                **mentions,
+            )
         try:
             if final:
-                await delivery._send("edit_message", make)
+                await delivery._send(name, make)
             else:
-                await delivery._rest_call("edit_message", make())
+                await delivery._rest_call(name, make())
         except hikari.RateLimitTooLongError:
             self._hub.observer.stream_edit("rate_limited")
             raise
@@ -368,7 +458,17 @@ class _Stream:
 
     async def _delete(self, message_id: int, *, final: bool) -> None:
         delivery = self._hub.delivery
-        make = functools.partial(delivery._rest.delete_message, self._target.channel_id, message_id)
+        target = self._target
+        make: Callable[[], Awaitable[None]]
+        if isinstance(target, InteractionTarget):  # never the first: a rolled-over follow-up
+            make = functools.partial(
+                delivery._rest.delete_webhook_message,
+                target.application_id,
+                target.token,
+                message_id,
+            )
+        else:
+            make = functools.partial(delivery._rest.delete_message, target.channel_id, message_id)
         if final:
             await delivery._send("delete_message", make)
         else:

@@ -19,6 +19,9 @@ One record per incoming message id (a Discord message or interaction id), whatev
   first one.
 - `finish` makes it `answered` or `notified` (terminal: the payload and reply are dropped and
   the record expires after `ttl_s`).
+- `streaming` records, on an open record, the ids of the messages a streamed answer posted (as
+  soon as each is posted), so that a restart finishes those messages (edits them to the final
+  text) instead of posting a second answer beside a half-edited one (`streamed`).
 
 A record that is not terminal never expires: after a restart `unfinished()` lists them for
 `bot.chat.resume`. Bounded: at most `max_records` records (terminal ones are evicted oldest
@@ -39,7 +42,7 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final, Literal, Protocol
 
 from bot.store.base import Namespace, StoreError
@@ -79,6 +82,7 @@ class Record:
     at: float  # epoch seconds of the last change
     payload: dict[str, Any] | None = None  # the question (message_to_payload)
     reply: tuple[tuple[str, ...], str] | None = None  # (chunks, kind) while delivering
+    streamed: tuple[int, ...] = ()  # the messages a streamed answer posted, in order
 
     @property
     def terminal(self) -> bool:
@@ -141,6 +145,14 @@ class AnswerRecord(Protocol):
 
     async def finish(self, message_id: int, state: State) -> None:
         """The final reply was delivered."""
+        ...
+
+    async def streaming(self, message_id: int, message_ids: tuple[int, ...]) -> None:
+        """A streamed answer to `message_id` has posted these messages (all of them so far)."""
+        ...
+
+    def streamed(self, message_id: int) -> tuple[int, ...]:
+        """The messages a streamed answer posted for an open record (empty: none)."""
         ...
 
     def abandon_final(self, message_id: int) -> None:
@@ -280,7 +292,7 @@ class AnswerLedger:
         record = self._open.get(message_id)
         if record is None or record.state != "accepted":
             return
-        updated = Record(message_id, "queued", self._clock(), record.payload)
+        updated = Record(message_id, "queued", self._clock(), record.payload, None, record.streamed)
         self._put(updated)
         self._sync()
         await self._write(updated)
@@ -300,7 +312,8 @@ class AnswerLedger:
             payload = record.payload
         # A re-send keeps the time of the first try: how long a reply has been undelivered.
         at = record.at if record is not None and record.state == "delivering" else self._clock()
-        updated = Record(message_id, "delivering", at, payload, (chunks, kind))
+        streamed = record.streamed if record is not None else ()
+        updated = Record(message_id, "delivering", at, payload, (chunks, kind), streamed)
         self._put(updated)
         self._sync()
         await self._write(updated)
@@ -320,6 +333,18 @@ class AnswerLedger:
 
     def abandon_final(self, message_id: int) -> None:
         self._finalizing.discard(message_id)
+
+    async def streaming(self, message_id: int, message_ids: tuple[int, ...]) -> None:
+        record = self._open.get(message_id)
+        if record is None or record.streamed == message_ids:
+            return
+        updated = replace(record, streamed=message_ids)
+        self._put(updated)
+        await self._write(updated)
+
+    def streamed(self, message_id: int) -> tuple[int, ...]:
+        record = self._open.get(message_id)
+        return () if record is None else record.streamed
 
     def count_duplicate(self, source: str) -> None:
         key = source if source in self.stats.duplicates_total else "gateway"
@@ -398,6 +423,8 @@ def _encode(record: Record) -> dict[str, Any]:
         data["p"] = record.payload
     if record.reply is not None:
         data["r"] = {"chunks": list(record.reply[0]), "kind": record.reply[1]}
+    if record.streamed:
+        data["m"] = list(record.streamed)
     return data
 
 
@@ -427,4 +454,9 @@ def _decode(key: str, raw: bytes) -> Record:
         if not isinstance(kind, str):
             raise ValueError("r.kind must be a string")
         reply = (tuple(chunks), kind)
-    return Record(message_id, state, float(at), payload, reply)
+    streamed = data.get("m", [])
+    if not isinstance(streamed, list) or not all(
+        isinstance(m, int) and not isinstance(m, bool) and m > 0 for m in streamed
+    ):
+        raise ValueError("m must be a list of message ids")
+    return Record(message_id, state, float(at), payload, reply, tuple(streamed))

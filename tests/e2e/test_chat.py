@@ -47,6 +47,8 @@ async def test_typing_shows_only_while_a_slow_answer_is_awaited(
     assert discord.typing_count(channel) == 0  # answered before the indicator was due
 
     gemini.latency = 1.2
+    # Streamed, the latency is spread over the chunks: the first words must be late too.
+    gemini.stream_first_chunk_s = 1.2
     slow = await discord.send_message(channel, author=alice, content="slow?", mention_bot=True)
     await discord.wait_for_reply(int(slow["id"]))
     assert discord.typing_count(channel) >= 1

@@ -105,7 +105,11 @@ async def test_an_outage_holds_the_replies_and_delivers_each_exactly_once_after_
         == 0
     )
     assert value(after, "llmbot_errors_total", component="discord") == 0
-    assert value(after, "llmbot_discord_rest_requests_total", status_class="5xx") >= 5
+    # Every 503 Discord answered is counted (how many replies tried before the breaker opened
+    # depends on timing: the REST pace lets a few calls go at once).
+    refused = _message_posts(discord, 503)
+    assert refused >= 2  # at least the failure threshold's
+    assert value(after, "llmbot_discord_rest_requests_total", status_class="5xx") == refused
     assert (await _status(app))["discord_breaker_state"] == "closed"
 
 

@@ -290,3 +290,59 @@ async def test_with_stream_replies_off_the_answer_is_posted_whole_once(
     await discord.wait_for(lambda: whole in app.telemetry.render()[0].decode(), what=whole)
     metrics = app.telemetry.render()[0].decode()
     assert 'llmbot_time_to_first_visible_seconds_count{mode="streamed"} 0.0' in metrics
+
+
+async def test_a_chat_command_streams_into_its_deferred_response_and_rolls_over_in_follow_ups(
+    start_bot: Callable[..., Any], discord: DiscordEmulator, gemini: GeminiEmulator
+) -> None:
+    app: BotApp = await start_bot(stream_edit_interval_seconds=0.2)
+    answer = f"{ANSWER}\n\n{ANSWER}"  # about 2,400 characters: two messages
+    chunks = split_message(answer)
+    assert len(chunks) == 2
+    _stream_slowly(gemini, chunks=16, interval_s=0.15)
+    _guild, channel, alice = new_guild_with(discord, "alice")
+    gemini.queue_answer(answer)
+
+    ix = await discord.send_interaction(
+        "chat", user=alice, channel_id=channel, options={"message": "tell me"}
+    )
+    await discord.wait_for(lambda: bool(ix.final_content), what="the first words")
+    # Well before the stream ends: the deferred response shows the first words and Stop.
+    assert ix.original is not None and ix.streaming
+    first = str(ix.original["content"])
+    assert first and answer.startswith(first) and len(first) < len(chunks[0])
+
+    assert await ix.wait_for_response() == chunks[0]
+    assert [str(m["content"]) for m in ix.followup_messages] == chunks[1:]
+    assert not ix.streaming  # the Stop button went with the last edit
+    edits = [r for r in ix.responses if "content" in r]
+    assert len(edits) >= 3  # edited as text arrived, not answered whole
+    assert discord.rate_limited_count == 0
+    assert discord.spec_violations == []
+    metrics = app.telemetry.render()[0].decode()
+    assert 'llmbot_time_to_first_visible_seconds_count{mode="streamed"} 1.0' in metrics
+
+
+async def test_the_asker_stops_a_streaming_chat_command(
+    start_bot: Callable[..., Any], discord: DiscordEmulator, gemini: GeminiEmulator
+) -> None:
+    await start_bot(stream_edit_interval_seconds=0.2)
+    _stream_slowly(gemini, chunks=20, interval_s=0.4)  # 8 s if nobody stops it
+    _guild, channel, alice = new_guild_with(discord, "alice")
+    gemini.queue_answer(ANSWER)
+    started = time.monotonic()
+
+    ix = await discord.send_interaction(
+        "chat", user=alice, channel_id=channel, options={"message": "tell me"}
+    )
+    await discord.wait_for(lambda: ix.streaming, what="the Stop button")
+    assert ix.original is not None
+    stop_id = _stop_id(discord, int(ix.original["id"]))
+    assert stop_id is not None
+    await discord.press_button(int(ix.original["id"]), stop_id, alice)
+
+    final = await ix.wait_for_response()
+    assert time.monotonic() - started < 6  # generation was cancelled, not waited out
+    assert final.endswith("\n\n(stopped)")
+    kept = final.removesuffix("\n\n(stopped)")
+    assert kept and ANSWER.startswith(kept) and len(kept) < len(ANSWER)

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import pytest
 from google import genai
 from google.genai import _common, types
 from google.genai import models as genai_models
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from bot.llm import gemini_speedups
-from bot.llm.gemini_speedups import fast_get_value_by_path
+from bot.llm.gemini_speedups import fast_get_value_by_path, fast_remove_extra_fields
 
 NAMES = ["a", "b", "text", "parts", "role", "inline_data", "data"]
 
@@ -118,3 +119,90 @@ def test_a_changed_sdk_keeps_its_own_helper(
 
     assert gemini_speedups.install() is False
     assert genai_models.getv is _other_helper  # type: ignore[attr-defined]
+
+
+# -- the response helper ---------------------------------------------------------------------
+
+_MODELS = [
+    types.GenerateContentResponse,
+    types.Candidate,
+    types.Content,
+    types.Part,
+    types.GenerateContentResponseUsageMetadata,
+]
+# Keys of these models (names and camelCase aliases) and unknown ones, few enough that nested
+# models, lists of them and unknown keys inside them come up often.
+_KEYS = [
+    "candidates",
+    "content",
+    "parts",
+    "text",
+    "thought",
+    "usageMetadata",
+    "usage_metadata",
+    "promptTokenCount",
+    "finishReason",
+    "finish_reason",
+    "role",
+    "modelVersion",
+    "unknownField",
+    "x",
+]
+_response_leaves = st.none() | st.integers() | st.text(max_size=3) | st.booleans()
+responses = st.recursive(
+    _response_leaves,
+    lambda children: (
+        st.dictionaries(st.sampled_from(_KEYS), children, max_size=5)
+        | st.lists(children, max_size=3)
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300)
+@given(
+    index=st.integers(0, len(_MODELS) - 1),  # (hypothesis cannot print pydantic classes)
+    data=st.dictionaries(st.sampled_from(_KEYS), responses),
+)
+def test_fast_response_helper_prunes_exactly_what_the_sdk_prunes(
+    index: int, data: dict[str, Any]
+) -> None:
+    model = _MODELS[index]
+    expected, actual = copy.deepcopy(data), copy.deepcopy(data)
+    gemini_speedups._original_remove(model, expected)
+    fast_remove_extra_fields(model, actual)
+    assert actual == expected
+
+
+def test_a_stream_chunk_parses_the_same_with_the_fast_response_helper() -> None:
+    chunk = {
+        "candidates": [
+            {
+                "content": {"parts": [{"text": "Hi", "newField": 1}], "role": "model"},
+                "finishReason": "STOP",
+                "unknown": {"x": 1},
+            }
+        ],
+        "usageMetadata": {"promptTokenCount": 3, "candidatesTokenCount": 1, "future": 2},
+    }
+    assert gemini_speedups.install()
+    assert _common._remove_extra_fields is fast_remove_extra_fields
+    fast = types.GenerateContentResponse._from_response(response=copy.deepcopy(chunk), kwargs={})
+    _common._remove_extra_fields = gemini_speedups._original_remove
+    try:
+        slow = types.GenerateContentResponse._from_response(
+            response=copy.deepcopy(chunk), kwargs={}
+        )
+    finally:
+        gemini_speedups.install()
+    assert fast == slow
+    assert fast.text == "Hi"
+
+
+def test_a_changed_sdk_keeps_its_own_response_helper(monkeypatch: pytest.MonkeyPatch) -> None:
+    def other(model: Any, response: dict[str, object]) -> None:
+        response.clear()
+
+    monkeypatch.setattr(_common, "_remove_extra_fields", other)
+    assert gemini_speedups.install() is False
+    assert _common._remove_extra_fields is other

@@ -198,3 +198,39 @@ async def test_only_the_last_runs_open_records_are_from_the_last_run(
     await second.begin_final(1, ("hi",), "answer")
     await second.finish(1, "answered")
     assert not second.from_last_run(1)  # finished: forgotten (the set is bounded by the load)
+
+
+async def test_streamed_message_ids_survive_a_restart_until_the_answer_is_final(
+    store: SqliteStore, clock: FakeClock
+) -> None:
+    answers = ledger(store, clock)
+    await answers.claim(7, {"message_id": 7}, "gateway")
+    await answers.streaming(7, (70,))
+    await answers.streaming(7, (70, 71))  # rolled over into a second message
+    await answers.claim(8, {"message_id": 8}, "gateway")
+
+    again = ledger(store, clock)
+    assert await again.load() == 2
+    assert again.streamed(7) == (70, 71)
+    assert again.streamed(8) == ()
+    assert again.from_last_run(7) and again.from_last_run(8)
+    await again.claim(9, {"message_id": 9}, "gateway")
+    assert not again.from_last_run(9)  # claimed by this process: answered now, not resumed
+    await again.queued(7)
+    assert await again.begin_final(7, ("whole answer",), "answer")
+    assert again.streamed(7) == (70, 71)  # kept while the final reply is being delivered
+    await again.finish(7, "answered")
+    assert again.streamed(7) == () and not again.from_last_run(7)
+    await again.streaming(7, (72,))  # a late call on a finished record changes nothing
+    assert again.streamed(7) == ()
+
+
+async def test_a_record_with_bad_streamed_ids_is_unreadable(
+    store: SqliteStore, clock: FakeClock
+) -> None:
+    namespace = store.namespace("answered")
+    await namespace.set_json("5", {"v": 1, "s": "accepted", "t": 1.0, "m": ["70"]})
+    await namespace.set_json("6", {"v": 1, "s": "accepted", "t": 1.0, "m": [70]})
+    answers = ledger(store, clock)
+    assert await answers.load() == 1
+    assert answers.streamed(6) == (70,)

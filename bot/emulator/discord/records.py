@@ -117,13 +117,21 @@ class InteractionRecord:
         """Whether the bot has sent the initial callback."""
         return bool(self.callback_types)
 
+    @property
+    def streaming(self) -> bool:
+        """Does a message of this interaction still carry a button (an answer streaming)?"""
+        messages = [self.original, *self.followup_messages]
+        return any(m is not None and m.get("components") for m in messages)
+
     async def wait_for_response(
         self,
         timeout: float = 10.0,  # noqa: ASYNC109 - callers pass timeouts (the agreed test API)
     ) -> str:
-        """Wait until the interaction has final (non-deferred) content and return it."""
+        """Wait until the interaction has final (non-deferred) content and return it; when the
+        answer streams, until it is complete: none of its messages still carries a button (a
+        streaming answer's Stop button goes when it ends)."""
         await self.notifier.wait_for(
-            lambda: self.final_content is not None,
+            lambda: self.final_content is not None and not self.streaming,
             timeout,
             f"a final response to interaction {self.id} (/{self.name})",
         )
