@@ -11,7 +11,6 @@ from typing import Protocol, TypeVar
 
 import aiohttp
 import hikari
-from aiolimiter import AsyncLimiter
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
@@ -27,6 +26,7 @@ from bot.discord.convert import to_quoted
 from bot.discord.downloads import AttachmentFetcher
 from bot.resilience.breaker import CircuitBreaker
 from bot.resilience.hold import BreakerHold
+from bot.resilience.rest_pace import LocalPace, RestPace
 
 __all__ = ["DiscordDelivery", "DiscordObserver", "is_outage"]
 
@@ -75,6 +75,7 @@ class DiscordDelivery:
         breaker: CircuitBreaker | None = None,
         hold_max_replies: int = 100,
         hold_max_seconds: float = 120.0,
+        pace: RestPace | None = None,
     ) -> None:
         self.hold = BreakerHold(
             breaker or CircuitBreaker("discord"),
@@ -90,7 +91,8 @@ class DiscordDelivery:
         # 429s: pacing our own calls keeps a burst of answers (a queue draining, many DMs at
         # once) under the limit instead of into a storm of retries.
         # Capacity 1: evenly spaced calls, so no 1-second window ever sees more than max_rps.
-        self.pace = AsyncLimiter(1, 1.0 / max_rps)
+        # A fleet passes the pace it shares through Redis (`bot.discord.rest_pace`).
+        self.pace: RestPace = pace or LocalPace(max_rps)
         self._pace_waiters = 0  # calls waiting for their turn at the pace right now
         # Typing indicators by the message they answer, so a streamed answer can end its own
         # as soon as its first words show (one per message being answered: bounded by them).
@@ -101,6 +103,7 @@ class DiscordDelivery:
     async def aclose(self) -> None:
         self.hold.close()
         await self._fetcher.aclose()
+        await self.pace.aclose()
 
     async def _rest_call(self, name: str, call: Awaitable[T]) -> T:
         """One paced REST call, in a span, counted by status class."""
@@ -109,6 +112,10 @@ class DiscordDelivery:
             await self.pace.acquire()
         finally:
             self._pace_waiters -= 1
+        return await self._unpaced_call(name, call)
+
+    async def _unpaced_call(self, name: str, call: Awaitable[T]) -> T:
+        """The call itself (its turn at the pace taken), in a span, counted by status class."""
         # A leaf span (nothing below it is traced): not made current, which costs less.
         with _tracer.start_span(f"discord {name}", kind=SpanKind.CLIENT) as span:
             try:
@@ -242,9 +249,14 @@ class DiscordDelivery:
         and Discord's breaker not open? Cosmetic calls (typing) go only then."""
         return self._pace_waiters == 0 and self.hold.state != "open" and self.pace.has_capacity()
 
-    async def trigger_typing(self, channel_id: int) -> None:
-        """One "Bot is typing…" trigger (shows for 10 s); see `bot.discord.typing`."""
-        await self._rest_call("trigger_typing", self._rest.trigger_typing(channel_id))
+    async def trigger_typing(self, channel_id: int) -> bool:
+        """One "Bot is typing…" trigger (shows for 10 s), only in a turn of the pace that is
+        free now (in a fleet, free in the shared schedule); False when none was: see
+        `bot.discord.typing`."""
+        if not await self.pace.try_acquire():
+            return False
+        await self._unpaced_call("trigger_typing", self._rest.trigger_typing(channel_id))
+        return True
 
     async def notify(
         self, channel_id: int, reply_to: int, text: str, user_ids: Sequence[int]
