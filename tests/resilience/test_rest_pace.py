@@ -116,20 +116,26 @@ async def test_without_the_shared_pace_two_processes_would_double_the_rate() -> 
     assert _busiest_second(sent[0] + sent[1]) >= 1.8 * RPS
 
 
-async def test_a_cosmetic_call_never_takes_a_turn_another_process_waits_for(make: Make) -> None:
+async def _until(condition: Callable[[], bool]) -> None:
+    async with asyncio.timeout(10):
+        while not condition():  # noqa: ASYNC110 - polling what the pace's tasks do
+            await asyncio.sleep(0.005)
+
+
+async def test_a_cosmetic_call_never_takes_a_turn_another_process_waits_for(
+    make: Make, granted: list[float]
+) -> None:
     replies, typing = make(rps=20.0), make(rps=20.0)
     waiting = [asyncio.create_task(replies.acquire()) for _ in range(10)]  # half a second
-    await asyncio.sleep(0)  # let them ask Redis for their turns
-    while replies.stats.wait.count == 0:  # the first turn is now: the rest are reserved
-        await asyncio.sleep(0.005)
+    await _until(lambda: len(granted) == 10)  # every reply has its turn reserved
     assert not await typing.try_acquire()
     assert not typing.has_capacity()  # and it knows the fleet is busy without asking again
     assert typing.stats.refusals["busy"] == 1
     await asyncio.gather(*waiting)
-    while not typing.has_capacity():  # the fleet's last reserved turn has come
-        await asyncio.sleep(0.01)
-    await asyncio.sleep(1 / 20)  # one slot length: the last reply's turn is over
-    assert await typing.try_acquire()
+    while not await typing.try_acquire():  # after the last reply's turn, a free one
+        await _until(typing.has_capacity)
+    assert len(granted) == 11
+    assert granted[-1] >= max(granted[:10]) + 1 / 20 - 1e-6  # after every reply's turn
 
 
 async def test_redis_lost_falls_back_to_a_local_share_and_recovers(
@@ -146,9 +152,7 @@ async def test_redis_lost_falls_back_to_a_local_share_and_recovers(
     assert _busiest_second(sent) <= RPS / 3 + 1  # 15/s: a third of the fleet's rate
     assert time.monotonic() - started < 5  # the fallback never stopped the calls
     redis_server.start()
-    async with asyncio.timeout(10):
-        while pace.stats.fallback:  # the probe pings every 50 ms
-            await asyncio.sleep(0.02)
+    await _until(lambda: not pace.stats.fallback)  # the probe pings every 50 ms
     assert pace.stats.recoveries_total == 1 and pace.stats.fallback_rps == 0
     other = make()
     sent = await _hammer([pace, other], seconds=1.5)
