@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import itertools
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -161,3 +162,26 @@ async def test_redis_lost_falls_back_to_a_local_share_and_recovers(
     assert _busiest_second(granted) <= RPS  # shared again
     assert _busiest_second(sent[0] + sent[1]) < 50
     assert len(sent[0]) > RPS / 3 * 1.5 + 5  # no longer held to its local share
+
+
+async def test_a_schedule_too_far_ahead_is_refused_and_asked_again(
+    redis_server: RedisServer,
+) -> None:
+    link = RedisLink(redis_server.url, timeout_s=0.5)
+    try:
+        slots = RedisRestSlots(link, 10.0, max_wait_s=0.25)  # slots 100 ms apart
+        results = []
+        while len(results) < 10 and (not results or results[-1].taken):
+            results.append(await slots.reserve())  # now, +100 ms, +200 ms, ...
+        *taken, refused = results
+        # Turns up to 250 ms ahead are handed out, evenly spaced; the next is refused.
+        assert 2 <= len(taken) <= 4 and all(r.wait_s <= 0.25 for r in taken)
+        gaps = [round(b.at_s - a.at_s, 3) for a, b in itertools.pairwise(taken)]
+        assert gaps == [0.1] * (len(taken) - 1)
+        assert not refused.taken and refused.wait_s > 0.25
+        pace = SharedPace(slots, 10.0)
+        await pace.acquire()  # waits half the backlog, asks again, gets a turn
+        assert pace.stats.refusals["backlog"] >= 1 and pace.stats.wait.count == 1
+        assert link.stats.commands["rest"] >= 5 and link.stats.errors["rest"] == 0
+    finally:
+        await link.aclose()
