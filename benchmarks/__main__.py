@@ -37,7 +37,7 @@ def _parser() -> argparse.ArgumentParser:
         nargs="+",
         choices=list(ALL_SCENARIOS),
         default=None,
-        help="run only these (soak runs only when named)",
+        help="run only these (soak and fleet run only when named)",
     )
     parser.add_argument(
         "--duration",

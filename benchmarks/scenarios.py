@@ -18,6 +18,7 @@ from typing import Any, Self
 
 from benchmarks.bare_bot import SENTINEL
 from benchmarks.burst import burst
+from benchmarks.fleet import fleet
 from benchmarks.harness import (
     JSON,
     Lab,
@@ -1124,6 +1125,12 @@ async def soak_run(options: Options) -> Result:
     return await soak(seconds, options.scratch)
 
 
-# Run only when named (`--only soak`): twenty minutes is too long for the default run.
-OPT_IN: dict[str, Callable[[Options], Awaitable[Result]]] = {"soak": soak_run}
+async def fleet_run(options: Options) -> Result:
+    """The fleet scenario (benchmarks/fleet.py) at the mode's scale."""
+    return await fleet(options.mode, options.scratch / "fleet")
+
+
+# Run only when named (`--only soak`, `--only fleet`): twenty minutes is too long for the
+# default run, and the fleet (about 6 minutes) measures scale-out, not the bot's cost.
+OPT_IN: dict[str, Callable[[Options], Awaitable[Result]]] = {"soak": soak_run, "fleet": fleet_run}
 ALL_SCENARIOS = {**SCENARIOS, **OPT_IN}

@@ -254,6 +254,9 @@ class Settings(BaseSettings):
     discord_shard_ids: ShardIds = None
     # The bot's total number of shards (unset: Discord's recommendation, all in this process).
     discord_shard_count: int | None = Field(default=None, ge=1, le=10_000)
+    # With REDIS_URL: pace Discord REST calls on one schedule shared by the fleet through Redis
+    # (false: each process its own DISCORD_REST_MAX_RPS, for a REST proxy that paces instead).
+    discord_rest_shared_limit: bool = True
 
     # --- diagnostics on demand (GET /debug/tasks, /debug/memory) and slow-operation logging ---
     ops_admin_token: SecretStr | None = None

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bot.app.controls import AppControls
+from bot.app.rest_pace import fleet_rest_pace
 from bot.app.signals import run_until_signal
 from bot.chat.access import AccessPolicy, UserCooldown, VideoLimiter
 from bot.chat.budget import BudgetGate, BudgetPolicy
@@ -249,6 +250,8 @@ class BotApp:
             if s.persist_conversations
             else None
         )
+        # A fleet paces Discord REST calls on one schedule in Redis (bot/app/rest_pace.py).
+        self.rest_pace = fleet_rest_pace(s, self.redis, self.shared_quota)
         self.gateway = DiscordGateway(
             token=discord_token,
             rest_url=s.discord_rest_url,
@@ -279,6 +282,7 @@ class BotApp:
             on_store_error=self._count_store_error,
             shard_ids=s.shard_ids,
             shard_count=s.discord_shard_count,
+            rest_pace=self.rest_pace,
         )
         delivery = self.gateway.delivery
         # Fair use: token budgets and channel settings, kept in the durable store.
@@ -496,6 +500,7 @@ class BotApp:
             answers=lambda: self.answers.stats,
             redis=_attr(self.redis, "stats"),
             fleet=_attr(self.shared_quota, "fleet"),
+            rest_pace=_attr(self.rest_pace, "stats"),
         )
 
     async def start(self) -> None:

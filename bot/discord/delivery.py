@@ -5,15 +5,13 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import math
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Final, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 import aiohttp
 import hikari
-from aiolimiter import AsyncLimiter
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
@@ -29,15 +27,13 @@ from bot.discord.convert import to_quoted
 from bot.discord.downloads import AttachmentFetcher
 from bot.resilience.breaker import CircuitBreaker
 from bot.resilience.hold import BreakerHold
+from bot.resilience.rest_pace import LocalPace, RestPace
 
-__all__ = ["DISCORD_GLOBAL_RPS", "DiscordDelivery", "DiscordObserver", "is_outage"]
+__all__ = ["DiscordDelivery", "DiscordObserver", "is_outage"]
 
 log = logging.getLogger(__name__)
 _tracer = trace.get_tracer(__name__)
 T = TypeVar("T")
-
-# Discord's global limit: requests per second per bot, counted in fixed one-second windows.
-DISCORD_GLOBAL_RPS: Final = 50
 
 
 class DiscordObserver(Protocol):
@@ -80,6 +76,7 @@ class DiscordDelivery:
         breaker: CircuitBreaker | None = None,
         hold_max_replies: int = 100,
         hold_max_seconds: float = 120.0,
+        pace: RestPace | None = None,
     ) -> None:
         self.hold = BreakerHold(
             breaker or CircuitBreaker("discord"),
@@ -94,14 +91,9 @@ class DiscordDelivery:
         # Discord allows 50 requests/s per bot across all routes, and hikari only reacts to the
         # 429s: pacing our own calls keeps a burst of answers (a queue draining, many DMs at
         # once) under the limit instead of into a storm of retries.
-        # A bucket of `burst` calls refilled at max_rps, so answers that all start at once (a
-        # stream's first words) queue behind each other less: a tenth of a second's calls, and
-        # few enough that a second's window of Discord's sees at most burst + max_rps calls,
-        # below its 50 (45/s: 4; 1, evenly spaced calls, below 10/s or from 49/s).
-        self.burst = max(
-            1, min(math.floor(max_rps / 10), math.floor(DISCORD_GLOBAL_RPS - 1 - max_rps))
-        )
-        self.pace = AsyncLimiter(self.burst, self.burst / max_rps)
+        # A fleet passes the pace it shares through Redis (`bot.app.rest_pace`); alone, a small
+        # burst for answers that start at once (`LocalPace`).
+        self.pace: RestPace = pace or LocalPace(max_rps)
         self._pace_waiters = 0  # calls waiting for their turn at the pace right now
         # Typing indicators by the message they answer, so a streamed answer can end its own
         # as soon as its first words show (one per message being answered: bounded by them).
@@ -112,6 +104,7 @@ class DiscordDelivery:
     async def aclose(self) -> None:
         self.hold.close()
         await self._fetcher.aclose()
+        await self.pace.aclose()
 
     async def _rest_call(self, name: str, call: Awaitable[T]) -> T:
         """One paced REST call, in a span, counted by status class."""
@@ -120,6 +113,10 @@ class DiscordDelivery:
             await self.pace.acquire()
         finally:
             self._pace_waiters -= 1
+        return await self._unpaced_call(name, call)
+
+    async def _unpaced_call(self, name: str, call: Awaitable[T]) -> T:
+        """The call itself (its turn at the pace taken), in a span, counted by status class."""
         # A leaf span (nothing below it is traced): not made current, which costs less.
         with _tracer.start_span(f"discord {name}", kind=SpanKind.CLIENT) as span:
             try:
@@ -306,9 +303,14 @@ class DiscordDelivery:
         and Discord's breaker not open? Cosmetic calls (typing) go only then."""
         return self._pace_waiters == 0 and self.hold.state != "open" and self.pace.has_capacity()
 
-    async def trigger_typing(self, channel_id: int) -> None:
-        """One "Bot is typing…" trigger (shows for 10 s); see `bot.discord.typing`."""
-        await self._rest_call("trigger_typing", self._rest.trigger_typing(channel_id))
+    async def trigger_typing(self, channel_id: int) -> bool:
+        """One "Bot is typing…" trigger (shows for 10 s), only in a turn of the pace that is
+        free now (in a fleet, free in the shared schedule); False when none was: see
+        `bot.discord.typing`."""
+        if not await self.pace.try_acquire():
+            return False
+        await self._unpaced_call("trigger_typing", self._rest.trigger_typing(channel_id))
+        return True
 
     async def notify(
         self, channel_id: int, reply_to: int, text: str, user_ids: Sequence[int]

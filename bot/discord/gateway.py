@@ -35,6 +35,7 @@ from bot.discord.shed import ShedNotices
 from bot.discord.streaming import StreamingReplies, StreamObserver
 from bot.discord.typing import TypingScheduler
 from bot.resilience.breaker import CircuitBreaker
+from bot.resilience.rest_pace import RestPace
 from bot.store import Namespace
 
 __all__ = ["INTENTS", "DiscordGateway", "bot_id_from_token"]
@@ -116,6 +117,7 @@ class DiscordGateway:
         on_store_error: Callable[[], None] = lambda: None,
         shard_ids: tuple[int, ...] | None = None,
         shard_count: int | None = None,
+        rest_pace: RestPace | None = None,
     ) -> None:
         self.bot_id = bot_id_from_token(token)
         # DISCORD_SHARD_IDS / DISCORD_SHARD_COUNT: the shards this process runs (None: all).
@@ -163,6 +165,7 @@ class DiscordGateway:
             breaker=breaker,
             hold_max_replies=hold_max_replies,
             hold_max_seconds=hold_max_seconds,
+            pace=rest_pace,  # a fleet's, shared through Redis; None: this process's own
         )
         # Backpressure (bot.chat.intake): a bounded number of messages answered at once, a
         # bounded line behind them, the rest shed with a cheap notice (bot.discord.shed).

@@ -11,7 +11,9 @@ replies: a 3,000-message burst gave 2,860 typing calls and 412 replies in 80 s (
   answered (a trigger lasts 10 s and shows for the whole channel anyway);
 * a trigger is sent only when the REST budget is spare (`DiscordDelivery.rest_budget_spare`:
   no call is waiting for the pace, the pace has room now, and Discord's breaker is not open);
-  otherwise the loop tries again a little later, and skips are counted;
+  otherwise the loop tries again a little later, and skips are counted; the trigger itself
+  takes a turn only if one is free at that moment (in a fleet, free in the schedule shared
+  through Redis, so a typing trigger never takes a turn another process's reply waits for);
 * the loop starts only once an answer has taken `delay_s` (DISCORD_TYPING_DELAY_SECONDS) and
   stops as soon as the message's handling ends.
 """
@@ -122,9 +124,13 @@ class TypingScheduler:
                 await asyncio.sleep(self._retry_s)
                 continue
             try:
-                await self._trigger(channel_id)
+                sent = await self._trigger(channel_id)
             except hikari.HTTPError as exc:  # cosmetic: never let it fail the answer
                 log.debug("typing indicator failed: %s", exc)
                 return
+            if sent is False:  # the pace had no free turn after all (a fleet's shared one)
+                self.stats.skipped += 1
+                await asyncio.sleep(self._retry_s)
+                continue
             self.stats.sent += 1
             await asyncio.sleep(self._refresh_s)

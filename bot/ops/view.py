@@ -31,6 +31,7 @@ from bot.ops.metrics.fair_use import FairUseFigures
 from bot.resilience.degradation import DegradationStats
 from bot.resilience.hold import HoldStats
 from bot.resilience.queue import QueueStats
+from bot.resilience.rest_pace import SharedPaceStats
 from bot.store.answered import LedgerStats
 from bot.store.redis_link import RedisStats
 from bot.store.stats import StoreStats
@@ -99,6 +100,7 @@ class BotView:
     # REDIS_URL set: the Redis link and the fleet's shared quota (None: a single process).
     redis: Callable[[], RedisStats | None] | None = None
     fleet: Callable[[], FleetQuotaStats | None] | None = None
+    rest_pace: Callable[[], SharedPaceStats | None] | None = None  # DISCORD_REST_SHARED_LIMIT
 
     def dependencies(self) -> dict[str, bool]:
         """Is each dependency usable: Gemini unless its breaker is open, Discord while the
@@ -141,6 +143,7 @@ class BotView:
             answers=self.answers,
             redis=self.redis or _absent,
             fleet=self.fleet or _absent,
+            rest_pace=self.rest_pace or _absent,
             data_dir=self.data_dir,
             thresholds=self.thresholds,
         )

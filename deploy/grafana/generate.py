@@ -1493,6 +1493,29 @@ def runtime() -> model.Dashboard:
                             )
                         ],
                     ),
+                    ts(
+                        "Discord REST: wait for a turn in the shared pace (p95)",
+                        "95th percentile time a Discord REST call waited for its turn in the "
+                        "fleet's schedule in Redis (DISCORD_REST_MAX_RPS for the whole fleet), "
+                        "by process; seconds during a burst of replies are the pace at work.",
+                        "s",
+                        [
+                            query(
+                                quantile(
+                                    "0.95", "llmbot_discord_rest_shared_wait_seconds", by="instance"
+                                ),
+                                "{{instance}}",
+                            )
+                        ],
+                    ),
+                    states(
+                        "Discord REST pace on the local share",
+                        "1 while a process cannot reach Redis and paces its REST calls at "
+                        "DISCORD_REST_MAX_RPS divided by the live instances it last saw.",
+                        query(f"llmbot_discord_rest_shared_fallback{sel()}", "{{instance}}"),
+                        value_map({0: ("shared", "green"), 1: ("local share", "orange")}),
+                        span=12,
+                    ),
                 ],
             ),
             Section(

@@ -62,3 +62,21 @@ async def test_the_loop_stops_with_the_last_message_of_the_channel() -> None:
         assert typing.stats.loops == 1
     assert typing.stats.loops == 0
     assert budget.triggers == []  # answered before the delay: no indicator at all
+
+
+async def test_a_trigger_that_found_no_free_turn_is_a_skip_not_a_send() -> None:
+    # In a fleet the spare check is this process's view; the shared pace may still refuse
+    # the turn (another process's reply waits for it): the trigger says False and tries later.
+    answers = [False, False, True]
+    calls: list[int] = []
+
+    async def trigger(channel_id: int) -> bool:
+        calls.append(channel_id)
+        return answers[len(calls) - 1]
+
+    typing = TypingScheduler(trigger, lambda: True, retry_s=0.01, refresh_s=60.0)
+    async with typing.typing(7):
+        await wait_for(lambda: typing.stats.sent == 1)
+    assert calls == [7, 7, 7]
+    assert typing.stats.skipped == 2
+    await typing.close()

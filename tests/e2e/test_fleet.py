@@ -8,6 +8,7 @@ Each test takes 10-30 s: two processes start one after the other (the identify r
 from __future__ import annotations
 
 import asyncio
+import bisect
 import json
 import math
 import os
@@ -357,6 +358,45 @@ async def test_redis_stopped_and_restarted_under_traffic(
     for index in (0, 1):
         assert await fleet.value(index, "llmbot_llm_quota_fallback") == 0
         assert await fleet.value(index, "llmbot_llm_quota_fallbacks_total") == 1
+        # Discord's REST pace fell back to its local share with the quota, and came back too.
+        assert await fleet.value(index, "llmbot_discord_rest_shared_fallbacks_total") == 1
+
+    async def rest_pace_shared_again() -> bool:
+        return all(
+            [await fleet.value(i, "llmbot_discord_rest_shared_fallback") == 0 for i in (0, 1)]
+        )
+
+    await _until(rest_pace_shared_again, 10, "both processes pacing REST through Redis again")
+
+
+async def test_both_processes_together_keep_to_one_rest_rate(
+    start_fleet: Callable[..., Any], discord: DiscordEmulator, gemini: GeminiEmulator
+) -> None:
+    # A fleet rate of 10/s (DISCORD_REST_MAX_RPS) makes sharing visible in a few seconds:
+    # each process alone would send its 20 replies at 10/s, together 20/s.
+    guilds = _guilds_on_both_shards(discord, 1)
+    alice = discord.create_user("alice")
+    channels: list[int] = []
+    for ids in guilds.values():
+        discord.add_member(ids[0], alice)
+        channels += [discord.create_channel(ids[0], f"c{n}") for n in range(20)]
+    fleet: Fleet = await start_fleet(DISCORD_REST_MAX_RPS="10", GEMINI_RATE_LIMIT_RPM="1000")
+    asked = [
+        int((await discord.send_message(c, author=alice, content="hi", mention_bot=True))["id"])
+        for c in channels
+    ]
+    for message_id in asked:
+        await discord.wait_for_reply(message_id, timeout=30)
+    replies = sorted(m.created_at for m in discord.sent_messages if m.reply_to in asked)
+    assert len(replies) == 40
+    busiest = max(bisect.bisect_left(replies, t + 1.0) - i for i, t in enumerate(replies))
+    # Counted at the emulator, as they arrived: one call of timer jitter over 10 at most.
+    assert busiest <= 11, f"{busiest} replies in one second from a fleet paced at 10/s"
+    assert discord.rate_limited_count == 0
+    for index in (0, 1):
+        assert await fleet.value(index, "llmbot_messages_total", outcome="answered") == 20
+        assert await fleet.value(index, "llmbot_redis_commands_total", op="rest") >= 20
+        assert await fleet.value(index, "llmbot_discord_rest_shared_fallback") == 0
 
 
 async def test_fleet_without_redis_url_is_one_clear_line(tmp_path: Path) -> None:

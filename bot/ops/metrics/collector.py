@@ -58,7 +58,7 @@ from bot.ops.metrics.catalogue import (
     AlertThresholds,
 )
 from bot.ops.metrics.fair_use import FairUseFigures, fair_use_families
-from bot.ops.metrics.fleet import fleet_families
+from bot.ops.metrics.fleet import fleet_families, rest_pace_families
 from bot.ops.runtime import (
     HEAP_REFRESH_S,
     BuildInfo,
@@ -71,6 +71,7 @@ from bot.resilience.breaker import BREAKER_STATES
 from bot.resilience.degradation import FALLBACK_KINDS, DegradationStats
 from bot.resilience.hold import ABANDON_REASONS, HoldStats
 from bot.resilience.queue import DROP_REASONS, QUEUE_WAIT_BUCKETS_S, QueueStats
+from bot.resilience.rest_pace import SharedPaceStats
 from bot.store.answered import DUPLICATE_SOURCES, OPEN_STATES, RESUME_OUTCOMES, LedgerStats
 from bot.store.redis_link import RedisStats
 from bot.store.stats import OPS, LatencyHistogram, StoreStats
@@ -141,6 +142,7 @@ class MetricSources:
     answers: Callable[[], LedgerStats | None] = _none
     redis: Callable[[], RedisStats | None] = _none  # REDIS_URL set: the link's figures
     fleet: Callable[[], FleetQuotaStats | None] = _none  # REDIS_URL set: the shared quota's
+    rest_pace: Callable[[], SharedPaceStats | None] = _none  # REDIS_URL set: the shared pace's
     asyncio_tasks: Callable[[], int] = asyncio_task_count
     heap_bytes: Callable[[], int] = field(default_factory=throttled_heap_bytes)
     data_dir: Path | None = None
@@ -243,6 +245,9 @@ class BotCollector(Collector):
             self._read("redis", self._sources.redis, None),
             self._read("fleet", self._sources.fleet, None),
             _add_histogram,
+        )
+        yield from rest_pace_families(
+            self._read("rest_pace", self._sources.rest_pace, None), _add_histogram
         )
 
     def _chat(self) -> Iterator[Metric]:

@@ -1,4 +1,5 @@
-"""The fleet's families: the Redis link and the shared quota (zeros without REDIS_URL)."""
+"""The fleet's families: the Redis link, the shared quota and the shared Discord REST pace
+(zeros without REDIS_URL)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.metrics_core import Metric
 
 from bot.llm.quota_shared import FleetQuotaStats
+from bot.resilience.rest_pace import WAIT_BUCKETS_S, SharedPaceStats
 from bot.store.redis_link import REDIS_OPS, RedisStats
 from bot.store.stats import LatencyHistogram
 
-__all__ = ["fleet_families"]
+__all__ = ["fleet_families", "rest_pace_families"]
 
 
 def fleet_families(
@@ -57,4 +59,41 @@ def fleet_families(
         "Times this process lost Redis and fell back to its local share of the quota.",
     )
     fallbacks.add_metric([], fleet.fallbacks_total if fleet is not None else 0)
+    yield fallbacks
+
+
+def rest_pace_families(
+    pace: SharedPaceStats | None,
+    add_histogram: Callable[
+        [HistogramMetricFamily, tuple[str, ...], tuple[str, ...], LatencyHistogram], None
+    ],
+) -> Iterator[Metric]:
+    """`llmbot_discord_rest_shared_*`: the fleet's REST pace in Redis."""
+    wait = HistogramMetricFamily(
+        "llmbot_discord_rest_shared_wait_seconds",
+        "Time a Discord REST call waited for its turn in the fleet's shared pace.",
+    )
+    empty = LatencyHistogram(WAIT_BUCKETS_S)
+    add_histogram(wait, (), (), pace.wait if pace is not None else empty)
+    yield wait
+    refusals = CounterMetricFamily(
+        "llmbot_discord_rest_shared_refusals_total",
+        "Turns the shared pace refused: busy (a typing trigger found no free turn), backlog "
+        "(the fleet's schedule was over 10 s ahead; the call asked again).",
+        labels=["reason"],
+    )
+    for reason in ("busy", "backlog"):
+        refusals.add_metric([reason], pace.refusals[reason] if pace is not None else 0)
+    yield refusals
+    fallback = GaugeMetricFamily(
+        "llmbot_discord_rest_shared_fallback",
+        "1 while Redis is unreachable and this process paces a local share of the REST rate.",
+    )
+    fallback.add_metric([], 1 if pace is not None and pace.fallback else 0)
+    yield fallback
+    fallbacks = CounterMetricFamily(
+        "llmbot_discord_rest_shared_fallbacks_total",
+        "Times this process lost Redis and fell back to a local share of the REST rate.",
+    )
+    fallbacks.add_metric([], pace.fallbacks_total if pace is not None else 0)
     yield fallbacks
