@@ -254,6 +254,9 @@ class Settings(BaseSettings):
     discord_shard_ids: ShardIds = None
     # The bot's total number of shards (unset: Discord's recommendation, all in this process).
     discord_shard_count: int | None = Field(default=None, ge=1, le=10_000)
+    # Queued questions held by a process that stopped touching them for this long (it died)
+    # are reclaimed by the others (Redis Streams XAUTOCLAIM); a live one touches every third.
+    fleet_queue_claim_idle_seconds: float = Field(default=60.0, ge=1, le=3600)
 
     # --- diagnostics on demand (GET /debug/tasks, /debug/memory) and slow-operation logging ---
     ops_admin_token: SecretStr | None = None
@@ -498,6 +501,7 @@ SETTING_PREFIXES = (
     "DISCORD_",
     "EVENT_LOOP_",
     "FALLBACK_",
+    "FLEET_",
     "GEMINI_",
     "GUILD_",
     "HEAL_",

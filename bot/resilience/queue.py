@@ -117,7 +117,8 @@ def _wait_histogram() -> LatencyHistogram:
 class QueueStats:
     """Figures read at scrape time; `dropped_total` has every reason from the start.
 
-    Conservation: pushed_total + restored_total == size + answered_total + sum(dropped_total).
+    Conservation: pushed_total + restored_total + reclaimed_total == size + answered_total +
+    sum(dropped_total) + taken_over_total.
     """
 
     capacity: int
@@ -132,6 +133,12 @@ class QueueStats:
     )
     persist_errors_total: int = 0
     corrupt_total: int = 0  # unreadable stored entries skipped by load()
+    # A fleet's queue (bot.resilience.fleet_queue); zero in one process. Reclaimed items count
+    # on the "in" side, items another process took over on the "out" side of conservation.
+    reclaimed_total: int = 0  # taken over from a process that stopped touching them
+    taken_over_total: int = 0  # held here, reclaimed by another process: let go silently
+    handed_over_total: int = 0  # kept locally while Redis was away, then handed to Redis
+    fleet_size: int | None = None  # entries in the fleet's stream at the last look
     wait: LatencyHistogram = field(default_factory=_wait_histogram)
 
     @property

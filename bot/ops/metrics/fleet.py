@@ -8,10 +8,11 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.metrics_core import Metric
 
 from bot.llm.quota_shared import FleetQuotaStats
+from bot.resilience.queue import QueueStats
 from bot.store.redis_link import REDIS_OPS, RedisStats
 from bot.store.stats import LatencyHistogram
 
-__all__ = ["fleet_families"]
+__all__ = ["fleet_families", "fleet_queue_families"]
 
 
 def fleet_families(
@@ -58,3 +59,34 @@ def fleet_families(
     )
     fallbacks.add_metric([], fleet.fallbacks_total if fleet is not None else 0)
     yield fallbacks
+
+
+def fleet_queue_families(queue: QueueStats | None) -> Iterator[Metric]:
+    """`llmbot_queue_*` families of the fleet's queue on Redis (zeros without REDIS_URL)."""
+    counters = (
+        (
+            "llmbot_queue_reclaimed_total",
+            "Queued questions taken over from a process that stopped touching them (died).",
+            queue.reclaimed_total if queue is not None else 0,
+        ),
+        (
+            "llmbot_queue_taken_over_total",
+            "Queued questions this process held that another process reclaimed (let go).",
+            queue.taken_over_total if queue is not None else 0,
+        ),
+        (
+            "llmbot_queue_handed_over_total",
+            "Queued questions kept locally while Redis was unreachable, then handed to Redis.",
+            queue.handed_over_total if queue is not None else 0,
+        ),
+    )
+    for name, text, value in counters:
+        family = CounterMetricFamily(name, text)
+        family.add_metric([], value)
+        yield family
+    size = GaugeMetricFamily(
+        "llmbot_queue_fleet_messages",
+        "Questions in the fleet's queue on Redis, all processes, at the last look (0: no fleet).",
+    )
+    size.add_metric([], (queue.fleet_size or 0) if queue is not None else 0)
+    yield size
