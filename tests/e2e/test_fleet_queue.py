@@ -1,0 +1,184 @@
+"""The fleet's answer-later queue with real bot processes: `kill -9` of the process holding
+queued questions, and the other process answers every one of them exactly once; its restart
+answers none again.
+
+Two `python -m bot run` processes (shards 0 and 1 of 2, their own DATA_DIR) against one Discord
+emulator, one Gemini emulator and a real redis-server. About 25 s, most of it the two starts
+(Discord's identify rule) and the claim idle time (2 s here).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.emulator.discord import DiscordEmulator
+from bot.emulator.gemini import GeminiEmulator
+from tests.e2e.test_fleet import (
+    ROOT,
+    SETTING_PREFIXES,
+    SHARDS,
+    Fleet,
+    _consecutive_free_ports,
+    _guilds_on_both_shards,
+    _ready,
+    _until,
+)
+from tests.redis_server import RedisServer
+
+CLAIM_IDLE_S = 2
+QUESTIONS = 5
+
+
+@pytest.fixture
+async def discord() -> AsyncIterator[DiscordEmulator]:
+    async with DiscordEmulator(shards=SHARDS, max_concurrency=1, identify_interval_s=5.0) as emu:
+        yield emu
+
+
+Start = Callable[[int], Any]
+
+
+@pytest.fixture
+async def start_process(
+    tmp_path: Path, discord: DiscordEmulator, gemini: GeminiEmulator, redis_server: RedisServer
+) -> AsyncIterator[tuple[Start, list[asyncio.subprocess.Process], list[int]]]:
+    """`start(shard)`: one bot process running that shard, on its own port and DATA_DIR (the
+    same again when restarted)."""
+    base = _consecutive_free_ports(2)
+    ports = [base, base + 1]
+    processes: list[asyncio.subprocess.Process] = []
+
+    async def start(shard: int) -> asyncio.subprocess.Process:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(SETTING_PREFIXES)}
+        env.update(
+            PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+            DISCORD_TOKEN=discord.token,
+            GEMINI_API_KEY=gemini.api_key,
+            DISCORD_REST_URL=discord.rest_url,
+            GEMINI_BASE_URL=gemini.base_url,
+            REDIS_URL=redis_server.url,
+            OPS_PORT=str(ports[shard]),
+            DATA_DIR=str(tmp_path / f"data-{shard}"),
+            DISCORD_SHARD_IDS=str(shard),
+            DISCORD_SHARD_COUNT=str(SHARDS),
+            FLEET_QUEUE_CLAIM_IDLE_SECONDS=str(CLAIM_IDLE_S),
+            GEMINI_RATE_LIMIT_RPM="60",  # the failed calls count too: room for every answer
+            USER_COOLDOWN_SECONDS="0",
+            SHUTDOWN_GRACE_SECONDS="2",
+            RETRY_MAX_ATTEMPTS="1",
+            QUEUE_RETRY_INTERVAL_SECONDS="0.5",
+            QUEUE_MAX_ATTEMPTS="50",
+            DISCORD_TYPING_DELAY_SECONDS="5",
+        )
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bot", "run", cwd=tmp_path, env=env
+        )
+        processes.append(process)
+        return process
+
+    yield start, processes, ports
+    for process in processes:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                async with asyncio.timeout(20):
+                    await process.wait()
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+
+
+def _answers(discord: DiscordEmulator, message_id: int) -> int:
+    return sum(
+        1
+        for m in discord.sent_messages
+        if m.reply_to == message_id and m.content.startswith("You said:")
+    )
+
+
+async def test_kill_9_of_the_process_holding_queued_questions_the_other_answers_each_once(
+    start_process: tuple[Start, list[asyncio.subprocess.Process], list[int]],
+    discord: DiscordEmulator,
+    gemini: GeminiEmulator,
+) -> None:
+    start, _, ports = start_process
+    guilds = _guilds_on_both_shards(discord, 1)
+    alice = discord.create_user("alice")
+    for ids in guilds.values():
+        discord.add_member(ids[0], alice)
+    first, _second = await start(0), await start(1)
+
+    async def ready(*indexes: int) -> bool:
+        return all([await _ready(ports[i]) for i in indexes])
+
+    await _until(lambda: ready(0, 1), 45, "both processes ready")
+    await discord.wait_until_ready()
+    fleet = Fleet(first, ports, Path())
+
+    gemini.fail_all(503)  # every question is queued by shard 0's process
+    asked = []
+    for n in range(QUESTIONS):
+        message = await discord.send_message(
+            discord.guild_text_channel(guilds[0][0]),
+            author=alice,
+            content=f"question {n}",
+            mention_bot=True,
+        )
+        asked.append(int(message["id"]))
+    for message_id in asked:
+        reply = await discord.wait_for_reply(message_id, timeout=15)
+        assert "queued" in reply.content
+    assert await fleet.value(0, "llmbot_queue_messages") == QUESTIONS
+    assert await fleet.value(1, "llmbot_queue_fleet_messages") in (0, QUESTIONS)  # last look
+
+    first.kill()  # kill -9: no shutdown, the five entries stay in its pending list
+    await first.wait()
+    killed_at = time.monotonic()
+    gemini.heal()
+
+    async def all_answered() -> bool:
+        return all(_answers(discord, m) >= 1 for m in asked)
+
+    await _until(all_answered, 30, "the other process to answer every queued question")
+    reclaim_s = time.monotonic() - killed_at
+    print(f"\nkill -9 -> last reclaimed answer: {reclaim_s:.1f} s (claim idle {CLAIM_IDLE_S} s)")
+    assert reclaim_s >= CLAIM_IDLE_S  # not before its holder went silent for the idle time
+
+    async def drained() -> bool:
+        return (
+            await fleet.value(1, "llmbot_queue_messages") == 0
+            and await fleet.value(1, "llmbot_queue_fleet_messages") == 0
+        )
+
+    await _until(drained, 10, "the fleet's queue to be empty")
+    assert await fleet.value(1, "llmbot_queue_reclaimed_total") == QUESTIONS
+    assert [_answers(discord, m) for m in asked] == [1] * QUESTIONS
+    assert await fleet.value(1, "llmbot_late_replies_total", outcome="answered") == QUESTIONS
+
+    # The killed process comes back (same name, same DATA_DIR): its journal says "queued", Redis
+    # says another process took them over. It answers none of them again.
+    again = await start(0)
+    fleet.process = again
+    await _until(lambda: ready(0), 45, "the killed process back")
+    replies_before = len(discord.sent_messages)
+    passes = await fleet.value(0, "llmbot_redis_commands_total", op="queue")
+
+    async def two_more_passes() -> bool:  # its resume ran right after its start, before these
+        return await fleet.value(0, "llmbot_redis_commands_total", op="queue") >= passes + 8
+
+    await _until(two_more_passes, 10, "two queue passes of the restarted process")
+    await _until(drained, 10, "the fleet's queue still empty")
+    assert await fleet.value(0, "llmbot_inflight_questions", state="queued") == 0
+    assert await fleet.value(0, "llmbot_resumed_questions_total", outcome="requeued") == 0
+    assert await fleet.value(0, "llmbot_queue_messages") == 0
+    assert len(discord.sent_messages) == replies_before
+    assert [_answers(discord, m) for m in asked] == [1] * QUESTIONS
