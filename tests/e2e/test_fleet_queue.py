@@ -77,6 +77,7 @@ async def start_process(
             RETRY_MAX_ATTEMPTS="1",
             QUEUE_RETRY_INTERVAL_SECONDS="0.5",
             QUEUE_MAX_ATTEMPTS="50",
+            BREAKER_RESET_TIMEOUT_SECONDS="1",  # the failures while Gemini was down
             DISCORD_TYPING_DELAY_SECONDS="5",
         )
         process = await asyncio.create_subprocess_exec(
@@ -182,3 +183,52 @@ async def test_kill_9_of_the_process_holding_queued_questions_the_other_answers_
     assert await fleet.value(0, "llmbot_queue_messages") == 0
     assert len(discord.sent_messages) == replies_before
     assert [_answers(discord, m) for m in asked] == [1] * QUESTIONS
+
+
+async def test_redis_stopped_and_restarted_while_questions_are_queued_all_answered_once(
+    start_process: tuple[Start, list[asyncio.subprocess.Process], list[int]],
+    discord: DiscordEmulator,
+    gemini: GeminiEmulator,
+    redis_server: RedisServer,
+) -> None:
+    start, _, ports = start_process
+    guilds = _guilds_on_both_shards(discord, 1)
+    alice = discord.create_user("alice")
+    discord.add_member(guilds[0][0], alice)
+    process = await start(0)  # shard 0 alone: its guild's questions
+    await _until(lambda: _ready(ports[0]), 45, "the process ready")
+    fleet = Fleet(process, ports, Path())
+    gemini.fail_all(503)
+
+    async def ask(n: int) -> int:
+        message = await discord.send_message(
+            discord.guild_text_channel(guilds[0][0]),
+            author=alice,
+            content=f"question {n}",
+            mention_bot=True,
+        )
+        reply = await discord.wait_for_reply(int(message["id"]), timeout=15)
+        assert "queued" in reply.content
+        return int(message["id"])
+
+    asked = [await ask(n) for n in range(3)]  # queued in Redis
+    redis_server.stop()
+    asked += [await ask(n) for n in range(3, 5)]  # queued in the local store
+    redis_server.start()  # empty: no persistence (the three in Redis are gone from it)
+    gemini.heal()
+
+    async def all_answered() -> bool:
+        return all(_answers(discord, m) >= 1 for m in asked)
+
+    await _until(all_answered, 30, "every queued question answered")
+
+    async def drained() -> bool:
+        return (
+            await fleet.value(0, "llmbot_queue_messages") == 0
+            and await fleet.value(0, "llmbot_queue_fleet_messages") == 0
+        )
+
+    await _until(drained, 10, "the fleet's queue to be empty")
+    assert [_answers(discord, m) for m in asked] == [1] * len(asked)
+    assert await fleet.value(0, "llmbot_queue_handed_over_total") == len(asked)
+    assert await fleet.value(0, "llmbot_queue_dropped_total", reason="store_error") == 0
