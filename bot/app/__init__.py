@@ -657,6 +657,9 @@ class BotApp:
             await self.fleet_maintenance.join()
         if self.shared_quota is not None:
             await self.shared_quota.stop()
+        if self.fleet_state is not None:  # while Redis is open: the others take its questions
+            for item in await self.queue.close():
+                log.warning("queued question %s could not be kept across the restart", item.id)
         if self.redis is not None:
             await self.redis.aclose()
         if self.memory_persistence is not None:

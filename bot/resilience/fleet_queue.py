@@ -18,6 +18,8 @@ on every pass, and a process without Redis must still queue (the local store bel
   items idle for FLEET_QUEUE_CLAIM_IDLE_SECONDS (their holder died: kill -9, a lost machine)
   reclaimed with XAUTOCLAIM into this working set, as far as it has room; at start, this
   consumer's own pending items (from before a restart) read back.
+- `close` (a clean stop): held items are marked idle in Redis, so the other processes take
+  them at their next pass; a process restarting under the same name reads back what is left.
 - An item ends as in one process (`mark_answered`, the last `mark_failed`, `expire`): then its
   entry is acknowledged and deleted (XACK + XDEL), after the answer or notice was recorded
   (`bot.store.redis_answered`), so a crash in between yields a reclaim that finds the record
@@ -112,7 +114,10 @@ class FleetQueue(MessageQueue):
             await self.sync()
 
     async def close(self) -> list[QueuedItem]:
-        """As `MessageQueue.close`; items held in Redis are not lost (reclaimed or read back)."""
+        """As `MessageQueue.close`; items held in Redis are not lost (reclaimed or read back).
+        A second call does nothing."""
+        if self._closed:
+            return []
         await self.flush()
         self._closed = True
         lost = [i for i in self._order if i.id not in self._stored and i.id not in self._entry]
@@ -121,11 +126,13 @@ class FleetQueue(MessageQueue):
             self.stats.dropped_total["shutdown"] += 1
         self._sync_size()
         self._notify()
-        if self._unacked:
-            try:
-                await self._ack_pending()
-            except RedisUnavailable:
-                log.warning("%d queue acks could not reach Redis at shutdown", len(self._unacked))
+        try:
+            await self._ack_pending()
+            # The others answer what this process held, at their next pass.
+            held = [entry_id for entry_id, _ in self._entry.values()]
+            await self._stream.let_go(held, int(self.claim_idle_s * 1000))
+        except RedisUnavailable as exc:
+            log.warning("the fleet's queue could not reach Redis at shutdown: %s", exc)
         return lost
 
     # -- producing -------------------------------------------------------------------------

@@ -20,6 +20,8 @@ by the process that queued it (its shard's process) and never read by two proces
 - `reclaim`: XAUTOCLAIM of entries idle for `min_idle_ms` (their holder stopped touching them:
   dead), and (`own=True`, at start) this consumer's own pending entries from before a restart.
 - `ack`: XACK + XDEL, once the answer or notice is durable.
+- `let_go`: at a clean stop, the held entries are marked idle, so another process reclaims them
+  at its next pass (a process that restarts under the same name reads back what is left).
 
 Each call is one round trip; errors are `RedisUnavailable` (bot.store.redis_link).
 """
@@ -183,6 +185,20 @@ class RedisQueueStream:
             "queue", lambda: self._reclaim(keys=[self.key, self._epoch_key], args=args)
         )
         return _text(raw[0]), _entries(raw[1]), tuple(_text(i) for i in raw[2])
+
+    async def let_go(self, entry_ids: list[str], idle_ms: int) -> None:
+        """Mark held entries idle for `idle_ms` (XCLAIM IDLE JUSTID): at a clean stop, so that
+        the other processes reclaim them at their next pass instead of after the idle time."""
+        if not entry_ids:
+            return
+        client = self._link.client
+        ids: list[int | bytes | str | memoryview[int]] = list(entry_ids)
+        await self._link.run(
+            "queue",
+            lambda: client.xclaim(
+                self.key, GROUP, self.consumer, 0, ids, idle=idle_ms, justid=True
+            ),
+        )
 
     async def ack(self, entry_ids: list[str]) -> int:
         """XACK + XDEL: the entries are done for good."""

@@ -225,3 +225,30 @@ async def test_redis_losing_its_data_gets_the_held_items_again(
         await asyncio.sleep(IDLE_S / 3)
         assert await a.sync() and await b.sync()
     assert texts(b) == ["b1"]
+
+
+async def test_a_queued_question_costs_two_queue_round_trips_and_a_pass_three(make: Make) -> None:
+    a = await make("a")
+    link = a._stream._link
+    before = link.stats.commands["queue"]
+    for i in range(10):
+        await a.push({"text": f"q{i}"}, delay_s=0)
+    for item in a.due(limit=10):
+        await a.mark_answered(item)
+    # One script to add (and hold) each, one to ack and delete each.
+    assert link.stats.commands["queue"] - before == 20
+    before = link.stats.commands["queue"]
+    await a.push({"text": "held"}, delay_s=0)
+    before += 1
+    assert await a.sync()
+    # A pass: touch what it holds, reclaim, read the fleet's length (whatever the queue holds).
+    assert link.stats.commands["queue"] - before == 3
+
+
+async def test_a_clean_stop_lets_the_others_take_its_items_at_once(make: Make) -> None:
+    a = await make("a", claim_idle_s=60)
+    b = await make("b", claim_idle_s=60)
+    await a.push({"text": "q1"}, delay_s=0)
+    assert await a.close() == []  # held in Redis: not lost
+    assert await b.sync()  # its next pass, not a minute later
+    assert texts(b) == ["q1"] and b.stats.reclaimed_total == 1
