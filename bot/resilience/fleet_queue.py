@@ -174,10 +174,13 @@ class FleetQueue(MessageQueue):
             self._lost_redis(exc)
             return await self._push_locally(payload, priority, reason, delay_s)
         self.stats.pushed_total += 1
-        if not added.accepted:
+        if added.accepted and self.is_full:  # filled by other pushes while the script ran
+            self._unacked[added.entry_id] = None  # acked by the next pass
+        elif added.accepted:
+            self._entry[item.id] = (added.entry_id, added.epoch)
+        if not added.accepted or item.id not in self._entry:
             self.stats.dropped_total["overflow"] += 1
             return PushResult(False, None, 0, 0.0, refused_reason="overflow")
-        self._entry[item.id] = (added.entry_id, added.epoch)
         self._insert(item)
         await self._adopt([e for e in added.entries if e.id != added.entry_id], added.epoch)
         position = 1 + sum(
@@ -242,6 +245,7 @@ class FleetQueue(MessageQueue):
                 min_idle_ms=int(self.claim_idle_s * 1000), count=room, own=first
             )
             await self._adopt(list(entries), epoch, reclaimed=not first)
+            await self._ack_pending()  # what the adoption found deleted, unreadable or done
         self.stats.fleet_size = await self._stream.length()
 
     async def _touch(self) -> None:
@@ -293,10 +297,10 @@ class FleetQueue(MessageQueue):
                 if item is None and entry.data is not None:
                     self.stats.corrupt_total += 1
                     log.warning("dropping an unreadable entry of the fleet's queue")
-                await self._stream.ack([entry.id])  # deleted, unreadable, or a second copy
+                self._unacked[entry.id] = None  # deleted, unreadable, or a second copy
                 continue
             if self._is_done is not None and await self._is_done(item.payload):
-                await self._stream.ack([entry.id])  # answered before its holder acked it
+                self._unacked[entry.id] = None  # answered before its holder acked it
                 continue
             self._insert(_with_seq(item, self._next_seq))
             self._next_seq += 1

@@ -17,6 +17,9 @@ expired, not evicted) and end each one with `mark_answered`, `mark_failed` or `d
 `finally`. Leases are not persisted: after a crash mid-answer the item is retried, so delivery
 is at-least-once here; the idempotency record (`bot.store.answered`) makes the answer
 exactly-once. Stop the worker before `close()`.
+
+A fleet (REDIS_URL) uses `FleetQueue` (`bot.resilience.fleet_queue`): this queue as the working
+set of a Redis stream shared by every process.
 """
 
 from __future__ import annotations

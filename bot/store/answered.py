@@ -25,8 +25,8 @@ change is written before the call returns; a failed write is logged and counted,
 record is kept in memory so this process still answers the message once.
 
 The `AnswerRecord` protocol is what the rest of the bot uses; `AnswerLedger` implements it on
-any `Namespace` (SQLite today). A fleet sharing Redis needs an atomic claim (SET NX) across
-processes: implement the protocol there.
+any `Namespace` (SQLite today). A fleet sharing Redis uses `FleetAnswerLedger`
+(`bot.store.redis_answered`): this journal, with its claim and final reply guarded in Redis.
 """
 
 from __future__ import annotations
