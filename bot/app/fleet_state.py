@@ -4,7 +4,9 @@ Without Redis the app keeps `MessageQueue` and `AnswerLedger` on SQLite, unchang
 `FleetQueue` (bot/resilience/fleet_queue.py, a Redis stream with a consumer group) and
 `FleetAnswerLedger` (bot/store/redis_answered.py, SET NX guards) replace them; both keep their
 local SQLite store for what Redis cannot take while it is away. `run` is their background pass:
-a heartbeat (the record's owner is alive), then the queue's touch / hand-over / reclaim.
+a heartbeat (the record's owner is alive), the queue's touch / hand-over / reclaim, then the
+orphans: questions a process that died had accepted but neither answered nor queued (in flight
+at a kill -9), taken over through the record and queued here.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from bot.store.redis_stream import RedisQueueStream
 __all__ = ["FleetState"]
 
 log = logging.getLogger(__name__)
+
+ORPHANS_PER_PASS = 100
 
 
 class FleetState:
@@ -82,9 +86,35 @@ class FleetState:
         except RedisUnavailable as exc:
             log.debug("fleet heartbeat: %s", exc)
 
+    async def adopt_orphans(self) -> int:
+        """Questions a dead process had accepted but neither answered nor queued: into this
+        process's queue (`llmbot_resumed_questions_total{outcome="requeued"}`)."""
+        room = min(ORPHANS_PER_PASS, self.queue.max_size - self.queue.size)
+        if room <= 0 or not self.queue.redis_ok:
+            return 0
+        try:
+            payloads = await self.answers.orphans(older_than_s=self.queue.claim_idle_s, limit=room)
+        except RedisUnavailable as exc:
+            log.debug("orphaned questions: %s", exc)
+            return 0
+        adopted = 0
+        for payload in payloads:
+            pushed = await self.queue.push(payload, reason="restart", delay_s=0)
+            if pushed.accepted:
+                adopted += 1
+                self.answers.count_resumed("requeued")
+            else:
+                self.answers.count_resumed("failed")
+                log.warning("a question of a stopped process could not be queued here")
+        if adopted:
+            log.info("answering %d questions a stopped process had accepted", adopted)
+        return adopted
+
     async def run(self) -> None:
-        """Heartbeat and queue pass, every third of the claim idle time, until cancelled."""
+        """Heartbeat, queue pass and orphans, every third of the claim idle time, until
+        cancelled."""
         while True:
             await self.heartbeat()
             await asyncio.sleep(self.queue.pass_interval_s)
             await self.queue.sync()
+            await self.adopt_orphans()

@@ -30,6 +30,7 @@ claim, begin_final and finish.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections import OrderedDict
@@ -45,29 +46,76 @@ __all__ = ["FleetAnswerLedger"]
 
 logger = logging.getLogger(__name__)
 
-# KEYS: record. ARGV: me, open ttl ms, alive key prefix. 1: this process delivers now.
+# Values: "<state>|<owner>", and "accepted|<owner>|<payload JSON>" (the question, so that
+# another process can answer it if its owner dies while answering).
+# KEYS: record, journal. ARGV: value, open ttl ms, message id, now.
+_CLAIM: Final = """
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 0 end
+redis.call('ZADD', KEYS[2], ARGV[4], ARGV[3])
+return 1
+"""
+
+# KEYS: record, journal. ARGV: me, open ttl ms, alive key prefix, message id.
+# 1: this process delivers now.
 _BEGIN: Final = """
 local v = redis.call('GET', KEYS[1])
 if v then
-  local state, owner = string.match(v, '^([^|]*)|(.*)$')
+  local state, owner = string.match(v, '^([^|]*)|([^|]*)')
   if state == 'answered' or state == 'notified' then return 0 end
   if state == 'delivering' and owner ~= ARGV[1]
      and redis.call('EXISTS', ARGV[3] .. owner) == 1 then return 0 end
 end
 redis.call('SET', KEYS[1], 'delivering|' .. ARGV[1], 'PX', ARGV[2])
+redis.call('ZREM', KEYS[2], ARGV[4])
 return 1
 """
 
-# KEYS: record. ARGV: me. 1: final already; 0: taken over (or unknown, or being delivered).
+# KEYS: record, journal. ARGV: value, ttl ms (-1: keep the record's, and only if it exists),
+# message id.
+_SET: Final = """
+if ARGV[2] == '-1' then
+  if not redis.call('SET', KEYS[1], ARGV[1], 'XX', 'KEEPTTL') then return 0 end
+else
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+end
+redis.call('ZREM', KEYS[2], ARGV[3])
+return 1
+"""
+
+# KEYS: record, journal. ARGV: me, message id.
+# 1: final already; 0: taken over (or unknown, or being delivered).
 _TAKE_OVER: Final = """
 local v = redis.call('GET', KEYS[1])
 if not v then return 0 end
-local state, owner = string.match(v, '^([^|]*)|(.*)$')
+local state, owner = string.match(v, '^([^|]*)|([^|]*)')
 if state == 'answered' or state == 'notified' then return 1 end
 if state ~= 'delivering' then
   redis.call('SET', KEYS[1], 'queued|' .. ARGV[1], 'KEEPTTL')
+  redis.call('ZREM', KEYS[2], ARGV[2])
 end
 return 0
+"""
+
+# KEYS: journal. ARGV: claimed before (epoch s), limit, me, record key prefix, alive prefix.
+# The questions accepted (not queued, not being delivered) by a process that is dead now:
+# taken over ("queued|me") and returned (their payloads).
+_ORPHANS: Final = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+local out = {}
+for _, id in ipairs(ids) do
+  local key = ARGV[4] .. id
+  local v = redis.call('GET', key)
+  local state, owner, payload = nil, nil, nil
+  if v then state, owner, payload = string.match(v, '^([^|]*)|([^|]*)|(.*)$') end
+  if state ~= 'accepted' or not payload then
+    redis.call('ZREM', KEYS[1], id)
+  elseif redis.call('EXISTS', ARGV[5] .. owner) == 0 then
+    redis.call('SET', key, 'queued|' .. ARGV[3], 'KEEPTTL')
+    redis.call('ZREM', KEYS[1], id)
+    out[#out + 1] = payload
+  end
+end
+return out
 """
 
 MAX_PENDING: Final = 10_000
@@ -98,8 +146,12 @@ class FleetAnswerLedger(AnswerLedger):
         self._alive_ttl_ms = max(1, int(alive_ttl_s * 1000))
         self._open_ttl_ms = int(2 * ttl_s * 1000)
         self._ttl_ms = max(1, int(ttl_s * 1000))
+        self._claim = link.client.register_script(_CLAIM)
         self._begin = link.client.register_script(_BEGIN)
+        self._set = link.client.register_script(_SET)
         self._take_over = link.client.register_script(_TAKE_OVER)
+        self._orphans = link.client.register_script(_ORPHANS)
+        self._journal = f"{prefix}:journal"
         # Writes Redis missed (message id -> (value, ttl ms)), oldest first.
         self._pending: OrderedDict[int, tuple[str, int]] = OrderedDict()
         self.taken_over_total = 0  # local records closed because another process took them
@@ -113,14 +165,13 @@ class FleetAnswerLedger(AnswerLedger):
         if self.known(message_id):
             self.count_duplicate(source)
             return False
-        value, client = f"accepted|{self.instance}", self._link.client
+        value = f"accepted|{self.instance}|{json.dumps(payload, separators=(',', ':'))}"
+        keys = [self.key(message_id), self._journal]
+        args: list[str | int | float] = [value, self._open_ttl_ms, message_id, self._clock()]
         try:
-            won = await self._link.run(
-                "answers",
-                lambda: client.set(self.key(message_id), value, nx=True, px=self._open_ttl_ms),
-            )
+            won = await self._link.run("answers", lambda: self._claim(keys=keys, args=args))
         except RedisUnavailable:
-            self._later(message_id, value, self._open_ttl_ms)
+            self._later(message_id, f"accepted|{self.instance}", self._open_ttl_ms)
             won = True  # this process's journal alone decides while Redis is away
         if not won:
             self.count_duplicate(source)
@@ -136,11 +187,15 @@ class FleetAnswerLedger(AnswerLedger):
     ) -> bool:
         if message_id in self._done or message_id in self._finalizing:
             return False
-        args: list[str | int] = [self.instance, self._open_ttl_ms, f"{self._prefix}:alive:"]
+        keys = [self.key(message_id), self._journal]
+        args: list[str | int] = [
+            self.instance,
+            self._open_ttl_ms,
+            f"{self._prefix}:alive:",
+            message_id,
+        ]
         try:
-            mine = await self._link.run(
-                "answers", lambda: self._begin(keys=[self.key(message_id)], args=args)
-            )
+            mine = await self._link.run("answers", lambda: self._begin(keys=keys, args=args))
         except RedisUnavailable:
             self._later(message_id, f"delivering|{self.instance}", self._open_ttl_ms)
             mine = 1
@@ -152,15 +207,50 @@ class FleetAnswerLedger(AnswerLedger):
 
     async def finish(self, message_id: int, state: State) -> None:
         await super().finish(message_id, state)
-        value, client = f"{state}|{self.instance}", self._link.client
+        value = f"{state}|{self.instance}"
+        keys = [self.key(message_id), self._journal]
+        args: list[str | int] = [value, self._ttl_ms, message_id]
         try:
-            await self._link.run(
-                "answers", lambda: client.set(self.key(message_id), value, px=self._ttl_ms)
-            )
+            await self._link.run("answers", lambda: self._set(keys=keys, args=args))
         except RedisUnavailable:
             self._later(message_id, value, self._ttl_ms)
             return
         self._pending.pop(message_id, None)
+
+    async def queued(self, message_id: int) -> None:
+        """The queue holds it (the stream, from which a dead holder's questions are
+        reclaimed): no longer an orphan to adopt from the journal."""
+        await super().queued(message_id)
+        keys = [self.key(message_id), self._journal]
+        args: list[str | int] = [f"queued|{self.instance}", -1, message_id]
+        try:
+            await self._link.run("answers", lambda: self._set(keys=keys, args=args))
+        except RedisUnavailable as exc:
+            logger.debug("could not mark a question queued in Redis: %s", exc)
+
+    async def orphans(self, *, older_than_s: float, limit: int) -> list[dict[str, Any]]:
+        """Questions accepted by processes that died before answering or queueing them (their
+        heartbeat expired): now owned by this process, which answers them (their payloads).
+        Raises RedisUnavailable."""
+        args: list[str | int | float] = [
+            self._clock() - older_than_s,
+            limit,
+            self.instance,
+            f"{self._prefix}:answer:",
+            f"{self._prefix}:alive:",
+        ]
+        raw = await self._link.run(
+            "answers", lambda: self._orphans(keys=[self._journal], args=args)
+        )
+        payloads: list[dict[str, Any]] = []
+        for item in raw:
+            try:
+                payload = json.loads(item)
+            except ValueError:
+                continue
+            if isinstance(payload, dict):
+                payloads.append(payload)
+        return payloads
 
     async def take_over(self, message_id: int) -> bool:
         """A queued question reclaimed from another process: True if it was answered (or told)
@@ -171,7 +261,9 @@ class FleetAnswerLedger(AnswerLedger):
         try:
             done = await self._link.run(
                 "answers",
-                lambda: self._take_over(keys=[self.key(message_id)], args=[self.instance]),
+                lambda: self._take_over(
+                    keys=[self.key(message_id), self._journal], args=[self.instance, message_id]
+                ),
             )
         except RedisUnavailable:
             return False  # begin_final decides when it can
@@ -213,7 +305,8 @@ class FleetAnswerLedger(AnswerLedger):
         for message_id, raw in zip(ids, values, strict=True):
             if raw is None:
                 continue
-            state, _, owner = (raw.decode() if isinstance(raw, bytes) else str(raw)).partition("|")
+            text = raw.decode() if isinstance(raw, bytes) else str(raw)
+            state, owner, *_ = [*text.split("|", 2), ""]
             if state in _TERMINAL or (state == "queued" and owner != self.instance):
                 self.taken_over_total += 1
                 await AnswerLedger.finish(self, message_id, "notified")

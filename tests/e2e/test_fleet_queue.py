@@ -1,6 +1,6 @@
 """The fleet's answer-later queue with real bot processes: `kill -9` of the process holding
-queued questions, and the other process answers every one of them exactly once; its restart
-answers none again.
+queued questions (and one in flight), and the other process answers every one of them exactly
+once; its restart answers none again. Redis stopped and restarted with questions queued.
 
 Two `python -m bot run` processes (shards 0 and 1 of 2, their own DATA_DIR) against one Discord
 emulator, one Gemini emulator and a real redis-server. About 25 s, most of it the two starts
@@ -78,6 +78,8 @@ async def start_process(
             RETRY_MAX_ATTEMPTS="1",
             QUEUE_RETRY_INTERVAL_SECONDS="0.5",
             QUEUE_MAX_ATTEMPTS="50",
+            GEMINI_TIMEOUT_SECONDS="60",  # a slow call stays in flight until the kill
+            GEMINI_ADAPTIVE_TIMEOUT="false",
             BREAKER_RESET_TIMEOUT_SECONDS="1",  # the failures while Gemini was down
             DISCORD_TYPING_DELAY_SECONDS="5",
         )
@@ -127,7 +129,18 @@ async def test_kill_9_of_the_process_holding_queued_questions_the_other_answers_
     await discord.wait_until_ready()
     fleet = Fleet(first, ports, Path())
 
-    gemini.fail_all(503)  # every question is queued by shard 0's process
+    # One question in flight at the kill (a slow model call: accepted, neither answered nor
+    # queued), then five queued (the model fails) by shard 0's process.
+    gemini.latency = 20.0
+    in_flight = await discord.send_message(
+        discord.guild_text_channel(guilds[0][0]),
+        author=alice,
+        content="a slow question",
+        mention_bot=True,
+    )
+    await gemini.wait_for_requests(1)
+    gemini.latency = 0.0
+    gemini.fail_all(503)
     asked = []
     for n in range(QUESTIONS):
         message = await discord.send_message(
@@ -158,10 +171,12 @@ async def test_kill_9_of_the_process_holding_queued_questions_the_other_answers_
     killed_at = time.monotonic()
     gemini.heal()
 
+    asked.append(int(in_flight["id"]))
+
     async def all_answered() -> bool:
         return all(_answers(discord, m) >= 1 for m in asked)
 
-    await _until(all_answered, 30, "the other process to answer every queued question")
+    await _until(all_answered, 30, "the other process to answer every question")
     reclaim_s = time.monotonic() - killed_at
     print(f"\nkill -9 -> last reclaimed answer: {reclaim_s:.1f} s (claim idle {CLAIM_IDLE_S} s)")
     # Not before its holder was silent for the idle time (its last touch: up to a pass, a third
@@ -176,8 +191,9 @@ async def test_kill_9_of_the_process_holding_queued_questions_the_other_answers_
 
     await _until(drained, 10, "the fleet's queue to be empty")
     assert await fleet.value(1, "llmbot_queue_reclaimed_total") == QUESTIONS
-    assert [_answers(discord, m) for m in asked] == [1] * QUESTIONS
-    assert await fleet.value(1, "llmbot_late_replies_total", outcome="answered") == QUESTIONS
+    assert await fleet.value(1, "llmbot_resumed_questions_total", outcome="requeued") == 1
+    assert [_answers(discord, m) for m in asked] == [1] * (QUESTIONS + 1)
+    assert await fleet.value(1, "llmbot_late_replies_total", outcome="answered") == QUESTIONS + 1
 
     # The killed process comes back (same name, same DATA_DIR): its journal says "queued", Redis
     # says another process took them over. It answers none of them again.
@@ -196,7 +212,7 @@ async def test_kill_9_of_the_process_holding_queued_questions_the_other_answers_
     assert await fleet.value(0, "llmbot_resumed_questions_total", outcome="requeued") == 0
     assert await fleet.value(0, "llmbot_queue_messages") == 0
     assert len(discord.sent_messages) == replies_before
-    assert [_answers(discord, m) for m in asked] == [1] * QUESTIONS
+    assert [_answers(discord, m) for m in asked] == [1] * (QUESTIONS + 1)
 
 
 async def test_redis_stopped_and_restarted_while_questions_are_queued_all_answered_once(

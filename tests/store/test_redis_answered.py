@@ -134,3 +134,24 @@ async def test_redis_away_the_local_journal_decides_and_redis_learns_later(
     finally:
         await link.aclose()
     assert not await (await make("b")).begin_final(42, ("x",), "answer", PAYLOAD)
+
+
+async def test_an_accepted_question_of_a_dead_process_is_adopted_once(
+    make: Make, redis: RedisLink
+) -> None:
+    a, b, c = await make("a"), await make("b"), await make("c")
+    await a.heartbeat()
+    assert await a.claim(42, PAYLOAD, "gateway")  # in flight at A
+    assert await a.claim(43, {"message_id": 43}, "gateway")
+    await a.queued(43)  # in the queue's stream: reclaimed there, not here
+    await b.heartbeat()
+    assert await b.orphans(older_than_s=0, limit=10) == []  # A is alive
+    await redis.client.delete("llmbot:alive:a")  # A's heartbeat expired: dead
+    found = await asyncio.gather(
+        b.orphans(older_than_s=0, limit=10), c.orphans(older_than_s=0, limit=10)
+    )
+    assert sorted(map(len, found)) == [0, 1] and [PAYLOAD] in found  # one process adopts it
+    owner = b if found[0] else c
+    assert await redis.client.get("llmbot:answer:42") == f"queued|{owner.instance}".encode()
+    assert await redis.client.zcard("llmbot:journal") == 0
+    assert await owner.begin_final(42, ("x",), "answer", PAYLOAD)
