@@ -4,12 +4,16 @@ Each process keeps its own journal (`AnswerLedger` on its SQLite store: the ques
 accepted, with their payloads and recorded replies, resumed after its own restart); Redis holds
 the fleet-wide guard of each message id, so that two processes never both answer it:
 
-    {p}:answer:{message id}   "<state>|<owner instance>"
-                              open (accepted, delivering): expires after 2 x IDEMPOTENCY_TTL,
-                              longer than any question stays journalled (a queued question
-                              expires after QUEUE_MAX_AGE, an undelivered reply is given up
-                              after IDEMPOTENCY_TTL); terminal (answered, notified): after
+    {p}:answer:{message id}   "<state>|<owner instance>", and while `accepted` also "|<the
+                              question, JSON>" (so that another process can answer it if its
+                              owner dies; the same payload the SQLite journal keeps)
+                              open: expires after 2 x IDEMPOTENCY_TTL, longer than any
+                              question stays journalled (a queued question expires after
+                              QUEUE_MAX_AGE, an undelivered reply is given up after
+                              IDEMPOTENCY_TTL); terminal (answered, notified): after
                               IDEMPOTENCY_TTL_SECONDS
+    {p}:journal               sorted set: accepted message ids by claim time (the orphans'
+                              index; removed when queued, delivering or final)
     {p}:alive:{instance}      this process's heartbeat, expiring after the queue's claim idle
                               time: an owner whose key is gone is dead
 
@@ -19,13 +23,17 @@ the fleet-wide guard of each message id, so that two processes never both answer
 - `finish`: the terminal state, with its TTL.
 - `take_over` (a queue item reclaimed from a dead process): True when the record is terminal
   already (the item is acknowledged without an answer); else the record becomes
-  `queued|<this process>` (the only writer of `queued` in Redis), so that the dead process,
-  when it restarts, leaves it alone (`load` reconciles its journal with Redis: records final,
-  or taken over by another process, are closed locally).
+  `queued|<this process>`, so that the dead process, when it restarts, leaves it alone (`load`
+  reconciles its journal with Redis: records final, or queued under another owner, are closed
+  locally: the stream, not this journal, answers for a queued question).
+- `queued`: the queue's stream holds it now (reclaimed there if its holder dies), so it is no
+  orphan: `queued|<owner>`.
+- `orphans`: accepted questions (neither queued nor being delivered) whose owner's heartbeat
+  expired: taken over (`queued|<this process>`) and returned, for this process to queue them.
 
 Redis unreachable: the local journal alone decides (as in one process) and the Redis writes
 are kept (bounded) and written by the next `heartbeat` that reaches Redis. Round trips: one per
-claim, begin_final and finish.
+claim, queued, begin_final, finish, take_over and orphans pass.
 """
 
 from __future__ import annotations

@@ -154,7 +154,12 @@ async def test_kill_9_of_the_process_holding_queued_questions_the_other_answers_
         reply = await discord.wait_for_reply(message_id, timeout=15)
         assert "queued" in reply.content
     assert await fleet.value(0, "llmbot_queue_messages") == QUESTIONS
-    assert await fleet.value(1, "llmbot_queue_fleet_messages") in (0, QUESTIONS)  # last look
+
+    async def seen_by_the_other() -> bool:  # the fleet's queue, as shard 1's process sees it
+        return await fleet.value(1, "llmbot_queue_fleet_messages") == QUESTIONS
+
+    await _until(seen_by_the_other, 10, "the other process to see the five in the stream")
+    assert await fleet.value(1, "llmbot_queue_messages") == 0  # held by shard 0's process
 
     # (Not while it holds the fleet's identify lock, whose 120 s TTL would delay its restart.)
     redis = aioredis.from_url(redis_server.url)
@@ -171,14 +176,18 @@ async def test_kill_9_of_the_process_holding_queued_questions_the_other_answers_
     killed_at = time.monotonic()
     gemini.heal()
 
-    asked.append(int(in_flight["id"]))
-
-    async def all_answered() -> bool:
+    async def queued_answered() -> bool:
         return all(_answers(discord, m) >= 1 for m in asked)
 
-    await _until(all_answered, 30, "the other process to answer every question")
+    await _until(queued_answered, 30, "the other process to answer every queued question")
     reclaim_s = time.monotonic() - killed_at
-    print(f"\nkill -9 -> last reclaimed answer: {reclaim_s:.1f} s (claim idle {CLAIM_IDLE_S} s)")
+    asked.append(int(in_flight["id"]))
+    await _until(queued_answered, 30, "the other process to answer the one in flight")
+    orphan_s = time.monotonic() - killed_at
+    print(
+        f"\nkill -9 -> last reclaimed queued answer {reclaim_s:.1f} s, the question in flight "
+        f"answered {orphan_s:.1f} s (claim idle {CLAIM_IDLE_S} s)"
+    )
     # Not before its holder was silent for the idle time (its last touch: up to a pass, a third
     # of the idle time, before the kill).
     assert reclaim_s >= CLAIM_IDLE_S * 2 / 3
