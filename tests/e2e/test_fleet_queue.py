@@ -45,7 +45,7 @@ async def discord() -> AsyncIterator[DiscordEmulator]:
         yield emu
 
 
-Start = Callable[[int], Any]
+Start = Callable[..., Any]
 
 
 @pytest.fixture
@@ -58,7 +58,7 @@ async def start_process(
     ports = [base, base + 1]
     processes: list[asyncio.subprocess.Process] = []
 
-    async def start(shard: int) -> asyncio.subprocess.Process:
+    async def start(shard: int, **settings: str) -> asyncio.subprocess.Process:
         env = {k: v for k, v in os.environ.items() if not k.startswith(SETTING_PREFIXES)}
         env.update(
             PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
@@ -83,6 +83,7 @@ async def start_process(
             BREAKER_RESET_TIMEOUT_SECONDS="1",  # the failures while Gemini was down
             DISCORD_TYPING_DELAY_SECONDS="5",
         )
+        env.update(settings)
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "bot", "run", cwd=tmp_path, env=env
         )
@@ -271,3 +272,46 @@ async def test_redis_stopped_and_restarted_while_questions_are_queued_all_answer
     assert [_answers(discord, m) for m in asked] == [1] * len(asked)
     assert await fleet.value(0, "llmbot_queue_handed_over_total") == len(asked)
     assert await fleet.value(0, "llmbot_queue_dropped_total", reason="store_error") == 0
+
+
+async def test_a_clean_stop_hands_its_queued_questions_to_the_other_process_at_once(
+    start_process: tuple[Start, list[asyncio.subprocess.Process], list[int]],
+    discord: DiscordEmulator,
+    gemini: GeminiEmulator,
+    redis_server: RedisServer,
+) -> None:
+    start, _, ports = start_process
+    idle = "15"  # longer than the test waits: only the stop's hand-over explains the answers
+    guilds = _guilds_on_both_shards(discord, 1)
+    alice = discord.create_user("alice")
+    discord.add_member(guilds[0][0], alice)
+    first = await start(0, FLEET_QUEUE_CLAIM_IDLE_SECONDS=idle)
+    await start(1, FLEET_QUEUE_CLAIM_IDLE_SECONDS=idle)
+    await _until(lambda: _ready(ports[0]), 45, "shard 0's process ready")
+    await _until(lambda: _ready(ports[1]), 45, "shard 1's process ready")
+    fleet = Fleet(first, ports, Path())
+    gemini.fail_all(503)
+    asked = []
+    for n in range(3):
+        message = await discord.send_message(
+            discord.guild_text_channel(guilds[0][0]),
+            author=alice,
+            content=f"question {n}",
+            mention_bot=True,
+        )
+        asked.append(int(message["id"]))
+        assert "queued" in (await discord.wait_for_reply(asked[-1], timeout=15)).content
+    first.send_signal(signal.SIGTERM)
+    assert await first.wait() == 0
+    stopped_at = time.monotonic()
+    gemini.heal()
+
+    async def all_answered() -> bool:
+        return all(_answers(discord, m) >= 1 for m in asked)
+
+    # The other process's next pass (every 5 s here) takes them, not the 15 s idle time.
+    await _until(all_answered, 12, "the other process to answer the stopped one's questions")
+    print(f"\nSIGTERM -> last answer by the other process: {time.monotonic() - stopped_at:.1f} s")
+    assert time.monotonic() - stopped_at < float(idle)
+    assert await fleet.value(1, "llmbot_queue_reclaimed_total") == len(asked)
+    assert [_answers(discord, m) for m in asked] == [1] * len(asked)
