@@ -335,11 +335,13 @@ class FleetQueue(MessageQueue):
             self._lost_redis(exc)
 
     async def _ack_pending(self) -> None:
+        self.stats.unacked = len(self._unacked)
         if self._unacked:
             ids = list(self._unacked)
             await self._stream.ack(ids)
             for entry_id in ids:
                 self._unacked.pop(entry_id, None)
+            self.stats.unacked = len(self._unacked)
 
     def _lost_redis(self, exc: RedisUnavailable) -> None:
         if self.redis_ok:

@@ -142,6 +142,7 @@ class QueueStats:
     taken_over_total: int = 0  # held here, reclaimed by another process: let go silently
     handed_over_total: int = 0  # kept locally while Redis was away, then handed to Redis
     fleet_size: int | None = None  # entries in the fleet's stream at the last look
+    unacked: int = 0  # acks of finished entries waiting for Redis
     wait: LatencyHistogram = field(default_factory=_wait_histogram)
 
     @property

@@ -94,6 +94,7 @@ class LedgerStats:
     resumed_total: dict[str, int] = field(default_factory=lambda: dict.fromkeys(RESUME_OUTCOMES, 0))
     evicted_total: int = 0  # terminal records forgotten early because the record was full
     store_errors_total: int = 0
+    redis_backlog: int = 0  # a fleet's record writes waiting for Redis (bot.store.redis_answered)
 
 
 class AnswerRecord(Protocol):

@@ -224,6 +224,7 @@ class FleetAnswerLedger(AnswerLedger):
             self._later(message_id, value, self._ttl_ms)
             return
         self._pending.pop(message_id, None)
+        self.stats.redis_backlog = len(self._pending)
 
     async def queued(self, message_id: int) -> None:
         """The queue holds it (the stream, from which a dead holder's questions are
@@ -294,6 +295,7 @@ class FleetAnswerLedger(AnswerLedger):
                 partial(client.set, self.key(message_id), value, nx=nx, px=ttl_ms),
             )
             self._pending.pop(message_id, None)
+            self.stats.redis_backlog = len(self._pending)
 
     async def load(self) -> int:
         """This process's journal, reconciled with Redis: records final in Redis, or taken
@@ -325,3 +327,4 @@ class FleetAnswerLedger(AnswerLedger):
         self._pending.move_to_end(message_id)
         while len(self._pending) > MAX_PENDING:
             self._pending.popitem(last=False)
+        self.stats.redis_backlog = len(self._pending)

@@ -252,3 +252,26 @@ async def test_a_clean_stop_lets_the_others_take_its_items_at_once(make: Make) -
     assert await a.close() == []  # held in Redis: not lost
     assert await b.sync()  # its next pass, not a minute later
     assert texts(b) == ["q1"] and b.stats.reclaimed_total == 1
+
+
+async def test_an_ack_redis_missed_waits_counted_and_is_made_when_it_is_back(
+    make: Make, redis_server: RedisServer
+) -> None:
+    a = await make("a")
+    b = await make("b")
+    await a.push({"text": "q1"}, delay_s=0)
+    item = a.due()[0]
+    redis_server.stop()
+    await a.mark_answered(item)  # answered: the ack cannot reach Redis now
+    assert a.stats.unacked == 1 and not a.redis_ok
+    redis_server.start()
+    await until_synced(a)  # the pass after Redis came back
+    assert a.stats.unacked == 0
+    assert await b.sync() and b.size == 0
+
+
+async def until_synced(queue: FleetQueue) -> None:
+    async def synced() -> bool:
+        return await queue.sync()
+
+    await until(synced)

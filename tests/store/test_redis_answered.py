@@ -121,6 +121,7 @@ async def test_redis_away_the_local_journal_decides_and_redis_learns_later(
     assert not await a.claim(42, PAYLOAD, "gateway")  # still one answer here
     assert await a.begin_final(42, ("x",), "answer")
     await a.finish(42, "answered")
+    assert a.stats.redis_backlog == 1  # the latest state of id 42, to write when Redis is back
     redis_server.start()
     for _ in range(3):  # a pool's first command after the restart may fail
         try:
@@ -128,6 +129,7 @@ async def test_redis_away_the_local_journal_decides_and_redis_learns_later(
             break
         except Exception:
             continue
+    assert a.stats.redis_backlog == 0
     link = RedisLink(redis_server.url)
     try:
         assert await link.client.get("llmbot:answer:42") == b"answered|a"

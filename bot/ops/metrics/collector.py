@@ -468,7 +468,7 @@ class BotCollector(Collector):
                 [reason], queue.dropped_total.get(reason, 0) if queue is not None else 0
             )
         yield dropped
-        yield from fleet_queue_families(queue)
+        yield from fleet_queue_families(queue, self._read("answers", self._sources.answers, None))
 
     def _answers(self) -> Iterator[Metric]:
         """The idempotency record and in-flight journal (bot.store.answered)."""

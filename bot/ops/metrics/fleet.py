@@ -9,6 +9,7 @@ from prometheus_client.metrics_core import Metric
 
 from bot.llm.quota_shared import FleetQuotaStats
 from bot.resilience.queue import QueueStats
+from bot.store.answered import LedgerStats
 from bot.store.redis_link import REDIS_OPS, RedisStats
 from bot.store.stats import LatencyHistogram
 
@@ -61,8 +62,9 @@ def fleet_families(
     yield fallbacks
 
 
-def fleet_queue_families(queue: QueueStats | None) -> Iterator[Metric]:
-    """`llmbot_queue_*` families of the fleet's queue on Redis (zeros without REDIS_URL)."""
+def fleet_queue_families(queue: QueueStats | None, answers: LedgerStats | None) -> Iterator[Metric]:
+    """`llmbot_queue_*` families of the fleet's queue on Redis, and the writes both wait to
+    make in Redis (zeros without REDIS_URL)."""
     counters = (
         (
             "llmbot_queue_reclaimed_total",
@@ -90,3 +92,12 @@ def fleet_queue_families(queue: QueueStats | None) -> Iterator[Metric]:
     )
     size.add_metric([], (queue.fleet_size or 0) if queue is not None else 0)
     yield size
+    backlog = GaugeMetricFamily(
+        "llmbot_fleet_redis_backlog",
+        "Writes waiting for Redis to come back (bounded at 10,000 each), by kind: queue acks of "
+        "finished questions, idempotency record states.",
+        labels=["kind"],
+    )
+    backlog.add_metric(["queue_ack"], queue.unacked if queue is not None else 0)
+    backlog.add_metric(["record"], answers.redis_backlog if answers is not None else 0)
+    yield backlog
