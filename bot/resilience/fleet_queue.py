@@ -44,6 +44,7 @@ from dataclasses import replace
 from typing import Any, Final
 
 from bot.resilience.queue import (
+    DroppedItem,
     MessageQueue,
     PushResult,
     QueuedItem,
@@ -88,7 +89,6 @@ class FleetQueue(MessageQueue):
         self._entry: dict[str, tuple[str, str]] = {}
         self._unacked: dict[str, None] = {}  # entry ids, oldest first
         self.redis_ok = True
-        self.synced = asyncio.Event()  # set after each pass that reached Redis (tests wait)
 
     @property
     def pass_interval_s(self) -> float:
@@ -101,7 +101,7 @@ class FleetQueue(MessageQueue):
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    async def load(self) -> list[Any]:
+    async def load(self) -> list[DroppedItem]:
         """The local leftovers (kept while Redis was away), then this consumer's own entries."""
         dropped = await super().load()
         await self.sync(first=True)
@@ -231,8 +231,6 @@ class FleetQueue(MessageQueue):
         if not self.redis_ok:
             log.info("the fleet's queue reached Redis again")
         self.redis_ok = True
-        self.synced.set()
-        self.synced = asyncio.Event()
         return True
 
     async def _sync(self, first: bool) -> None:
