@@ -103,6 +103,14 @@ async def test_an_item_of_a_silent_process_is_reclaimed_once_and_let_go_by_it(
             await queue.mark_answered(item)
     assert await b.sync()
     assert b.stats.fleet_size == 0
+    for queue in (a, b, c):  # every item counted in once and out once
+        stats = queue.stats
+        assert stats.pushed_total + stats.restored_total + stats.reclaimed_total == (
+            stats.size
+            + stats.answered_total
+            + sum(stats.dropped_total.values())
+            + stats.taken_over_total
+        )
 
 
 async def test_answered_failed_and_expired_items_are_acked_and_deleted(
