@@ -257,6 +257,9 @@ class Settings(BaseSettings):
     # With REDIS_URL: pace Discord REST calls on one schedule shared by the fleet through Redis
     # (false: each process its own DISCORD_REST_MAX_RPS, for a REST proxy that paces instead).
     discord_rest_shared_limit: bool = True
+    # Queued questions held by a process that stopped touching them for this long (it died)
+    # are reclaimed by the others (Redis Streams XAUTOCLAIM); a live one touches every third.
+    fleet_queue_claim_idle_seconds: float = Field(default=60.0, ge=1, le=3600)
 
     # --- diagnostics on demand (GET /debug/tasks, /debug/memory) and slow-operation logging ---
     ops_admin_token: SecretStr | None = None
@@ -501,6 +504,7 @@ SETTING_PREFIXES = (
     "DISCORD_",
     "EVENT_LOOP_",
     "FALLBACK_",
+    "FLEET_",
     "GEMINI_",
     "GUILD_",
     "HEAL_",

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bot.app.controls import AppControls
+from bot.app.fleet_state import FleetState
 from bot.app.rest_pace import fleet_rest_pace
 from bot.app.signals import run_until_signal
 from bot.chat.access import AccessPolicy, UserCooldown, VideoLimiter
@@ -224,6 +225,16 @@ class BotApp:
             clock=clock,
             on_store_error=self._count_store_error,
         )
+        # REDIS_URL: the queue is the fleet's stream and the record guarded in Redis.
+        self.fleet_state = (
+            FleetState(
+                s, self.store, self.redis, clock=clock, on_store_error=self._count_store_error
+            )
+            if self.redis is not None
+            else None
+        )
+        if self.fleet_state is not None:
+            self.queue, self.answers = self.fleet_state.queue, self.fleet_state.answers
         self.degradation = DegradationState(
             DegradationPolicy(
                 memory_bytes=int(s.degradation_memory_threshold_mb * 1024 * 1024),
@@ -533,6 +544,8 @@ class BotApp:
         if self.memory_persistence is not None:
             restored = await self.memory_persistence.load()
             log.info("%d conversations restored", restored)
+        if self.fleet_state is not None:  # named before the queue reads its entries back
+            await self.fleet_state.prepare(self.healer.instance)
         expired = await self.queue.load()
         await self.budgets.load()
         await self.channels.load()
@@ -571,6 +584,8 @@ class BotApp:
         if self.queue.size:
             log.info("%d queued questions restored; they will be answered", self.queue.size)
         self._tasks.append(asyncio.create_task(self.queue_worker.run(), name="queue worker"))
+        if self.fleet_state is not None:
+            self._tasks.append(asyncio.create_task(self.fleet_state.run(), name="fleet queue"))
         self._tasks.append(
             asyncio.create_task(self._exit_on_fatal_gateway_close(), name="gateway watch")
         )
@@ -647,6 +662,9 @@ class BotApp:
             await self.fleet_maintenance.join()
         if self.shared_quota is not None:
             await self.shared_quota.stop()
+        if self.fleet_state is not None:  # while Redis is open: the others take its questions
+            for item in await self.queue.close():
+                log.warning("queued question %s could not be kept across the restart", item.id)
         if self.redis is not None:
             await self.redis.aclose()
         if self.memory_persistence is not None:

@@ -17,6 +17,9 @@ expired, not evicted) and end each one with `mark_answered`, `mark_failed` or `d
 `finally`. Leases are not persisted: after a crash mid-answer the item is retried, so delivery
 is at-least-once here; the idempotency record (`bot.store.answered`) makes the answer
 exactly-once. Stop the worker before `close()`.
+
+A fleet (REDIS_URL) uses `FleetQueue` (`bot.resilience.fleet_queue`): this queue as the working
+set of a Redis stream shared by every process.
 """
 
 from __future__ import annotations
@@ -117,7 +120,8 @@ def _wait_histogram() -> LatencyHistogram:
 class QueueStats:
     """Figures read at scrape time; `dropped_total` has every reason from the start.
 
-    Conservation: pushed_total + restored_total == size + answered_total + sum(dropped_total).
+    Conservation: pushed_total + restored_total + reclaimed_total == size + answered_total +
+    sum(dropped_total) + taken_over_total.
     """
 
     capacity: int
@@ -132,6 +136,13 @@ class QueueStats:
     )
     persist_errors_total: int = 0
     corrupt_total: int = 0  # unreadable stored entries skipped by load()
+    # A fleet's queue (bot.resilience.fleet_queue); zero in one process. Reclaimed items count
+    # on the "in" side, items another process took over on the "out" side of conservation.
+    reclaimed_total: int = 0  # taken over from a process that stopped touching them
+    taken_over_total: int = 0  # held here, reclaimed by another process: let go silently
+    handed_over_total: int = 0  # kept locally while Redis was away, then handed to Redis
+    fleet_size: int | None = None  # entries in the fleet's stream at the last look
+    unacked: int = 0  # acks of finished entries waiting for Redis
     wait: LatencyHistogram = field(default_factory=_wait_histogram)
 
     @property

@@ -40,7 +40,12 @@ from bot.store.stats import LatencyHistogram
 
 __all__ = [
     "DISCORD_GLOBAL_RPS",
-    "LocalPace", "RestPace", "RestSlots", "SharedPace", "SharedPaceStats"]
+    "LocalPace",
+    "RestPace",
+    "RestSlots",
+    "SharedPace",
+    "SharedPaceStats",
+]
 
 log = logging.getLogger(__name__)
 

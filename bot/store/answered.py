@@ -30,8 +30,8 @@ change is written before the call returns; a failed write is logged and counted,
 record is kept in memory so this process still answers the message once.
 
 The `AnswerRecord` protocol is what the rest of the bot uses; `AnswerLedger` implements it on
-any `Namespace` (SQLite today). A fleet sharing Redis needs an atomic claim (SET NX) across
-processes: implement the protocol there.
+any `Namespace` (SQLite today). A fleet sharing Redis uses `FleetAnswerLedger`
+(`bot.store.redis_answered`): this journal, with its claim and final reply guarded in Redis.
 """
 
 from __future__ import annotations
@@ -102,6 +102,7 @@ class LedgerStats:
     resumed_total: dict[str, int] = field(default_factory=lambda: dict.fromkeys(RESUME_OUTCOMES, 0))
     evicted_total: int = 0  # terminal records forgotten early because the record was full
     store_errors_total: int = 0
+    redis_backlog: int = 0  # a fleet's record writes waiting for Redis (bot.store.redis_answered)
 
 
 class AnswerRecord(Protocol):

@@ -381,9 +381,12 @@ async def test_both_processes_together_keep_to_one_rest_rate(
         discord.add_member(ids[0], alice)
         channels += [discord.create_channel(ids[0], f"c{n}") for n in range(20)]
     fleet: Fleet = await start_fleet(DISCORD_REST_MAX_RPS="10", GEMINI_RATE_LIMIT_RPM="1000")
+    # A question each: the same question twice would be answered from the response cache.
     asked = [
-        int((await discord.send_message(c, author=alice, content="hi", mention_bot=True))["id"])
-        for c in channels
+        int(
+            (await discord.send_message(c, author=alice, content=f"hi {n}", mention_bot=True))["id"]
+        )
+        for n, c in enumerate(channels)
     ]
     for message_id in asked:
         await discord.wait_for_reply(message_id, timeout=30)

@@ -58,7 +58,7 @@ from bot.ops.metrics.catalogue import (
     AlertThresholds,
 )
 from bot.ops.metrics.fair_use import FairUseFigures, fair_use_families
-from bot.ops.metrics.fleet import fleet_families, rest_pace_families
+from bot.ops.metrics.fleet import fleet_families, fleet_queue_families, rest_pace_families
 from bot.ops.runtime import (
     HEAP_REFRESH_S,
     BuildInfo,
@@ -473,6 +473,7 @@ class BotCollector(Collector):
                 [reason], queue.dropped_total.get(reason, 0) if queue is not None else 0
             )
         yield dropped
+        yield from fleet_queue_families(queue, self._read("answers", self._sources.answers, None))
 
     def _answers(self) -> Iterator[Metric]:
         """The idempotency record and in-flight journal (bot.store.answered)."""

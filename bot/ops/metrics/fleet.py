@@ -9,11 +9,13 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.metrics_core import Metric
 
 from bot.llm.quota_shared import FleetQuotaStats
+from bot.resilience.queue import QueueStats
 from bot.resilience.rest_pace import WAIT_BUCKETS_S, SharedPaceStats
+from bot.store.answered import LedgerStats
 from bot.store.redis_link import REDIS_OPS, RedisStats
 from bot.store.stats import LatencyHistogram
 
-__all__ = ["fleet_families", "rest_pace_families"]
+__all__ = ["fleet_families", "fleet_queue_families", "rest_pace_families"]
 
 
 def fleet_families(
@@ -97,3 +99,44 @@ def rest_pace_families(
     )
     fallbacks.add_metric([], pace.fallbacks_total if pace is not None else 0)
     yield fallbacks
+
+
+def fleet_queue_families(queue: QueueStats | None, answers: LedgerStats | None) -> Iterator[Metric]:
+    """`llmbot_queue_*` families of the fleet's queue on Redis, and the writes both wait to
+    make in Redis (zeros without REDIS_URL)."""
+    counters = (
+        (
+            "llmbot_queue_reclaimed_total",
+            "Queued questions taken over from a process that stopped touching them (died).",
+            queue.reclaimed_total if queue is not None else 0,
+        ),
+        (
+            "llmbot_queue_taken_over_total",
+            "Queued questions this process held that another process reclaimed (let go).",
+            queue.taken_over_total if queue is not None else 0,
+        ),
+        (
+            "llmbot_queue_handed_over_total",
+            "Queued questions kept locally while Redis was unreachable, then handed to Redis.",
+            queue.handed_over_total if queue is not None else 0,
+        ),
+    )
+    for name, text, value in counters:
+        family = CounterMetricFamily(name, text)
+        family.add_metric([], value)
+        yield family
+    size = GaugeMetricFamily(
+        "llmbot_queue_fleet_messages",
+        "Questions in the fleet's queue on Redis, all processes, at the last look (0: no fleet).",
+    )
+    size.add_metric([], (queue.fleet_size or 0) if queue is not None else 0)
+    yield size
+    backlog = GaugeMetricFamily(
+        "llmbot_fleet_redis_backlog",
+        "Writes waiting for Redis to come back (bounded at 10,000 each), by kind: queue acks of "
+        "finished questions, idempotency record states.",
+        labels=["kind"],
+    )
+    backlog.add_metric(["queue_ack"], queue.unacked if queue is not None else 0)
+    backlog.add_metric(["record"], answers.redis_backlog if answers is not None else 0)
+    yield backlog
