@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bot.app.controls import AppControls
+from bot.app.fleet_state import fair_use_store, follow_fleet, shared_memory
 from bot.app.signals import run_until_signal
 from bot.chat.access import AccessPolicy, UserCooldown, VideoLimiter
 from bot.chat.budget import BudgetGate, BudgetPolicy
@@ -58,7 +59,6 @@ from bot.resilience.retry import RetryPolicy
 from bot.resilience.timeout import AdaptiveTimeout
 from bot.store import Namespace, SqliteStore
 from bot.store.answered import AnswerLedger
-from bot.store.fairuse import KeyValueFairUseStore
 from bot.store.redis_identify import IdentifyTurns
 from bot.store.redis_link import RedisLink, RedisUnavailable
 from bot.store.redis_pubsub import RedisChannels
@@ -246,8 +246,15 @@ class BotApp:
                 ttl_s=s.conversation_timeout_minutes * 60,
                 on_store_error=self._count_store_error,
             )
-            if s.persist_conversations
+            if s.persist_conversations and self.redis is None
             else None
+        )
+        # A fleet with PERSIST_CONVERSATIONS: conversations live in Redis (bot/app/fleet_state.py).
+        self.shared_memory = shared_memory(
+            self.redis if s.persist_conversations else None,
+            self.memory,
+            s.conversation_timeout_minutes * 60,
+            self._count_store_error,
         )
         self.gateway = DiscordGateway(
             token=discord_token,
@@ -282,13 +289,14 @@ class BotApp:
         )
         delivery = self.gateway.delivery
         # Fair use: token budgets and channel settings, kept in the durable store.
-        fair_use_store = KeyValueFairUseStore(
+        self.fair_use = fair_use = fair_use_store(
+            self.redis,
             self.store.namespace("budgets"),
             self.store.namespace("channels"),
             self.store.namespace("budget_audit"),
         )
         self.budgets = BudgetGate(
-            fair_use_store,
+            fair_use,
             BudgetPolicy(
                 user_daily=s.user_daily_token_budget,
                 guild_daily=s.guild_daily_token_budget,
@@ -300,7 +308,7 @@ class BotApp:
             clock=clock,
         )
         self.channels = ChannelSettings(
-            fair_use_store,
+            fair_use,
             ignore_prefix=s.autoreply_ignore_prefix,
             allowed_models=s.allowed_models,
             persona_max_chars=s.channel_persona_max_chars,
@@ -309,7 +317,12 @@ class BotApp:
             discord=delivery,
             llm=self.llm,
             memory=self.memory,
-            context=ContextBuilder(self.memory, delivery, s.reply_chain_max_depth),
+            context=ContextBuilder(
+                self.memory,
+                delivery,
+                s.reply_chain_max_depth,
+                refresh=self.shared_memory.refresh if self.shared_memory else None,
+            ),
             files=FileLoader(
                 delivery,
                 image_max_bytes=s.image_max_bytes,
@@ -547,6 +560,9 @@ class BotApp:
                     name="heal fan-out listener",
                 )
             )
+        self._tasks += follow_fleet(
+            self.fair_use, self.budgets, self.channels, self.heal_channels, self.shared_memory
+        )
         if self.fleet_maintenance is not None and self.heal_channels is not None:
             self.fleet_maintenance.instance = self.healer.instance
             await self.fleet_maintenance.restore()
@@ -642,6 +658,8 @@ class BotApp:
             await self.fleet_maintenance.join()
         if self.shared_quota is not None:
             await self.shared_quota.stop()
+        if self.shared_memory is not None:
+            await self.shared_memory.flush()
         if self.redis is not None:
             await self.redis.aclose()
         if self.memory_persistence is not None:

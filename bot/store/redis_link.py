@@ -23,9 +23,17 @@ __all__ = ["REDIS_OPS", "RedisLink", "RedisOp", "RedisStats", "RedisUnavailable"
 
 T = TypeVar("T")
 
-RedisOp = Literal["quota", "heartbeat", "identify", "heal", "ping"]
+RedisOp = Literal["quota", "heartbeat", "identify", "heal", "ping", "fairuse", "memory"]
 # The `op` label values of the Redis metrics: a fixed list, so cardinality stays bounded.
-REDIS_OPS: Final[tuple[RedisOp, ...]] = ("quota", "heartbeat", "identify", "heal", "ping")
+REDIS_OPS: Final[tuple[RedisOp, ...]] = (
+    "quota",
+    "heartbeat",
+    "identify",
+    "heal",
+    "ping",
+    "fairuse",
+    "memory",
+)
 # A fleet's Redis is on the local network: a command slower than this is a failure, and the
 # caller falls back to its local share instead of keeping a user waiting.
 DEFAULT_TIMEOUT_S: Final = 1.0
