@@ -1,0 +1,106 @@
+"""RedisFairUseStore on a real redis-server: usage counted atomically by two processes' clients,
+overrides, channel settings and the bounded audit round trip, a lost Redis counted locally and
+added back when Redis returns, and the change messages other processes reload on."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from bot.store.redis_fairuse import CHANNEL, RedisFairUseStore, parse_change
+from bot.store.redis_link import RedisLink
+from tests.redis_server import RedisServer
+
+DAY = "2026-12-04"
+
+
+@asynccontextmanager
+async def store(url: str, name: str = "a", **kwargs: int) -> AsyncIterator[RedisFairUseStore]:
+    link = RedisLink(url, timeout_s=0.5)
+    try:
+        yield RedisFairUseStore(link, instance=name, **kwargs)
+    finally:
+        await link.aclose()
+
+
+async def test_concurrent_adds_from_two_clients_sum_exactly(redis_server: RedisServer) -> None:
+    async with store(redis_server.url, "a") as a, store(redis_server.url, "b") as b:
+        keys = ["user:1", "guild:2"]
+        await asyncio.gather(
+            *(s.add_usage(DAY, keys, 7) for _ in range(50) for s in (a, b)),
+        )
+        assert await a.usage(DAY, keys) == {"user:1": 700, "guild:2": 700}
+        assert await b.usage(DAY, [*keys, "user:3"]) == {"user:1": 700, "guild:2": 700, "user:3": 0}
+        assert await a.usage("2026-12-05", keys) == {"user:1": 0, "guild:2": 0}
+        # The day's counters expire by themselves (a day after the reset at the latest).
+        ttl = await a._link.client.ttl(f"llmbot:fairuse:usage:{DAY}")
+        assert 86_400 < ttl <= 2 * 86_400
+
+
+async def test_overrides_channels_and_audit_round_trip(redis_server: RedisServer) -> None:
+    async with (
+        store(redis_server.url, "a", max_audit_entries=3) as a,
+        store(redis_server.url, "b") as b,
+    ):
+        await a.set_override("user:1", 500)
+        await a.set_override("role:9", 0)
+        await a.set_override("guild:3", 1000)
+        await a.set_override("guild:3", None)
+        assert await b.overrides() == {"user:1": 500, "role:9": 0}
+        await a.set_channel(11, {"autoreply": True, "persona": "a pirate", "model": None})
+        await a.set_channel(12, {"autoreply": False})
+        await a.set_channel(12, None)
+        assert await b.channels() == {11: {"autoreply": True, "persona": "a pirate", "model": None}}
+        for n in range(5):
+            await a.add_audit({"by": 1, "after": n})
+        assert [e["after"] for e in await b.audit(10)] == [2, 3, 4]  # bounded, oldest first
+        assert [e["after"] for e in await b.audit(2)] == [3, 4]
+        assert await b.audit(0) == []
+
+
+async def test_changes_are_announced_with_their_sender(redis_server: RedisServer) -> None:
+    async with store(redis_server.url, "a") as a:
+        pubsub = a._link.client.pubsub()
+        await pubsub.subscribe(f"llmbot:{CHANNEL}")
+        await a.set_override("user:1", 5)
+        await a.set_channel(4, {"autoreply": True})
+        seen = []
+        async with asyncio.timeout(5):
+            while len(seen) < 2:
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                if message is not None:
+                    seen.append(parse_change(message["data"]))
+        await pubsub.aclose()
+        assert seen == [("a", "overrides"), ("a", "channels")]
+        assert parse_change(b"not json") is None
+        assert parse_change(json.dumps({"from": "a", "what": "usage"}).encode()) is None
+
+
+async def test_redis_lost_usage_counts_locally_and_is_added_back(
+    redis_server: RedisServer,
+) -> None:
+    async with store(redis_server.url, "a") as a, store(redis_server.url, "b") as b:
+        await a.add_usage(DAY, ["user:1"], 40)
+        assert await a.usage(DAY, ["user:1"]) == {"user:1": 40}  # now known locally
+        redis_server.stop()
+        # Redis away: the last figure plus what this process counted since.
+        await a.add_usage(DAY, ["user:1", "guild:2"], 30)
+        assert await a.usage(DAY, ["user:1", "guild:2"]) == {"user:1": 70, "guild:2": 30}
+        assert a.fallback.pending == 2
+        redis_server.start()  # empty again: persistence is off
+        await b.add_usage(DAY, ["user:1"], 5)
+        # The next call through `a` adds what it counted during the outage.
+        assert await a.usage(DAY, ["user:1", "guild:2"]) == {"user:1": 35, "guild:2": 30}
+        assert a.fallback.pending == 0
+        assert await b.usage(DAY, ["user:1"]) == {"user:1": 35}
+
+
+async def test_pending_usage_is_bounded(redis_server: RedisServer) -> None:
+    async with store(redis_server.url, "a", max_local_keys=2) as a:
+        redis_server.stop()
+        for user in range(4):
+            await a.add_usage(DAY, [f"user:{user}"], 10)
+        assert a.fallback.pending == 2
+        assert a.fallback.pending_dropped == 20
