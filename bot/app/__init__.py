@@ -505,7 +505,9 @@ class BotApp:
                 "sent": gateway.typing.stats.sent,
                 "skipped": gateway.typing.stats.skipped,
             },
-            fair_use=lambda: FairUseFigures(self.budgets.stats, self.channels.stats()),
+            fair_use=lambda: FairUseFigures(
+                self.budgets.stats, self.channels.stats(), getattr(self.fair_use, "fallback", None)
+            ),
             answers=lambda: self.answers.stats,
             redis=_attr(self.redis, "stats"),
             fleet=_attr(self.shared_quota, "fleet"),

@@ -33,16 +33,31 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from bot.store.base import StoreError
 from bot.store.fairuse import USAGE_TTL_S
 from bot.store.redis_link import RedisLink, RedisUnavailable
 
-__all__ = ["CHANNEL", "MAX_LOCAL_KEYS", "FairUseFallbackStats", "RedisFairUseStore"]
+__all__ = [
+    "CHANNEL",
+    "MAX_LOCAL_KEYS",
+    "FairUseFallbackStats",
+    "FairUseUnavailable",
+    "RedisFairUseStore",
+    "parse_change",
+]
 
 log = logging.getLogger(__name__)
 
 CHANNEL: Final = "fairuse"
 # Usage figures kept locally for a Redis outage (last known, and counted but not yet added).
 MAX_LOCAL_KEYS: Final = 50_000
+
+
+class FairUseUnavailable(StoreError):
+    """An override or a channel setting could not be saved: Redis is unavailable."""
+
+    def __init__(self) -> None:
+        super().__init__("the fleet's store (Redis) is unavailable; try again in a moment")
 
 
 @dataclass
@@ -168,10 +183,13 @@ class RedisFairUseStore:
     async def set_override(self, key: str, tokens: int | None) -> None:
         name = self._key("overrides")
         client = self._link.client
-        if tokens is None:
-            await self._link.run("fairuse", lambda: client.hdel(name, key))
-        else:
-            await self._link.run("fairuse", lambda: client.hset(name, key, str(tokens)))
+        try:
+            if tokens is None:
+                await self._link.run("fairuse", lambda: client.hdel(name, key))
+            else:
+                await self._link.run("fairuse", lambda: client.hset(name, key, str(tokens)))
+        except RedisUnavailable:
+            raise FairUseUnavailable from None
         await self._announce("overrides")
 
     async def channels(self) -> dict[int, dict[str, Any]]:
@@ -192,11 +210,14 @@ class RedisFairUseStore:
         name = self._key("channels")
         client = self._link.client
         field = str(channel_id)
-        if settings is None:
-            await self._link.run("fairuse", lambda: client.hdel(name, field))
-        else:
-            value = json.dumps(dict(settings), separators=(",", ":"))
-            await self._link.run("fairuse", lambda: client.hset(name, field, value))
+        value = json.dumps(dict(settings), separators=(",", ":")) if settings is not None else ""
+        try:
+            if settings is None:
+                await self._link.run("fairuse", lambda: client.hdel(name, field))
+            else:
+                await self._link.run("fairuse", lambda: client.hset(name, field, value))
+        except RedisUnavailable:
+            raise FairUseUnavailable from None
         await self._announce("channels")
 
     async def _announce(self, what: str) -> None:
@@ -221,7 +242,11 @@ class RedisFairUseStore:
             pipe.ltrim(name, -self._max_audit_entries, -1)
             await pipe.execute()
 
-        await self._link.run("fairuse", transaction)
+        try:
+            await self._link.run("fairuse", transaction)
+        except RedisUnavailable as exc:
+            # The change itself is saved; its log line (BudgetGate) remains the audit of it.
+            log.warning("an audit entry was not kept in Redis (see the log line): %s", exc)
 
     async def audit(self, limit: int) -> list[dict[str, Any]]:
         if limit <= 0:

@@ -9,7 +9,9 @@ import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from bot.store.redis_fairuse import CHANNEL, RedisFairUseStore, parse_change
+import pytest
+
+from bot.store.redis_fairuse import CHANNEL, FairUseUnavailable, RedisFairUseStore, parse_change
 from bot.store.redis_link import RedisLink
 from tests.redis_server import RedisServer
 
@@ -104,3 +106,14 @@ async def test_pending_usage_is_bounded(redis_server: RedisServer) -> None:
             await a.add_usage(DAY, [f"user:{user}"], 10)
         assert a.fallback.pending == 2
         assert a.fallback.pending_dropped == 20
+
+
+async def test_changing_settings_without_redis_is_a_clear_error(redis_server: RedisServer) -> None:
+    async with store(redis_server.url, "a") as a:
+        redis_server.stop()
+        for change in (a.set_override("user:1", 5), a.set_channel(3, {"autoreply": True})):
+            with pytest.raises(
+                FairUseUnavailable, match=r"store \(Redis\) is unavailable; try again"
+            ):
+                await change
+        await a.add_audit({"by": 1})  # the change's log line stays its audit: no error here
