@@ -142,10 +142,10 @@ class ConversationMemory:
 
     def clear(self, key: int) -> bool:
         """Forget conversation `key`; True if there was one."""
+        self._changed(key)  # also when absent here: a copy kept elsewhere is forgotten too
         if key not in self._conversations:
             return False
         self._drop(key)
-        self._changed(key)
         return True
 
     def clear_user(self, key: int, user_id: int) -> int:

@@ -87,7 +87,7 @@ class SharedMemory:
         self._wake.set()
 
     async def refresh(self, key: int) -> None:
-        """Read conversation `key` back from Redis into the memory (Redis is the truth unless
+        """Read conversation `key` back from Redis into the memory (Redis's copy wins unless
         this process has changes not yet written)."""
         if key in self._dirty or self._clock() < self._down_until:
             return
@@ -99,7 +99,8 @@ class SharedMemory:
         if key in self._dirty:  # changed here while Redis answered
             return
         if raw is None:
-            self._memory.restore(key, [])  # forgotten (cleared, expired) by the fleet
+            # Not in Redis (never written, or Redis lost its data): keep what this process has.
+            # A conversation cleared by /clear is cleared on every process that holds it.
             return
         try:
             turns = turns_from_json(raw)

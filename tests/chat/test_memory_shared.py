@@ -68,11 +68,14 @@ async def test_a_conversation_follows_its_shard_to_another_process(
         await _written(b)
         await a.refresh(CHANNEL)
         assert len(a._memory.history(CHANNEL)) == 6
-        # /clear on b forgets it in Redis too.
-        b._memory.clear(CHANNEL)
-        await _written(b)
-        await a.refresh(CHANNEL)
-        assert a._memory.history(CHANNEL) == []
+        # /clear forgets it in Redis too, even on a process without a copy of it.
+        async with process(redis_server.url) as c:
+            assert not c._memory.clear(CHANNEL)
+            await _written(c)
+        async with process(redis_server.url) as d:  # the next process to own the shard
+            await d.refresh(CHANNEL)
+            assert d._memory.history(CHANNEL) == []
+            assert d.stats.refreshed == 0
 
 
 async def test_the_memory_caps_apply_to_what_comes_back(redis_server: RedisServer) -> None:
