@@ -63,7 +63,10 @@ async def test_a_change_on_one_process_is_in_force_on_the_other(redis_server: Re
         b = await stack.enter_async_context(process("b", redis_server.url))
         assert b.budgets.user_limit(7, ()) == (100, "user")
         await a.budgets.set_override("user", 7, 5000, by_user_id=1, guild_id=None)
-        await _within(lambda: b.budgets.user_limit(7, ()) == (5000, "user"), INVALIDATION_BOUND_S)
+        took = await _within(
+            lambda: b.budgets.user_limit(7, ()) == (5000, "user"), INVALIDATION_BOUND_S
+        )
+        print(f"override seen by the other process after {took * 1000:.1f} ms")
         await a.budgets.set_override("user", 7, None, by_user_id=1, guild_id=None)
         await _within(lambda: b.budgets.user_limit(7, ()) == (100, "user"), INVALIDATION_BOUND_S)
         assert [e["after"] for e in await b.budgets.audit()] == [5000, None]
