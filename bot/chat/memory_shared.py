@@ -6,10 +6,14 @@ conversation is read back from Redis (`refresh`), so a shard that moved to this 
 its conversations along; every change (an answer, `/clear`) marks the conversation and a
 background writer puts it to Redis (`run`), at once in the normal case.
 
+A conversation Redis does not have (never written, or Redis lost its data) keeps this
+process's copy; `/clear` deletes Redis's copy even where this process holds none.
+
 Redis lost: the working copy goes on alone (refreshes are skipped for `retry_after_s` after a
-failure, so no message waits on a dead Redis twice), the changed conversations stay marked
-(at most as many as the memory holds) and are written when Redis answers again. Nothing here
-logs message text.
+failure, so a message waits on a dead Redis at most once in that time), the changed
+conversations stay marked (at most as many as the memory holds) and the writer puts them to
+Redis when it answers again (retrying every `retry_after_s`). Failures count as store errors
+and under `llmbot_redis_errors_total{op="memory"}`. Nothing here logs message text.
 """
 
 from __future__ import annotations
