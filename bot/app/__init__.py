@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bot.app.controls import AppControls
-from bot.app.fleet_state import fair_use_store, follow_fleet, shared_memory
+from bot.app.fleet_state import adopt_local, fair_use_store, follow_fleet, shared_memory
 from bot.app.signals import run_until_signal
 from bot.chat.access import AccessPolicy, UserCooldown, VideoLimiter
 from bot.chat.budget import BudgetGate, BudgetPolicy
@@ -544,6 +544,7 @@ class BotApp:
             restored = await self.memory_persistence.load()
             log.info("%d conversations restored", restored)
         expired = await self.queue.load()
+        await adopt_local(self.fair_use)  # a fleet: a former single process's settings
         await self.budgets.load()
         await self.channels.load()
         await self.answers.load()

@@ -32,6 +32,7 @@ from bot.store.redis_pubsub import RedisChannels
 __all__ = [
     "RELOAD_INTERVAL_S",
     "FairUseFollower",
+    "adopt_local",
     "fair_use_store",
     "follow_fleet",
     "shared_memory",
@@ -46,9 +47,22 @@ def fair_use_store(
     redis: RedisLink | None, budgets: Namespace, channels: Namespace, audit: Namespace
 ) -> FairUseStore:
     """The fleet's store on Redis, else the process's on its key-value store."""
+    local = KeyValueFairUseStore(budgets, channels, audit)
     if redis is not None:
-        return RedisFairUseStore(redis, instance=uuid.uuid4().hex[:12])
-    return KeyValueFairUseStore(budgets, channels, audit)
+        store = RedisFairUseStore(redis, instance=uuid.uuid4().hex[:12])
+        store.adopt_from = local  # a single process's settings, copied once (`adopt_local`)
+        return store
+    return local
+
+
+async def adopt_local(store: FairUseStore) -> None:
+    """At start, before loading: a fleet adopts a former single process's overrides and channel
+    settings (`RedisFairUseStore.adopt`); a failure leaves them where they are (logged)."""
+    if isinstance(store, RedisFairUseStore) and store.adopt_from is not None:
+        try:
+            await store.adopt(store.adopt_from)
+        except Exception as exc:
+            log.warning("could not copy this process's fair-use settings into Redis: %s", exc)
 
 
 def shared_memory(

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from bot.store.base import StoreError
-from bot.store.fairuse import USAGE_TTL_S
+from bot.store.fairuse import USAGE_TTL_S, FairUseStore
 from bot.store.redis_link import RedisLink, RedisUnavailable
 
 __all__ = [
@@ -89,6 +89,8 @@ class RedisFairUseStore:
         self._channel = f"{prefix}:{CHANNEL}"
         self._max_audit_entries = max_audit_entries
         self._max_local_keys = max_local_keys
+        # The process's own (SQLite) store, whose settings the fleet adopts once (`adopt`).
+        self.adopt_from: FairUseStore | None = None
         self._clock = clock
         # (day, key) -> tokens: the last figure Redis gave, and what was counted during an outage.
         self._known: OrderedDict[tuple[str, str], int] = OrderedDict()
@@ -229,6 +231,36 @@ class RedisFairUseStore:
             )
         except RedisUnavailable as exc:
             log.warning("fair-use change saved but not announced to the fleet: %s", exc)
+
+    async def adopt(self, local: FairUseStore) -> int:
+        """Copy a single process's overrides and channel settings (its SQLite store) into Redis,
+        once for the fleet: the first process that has some and finds no `fairuse:adopted`
+        mark copies them (keeping what Redis already has); later ones copy nothing, so settings
+        removed in the fleet do not come back. Returns how many were copied."""
+        overrides, channels = await local.overrides(), await local.channels()
+        if not overrides and not channels:
+            return 0
+        mark, client = self._key("adopted"), self._link.client
+        if not await self._link.run("fairuse", lambda: client.set(mark, self.instance, nx=True)):
+            return 0
+        names = self._key("overrides"), self._key("channels")
+
+        async def transaction() -> None:
+            pipe = client.pipeline(transaction=True)
+            for key, tokens in overrides.items():
+                pipe.hsetnx(names[0], key, str(tokens))
+            for channel, settings in channels.items():
+                pipe.hsetnx(names[1], str(channel), json.dumps(settings, separators=(",", ":")))
+            await pipe.execute()
+
+        await self._link.run("fairuse", transaction)
+        log.warning(
+            "copied %d budget overrides and %d channel settings from this process's store into "
+            "Redis (once for the fleet)",
+            len(overrides),
+            len(channels),
+        )
+        return len(overrides) + len(channels)
 
     # -- audit ---------------------------------------------------------------------------------
 

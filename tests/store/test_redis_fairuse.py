@@ -11,6 +11,8 @@ from contextlib import asynccontextmanager
 
 import pytest
 
+from bot.store import MemoryStore
+from bot.store.fairuse import KeyValueFairUseStore
 from bot.store.redis_fairuse import CHANNEL, FairUseUnavailable, RedisFairUseStore, parse_change
 from bot.store.redis_link import RedisLink
 from tests.redis_server import RedisServer
@@ -117,3 +119,23 @@ async def test_changing_settings_without_redis_is_a_clear_error(redis_server: Re
             ):
                 await change
         await a.add_audit({"by": 1})  # the change's log line stays its audit: no error here
+
+
+async def test_a_former_single_process_settings_are_adopted_once(
+    redis_server: RedisServer,
+) -> None:
+    async with MemoryStore() as kv, store(redis_server.url, "a") as a, store(redis_server.url) as b:
+        local = KeyValueFairUseStore(
+            kv.namespace("budgets"), kv.namespace("channels"), kv.namespace("budget_audit")
+        )
+        assert await a.adopt(local) == 0  # nothing to copy: the mark stays free
+        await local.set_override("user:1", 500)
+        await local.set_channel(7, {"autoreply": True})
+        await b.set_override("user:1", 900)  # already set in the fleet: kept
+        assert await a.adopt(local) == 2
+        assert await b.overrides() == {"user:1": 900}
+        assert await b.channels() == {7: {"autoreply": True}}
+        # Once for the fleet: removed later, not brought back by the next start.
+        await b.set_channel(7, None)
+        assert await b.adopt(local) == 0
+        assert await a.channels() == {}
