@@ -25,6 +25,7 @@ read from what each process last loaded; changing them needs Redis (the admin is
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -49,6 +50,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 CHANNEL: Final = "fairuse"
+# After a failed usage command, usage is counted and read locally this long before Redis is
+# tried again: a question never waits on a dead Redis more than once in that time.
+RETRY_AFTER_S: Final = 2.0
 # Usage figures kept locally for a Redis outage (last known, and counted but not yet added).
 MAX_LOCAL_KEYS: Final = 50_000
 
@@ -58,6 +62,10 @@ class FairUseUnavailable(StoreError):
 
     def __init__(self) -> None:
         super().__init__("the fleet's store (Redis) is unavailable; try again in a moment")
+
+
+class _RecentlyDown(Exception):
+    """Redis failed less than `retry_after_s` ago: not asked this time."""
 
 
 @dataclass
@@ -81,7 +89,8 @@ class RedisFairUseStore:
         prefix: str = "llmbot",
         max_audit_entries: int = 10_000,
         max_local_keys: int = MAX_LOCAL_KEYS,
-        clock: Callable[[], float] = time.time,
+        retry_after_s: float = RETRY_AFTER_S,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._link = link
         self.instance = instance
@@ -89,6 +98,9 @@ class RedisFairUseStore:
         self._channel = f"{prefix}:{CHANNEL}"
         self._max_audit_entries = max_audit_entries
         self._max_local_keys = max_local_keys
+        self._retry_after_s = retry_after_s
+        self._down_until = 0.0  # after a failure, usage stays local this long (no waiting)
+        self._flush_lock = asyncio.Lock()
         # The process's own (SQLite) store, whose settings the fleet adopts once (`adopt`).
         self.adopt_from: FairUseStore | None = None
         self._clock = clock
@@ -106,10 +118,12 @@ class RedisFairUseStore:
         if tokens <= 0 or not keys:
             return
         try:
+            if self._down():
+                raise _RecentlyDown
             await self._flush_pending()
             await self._incr(day, {key: tokens for key in keys})
-        except RedisUnavailable as exc:
-            log.warning("token usage counted locally until Redis answers: %s", exc)
+        except (RedisUnavailable, _RecentlyDown) as exc:
+            self._failed(exc)
             for key in keys:
                 self._add_pending((day, key), tokens)
             return
@@ -122,9 +136,12 @@ class RedisFairUseStore:
             return {}
         name = self._key(f"usage:{day}")
         try:
+            if self._down():
+                raise _RecentlyDown
             await self._flush_pending()
             raw = await self._link.run("fairuse", lambda: self._link.client.hmget(name, list(keys)))
-        except RedisUnavailable:
+        except (RedisUnavailable, _RecentlyDown) as exc:
+            self._failed(exc)
             return {
                 key: self._known.get((day, key), 0) + self._pending.get((day, key), 0)
                 for key in keys
@@ -146,14 +163,33 @@ class RedisFairUseStore:
 
         await self._link.run("fairuse", transaction)
 
+    def _down(self) -> bool:
+        return self._clock() < self._down_until
+
+    def _failed(self, exc: Exception) -> None:
+        if isinstance(exc, _RecentlyDown):
+            return  # the window of the last failure: Redis was not asked
+        log.warning("token usage counted locally until Redis answers: %s", exc)
+        self._down_until = self._clock() + self._retry_after_s
+
     async def _flush_pending(self) -> None:
         """Add what was counted during an outage (raises RedisUnavailable if still away)."""
-        while self._pending:
-            (day, key), tokens = next(iter(self._pending.items()))
-            await self._incr(day, {key: tokens})
-            del self._pending[(day, key)]
-            self.fallback.pending = len(self._pending)
-            log.info("token usage counted during a Redis outage added to Redis")
+        if not self._pending:
+            return
+        async with self._flush_lock:  # two questions at once must not add the same tokens twice
+            added = 0
+            while self._pending:
+                day_key, tokens = self._pending.popitem()
+                try:
+                    await self._incr(day_key[0], {day_key[1]: tokens})
+                except RedisUnavailable:
+                    self._add_pending(day_key, tokens)  # back, with what came meanwhile
+                    raise
+                finally:
+                    self.fallback.pending = len(self._pending)
+                added += tokens
+            if added:
+                log.info("%d tokens counted during a Redis outage added to Redis", added)
 
     def _add_pending(self, day_key: tuple[str, str], tokens: int) -> None:
         if day_key not in self._pending and len(self._pending) >= self._max_local_keys:

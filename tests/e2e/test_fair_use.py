@@ -349,13 +349,19 @@ async def test_redis_lost_budgets_and_memory_go_on_locally_and_catch_up(
     assert bot.budgets.stats.store_errors == 0  # the fallback, not a failure let through
 
     redis_server.start()  # empty: persistence is off
-    quota = await discord.send_interaction("quota", user=alice, channel_id=channel)
-    # The tokens counted during the outage are added to Redis by the next read.
-    assert "**Your tokens today**: 60 of 80 used" in await quota.wait_for_response()
     day = budget_day(time.time(), ZoneInfo("America/Los_Angeles"))[0]
     assert bot.redis is not None
     client = bot.redis.client
-    assert await client.hget(f"llmbot:fairuse:usage:{day}", f"user:{alice['id']}") == b"60"
+
+    async def outage_tokens_added() -> bool:
+        # A budget read (here: /quota's) adds the tokens counted during the outage, once Redis
+        # answers and the 2 s after the last failure have passed.
+        await bot.budgets.status_of(int(alice["id"]), None)
+        return await client.hget(f"llmbot:fairuse:usage:{day}", f"user:{alice['id']}") == b"60"
+
+    await _until(outage_tokens_added, 10, "the outage's tokens added to Redis")
+    quota = await discord.send_interaction("quota", user=alice, channel_id=channel)
+    assert "**Your tokens today**: 60 of 80 used" in await quota.wait_for_response()
 
     # The conversation, changed during the outage, is written by itself once Redis is back.
     async def in_redis() -> bool:

@@ -8,6 +8,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
 
@@ -15,13 +16,14 @@ from bot.store import MemoryStore
 from bot.store.fairuse import KeyValueFairUseStore
 from bot.store.redis_fairuse import CHANNEL, FairUseUnavailable, RedisFairUseStore, parse_change
 from bot.store.redis_link import RedisLink
+from tests.fakes import FakeClock
 from tests.redis_server import RedisServer
 
 DAY = "2026-12-04"
 
 
 @asynccontextmanager
-async def store(url: str, name: str = "a", **kwargs: int) -> AsyncIterator[RedisFairUseStore]:
+async def store(url: str, name: str = "a", **kwargs: Any) -> AsyncIterator[RedisFairUseStore]:
     link = RedisLink(url, timeout_s=0.5)
     try:
         yield RedisFairUseStore(link, instance=name, **kwargs)
@@ -85,7 +87,11 @@ async def test_changes_are_announced_with_their_sender(redis_server: RedisServer
 async def test_redis_lost_usage_counts_locally_and_is_added_back(
     redis_server: RedisServer,
 ) -> None:
-    async with store(redis_server.url, "a") as a, store(redis_server.url, "b") as b:
+    clock = FakeClock()
+    async with (
+        store(redis_server.url, "a", clock=clock, retry_after_s=2.0) as a,
+        store(redis_server.url, "b") as b,
+    ):
         await a.add_usage(DAY, ["user:1"], 40)
         assert await a.usage(DAY, ["user:1"]) == {"user:1": 40}  # now known locally
         redis_server.stop()
@@ -95,7 +101,10 @@ async def test_redis_lost_usage_counts_locally_and_is_added_back(
         assert a.fallback.pending == 2
         redis_server.start()  # empty again: persistence is off
         await b.add_usage(DAY, ["user:1"], 5)
-        # The next call through `a` adds what it counted during the outage.
+        # Within 2 s of the failure `a` does not try Redis (no question waits on it again)...
+        assert await a.usage(DAY, ["user:1"]) == {"user:1": 70}
+        clock.advance(2.0)
+        # ...then its next call adds what it counted during the outage.
         assert await a.usage(DAY, ["user:1", "guild:2"]) == {"user:1": 35, "guild:2": 30}
         assert a.fallback.pending == 0
         assert await b.usage(DAY, ["user:1"]) == {"user:1": 35}
@@ -139,3 +148,19 @@ async def test_a_former_single_process_settings_are_adopted_once(
         await b.set_channel(7, None)
         assert await b.adopt(local) == 0
         assert await a.channels() == {}
+
+
+async def test_outage_usage_is_added_once_by_concurrent_calls(redis_server: RedisServer) -> None:
+    clock = FakeClock()
+    async with store(redis_server.url, "a", clock=clock) as a:
+        redis_server.stop()
+        for user in range(20):
+            await a.add_usage(DAY, [f"user:{user}", "guild:1"], 10)
+        redis_server.start()
+        clock.advance(60)
+        results = await asyncio.gather(*(a.usage(DAY, ["guild:1"]) for _ in range(10)))
+        assert a.fallback.pending == 0
+        assert results[-1] == {"guild:1": 200}
+        assert await a.usage(DAY, [f"user:{u}" for u in range(20)]) == {
+            f"user:{u}": 10 for u in range(20)
+        }
