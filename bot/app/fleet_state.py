@@ -8,6 +8,8 @@
   at-most-once, so each process also reloads every `RELOAD_INTERVAL_S` (a message lost while
   a listener reconnected is made good within that bound).
 - With PERSIST_CONVERSATIONS, conversations live in Redis (`SharedMemory`) instead of SQLite.
+- At start, a fleet adopts a former single process's overrides and channel settings from its
+  SQLite store, once for the fleet (`adopt_local`).
 """
 
 from __future__ import annotations
