@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bot.app.controls import AppControls
+from bot.app.fleet_fairuse import adopt_local, fair_use_store, follow_fleet, shared_memory
 from bot.app.fleet_state import FleetState
 from bot.app.rest_pace import fleet_rest_pace
 from bot.app.signals import run_until_signal
@@ -60,7 +61,6 @@ from bot.resilience.retry import RetryPolicy
 from bot.resilience.timeout import AdaptiveTimeout
 from bot.store import Namespace, SqliteStore
 from bot.store.answered import AnswerLedger
-from bot.store.fairuse import KeyValueFairUseStore
 from bot.store.redis_identify import IdentifyTurns
 from bot.store.redis_link import RedisLink, RedisUnavailable
 from bot.store.redis_pubsub import RedisChannels
@@ -258,11 +258,18 @@ class BotApp:
                 ttl_s=s.conversation_timeout_minutes * 60,
                 on_store_error=self._count_store_error,
             )
-            if s.persist_conversations
+            if s.persist_conversations and self.redis is None
             else None
         )
         # A fleet paces Discord REST calls on one schedule in Redis (bot/app/rest_pace.py).
         self.rest_pace = fleet_rest_pace(s, self.redis, self.shared_quota)
+        # A fleet with PERSIST_CONVERSATIONS: conversations live in Redis (app/fleet_fairuse.py).
+        self.shared_memory = shared_memory(
+            self.redis if s.persist_conversations else None,
+            self.memory,
+            s.conversation_timeout_minutes * 60,
+            self._count_store_error,
+        )
         self.gateway = DiscordGateway(
             token=discord_token,
             rest_url=s.discord_rest_url,
@@ -297,13 +304,14 @@ class BotApp:
         )
         delivery = self.gateway.delivery
         # Fair use: token budgets and channel settings, kept in the durable store.
-        fair_use_store = KeyValueFairUseStore(
+        self.fair_use = fair_use = fair_use_store(
+            self.redis,
             self.store.namespace("budgets"),
             self.store.namespace("channels"),
             self.store.namespace("budget_audit"),
         )
         self.budgets = BudgetGate(
-            fair_use_store,
+            fair_use,
             BudgetPolicy(
                 user_daily=s.user_daily_token_budget,
                 guild_daily=s.guild_daily_token_budget,
@@ -315,7 +323,7 @@ class BotApp:
             clock=clock,
         )
         self.channels = ChannelSettings(
-            fair_use_store,
+            fair_use,
             ignore_prefix=s.autoreply_ignore_prefix,
             allowed_models=s.allowed_models,
             persona_max_chars=s.channel_persona_max_chars,
@@ -324,7 +332,12 @@ class BotApp:
             discord=delivery,
             llm=self.llm,
             memory=self.memory,
-            context=ContextBuilder(self.memory, delivery, s.reply_chain_max_depth),
+            context=ContextBuilder(
+                self.memory,
+                delivery,
+                s.reply_chain_max_depth,
+                refresh=self.shared_memory.refresh if self.shared_memory else None,
+            ),
             files=FileLoader(
                 delivery,
                 image_max_bytes=s.image_max_bytes,
@@ -507,7 +520,9 @@ class BotApp:
                 "sent": gateway.typing.stats.sent,
                 "skipped": gateway.typing.stats.skipped,
             },
-            fair_use=lambda: FairUseFigures(self.budgets.stats, self.channels.stats()),
+            fair_use=lambda: FairUseFigures(
+                self.budgets.stats, self.channels.stats(), getattr(self.fair_use, "fallback", None)
+            ),
             answers=lambda: self.answers.stats,
             redis=_attr(self.redis, "stats"),
             fleet=_attr(self.shared_quota, "fleet"),
@@ -547,6 +562,7 @@ class BotApp:
         if self.fleet_state is not None:  # named before the queue reads its entries back
             await self.fleet_state.prepare(self.healer.instance)
         expired = await self.queue.load()
+        await adopt_local(self.fair_use)  # a fleet: a former single process's settings
         await self.budgets.load()
         await self.channels.load()
         await self.answers.load()
@@ -565,6 +581,9 @@ class BotApp:
                     name="heal fan-out listener",
                 )
             )
+        self._tasks += follow_fleet(
+            self.fair_use, self.budgets, self.channels, self.heal_channels, self.shared_memory
+        )
         if self.fleet_maintenance is not None and self.heal_channels is not None:
             self.fleet_maintenance.instance = self.healer.instance
             await self.fleet_maintenance.restore()
@@ -665,6 +684,8 @@ class BotApp:
         if self.fleet_state is not None:  # while Redis is open: the others take its questions
             for item in await self.queue.close():
                 log.warning("queued question %s could not be kept across the restart", item.id)
+        if self.shared_memory is not None:
+            await self.shared_memory.flush()
         if self.redis is not None:
             await self.redis.aclose()
         if self.memory_persistence is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 from bot.chat.memory import ConversationMemory, Turn
 from bot.chat.models import IncomingMessage, QuotedMessage
@@ -29,12 +30,23 @@ class ContextBuilder:
     instead, so continuing an old thread of conversation still works.
     """
 
-    def __init__(self, memory: ConversationMemory, discord: DiscordPort, max_depth: int) -> None:
+    def __init__(
+        self,
+        memory: ConversationMemory,
+        discord: DiscordPort,
+        max_depth: int,
+        *,
+        refresh: Callable[[int], Awaitable[None]] | None = None,
+    ) -> None:
         self._memory = memory
         self._discord = discord
         self._max_depth = max_depth
+        # A fleet's shared memory: read the conversation back from Redis before using it.
+        self._refresh = refresh
 
     async def history(self, msg: IncomingMessage) -> list[Message]:
+        if self._refresh is not None:
+            await self._refresh(msg.conversation_key)
         turns = self._memory.history(msg.conversation_key)
         quoted = msg.quoted
         if quoted is None or not quoted.from_bot:

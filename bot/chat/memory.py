@@ -84,6 +84,9 @@ class ConversationMemory:
         self._conversations: OrderedDict[int, _Conversation] = OrderedDict()
         self._chars = 0
         self._turns = 0
+        # Told the key of a conversation changed by append/clear/clear_user (not by expiry or
+        # eviction): the fleet's shared memory writes it to Redis (bot/chat/memory_shared.py).
+        self.on_change: Callable[[int], None] | None = None
 
     def history(self, key: int) -> list[Turn]:
         """The turns of conversation `key`, oldest first; [] if it is unknown or has expired."""
@@ -114,6 +117,19 @@ class ConversationMemory:
         while len(self._conversations) > self.max_conversations:
             oldest = next(iter(self._conversations))
             self._drop(oldest)
+        self._changed(key)
+
+    def restore(self, key: int, turns: list[Turn]) -> None:
+        """Replace conversation `key` by `turns` (none: forget it) as kept elsewhere, without
+        telling `on_change`; the caps apply as to `append`."""
+        if key in self._conversations:
+            self._drop(key)
+        if turns:
+            listener, self.on_change = self.on_change, None
+            try:
+                self.append(key, *turns)
+            finally:
+                self.on_change = listener
 
     def conversations(self) -> list[tuple[int, list[Turn]]]:
         """Every live conversation with its turns, least recently active first."""
@@ -126,6 +142,7 @@ class ConversationMemory:
 
     def clear(self, key: int) -> bool:
         """Forget conversation `key`; True if there was one."""
+        self._changed(key)  # also when absent here: a copy kept elsewhere is forgotten too
         if key not in self._conversations:
             return False
         self._drop(key)
@@ -162,6 +179,7 @@ class ConversationMemory:
             conversation.turns, conversation.chars = kept, kept_chars
             if not kept:
                 self._drop(key)
+            self._changed(key)
         return removed
 
     def find_turn(self, key: int, message_id: int) -> Turn | None:
@@ -228,6 +246,10 @@ class ConversationMemory:
         conversation.chars -= len(turn.text)
         self._chars -= len(turn.text)
         self._turns -= 1
+
+    def _changed(self, key: int) -> None:
+        if self.on_change is not None:
+            self.on_change(key)
 
     def _drop(self, key: int) -> None:
         conversation = self._conversations.pop(key)

@@ -12,7 +12,7 @@ from typing import Any
 from bot.chat.memory import ConversationMemory, Turn
 from bot.store import Namespace, StoreError
 
-__all__ = ["MemoryPersistence"]
+__all__ = ["MemoryPersistence", "turns_from_json", "turns_to_json"]
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,19 @@ class MemoryPersistence:
             return 0
         self._saved = set(live)
         return len(live)
+
+
+def turns_to_json(turns: list[Turn]) -> bytes:
+    """A conversation's turns as compact UTF-8 JSON (as saved by `MemoryPersistence`)."""
+    return json.dumps([asdict(t) for t in turns], separators=(",", ":")).encode()
+
+
+def turns_from_json(raw: bytes) -> list[Turn]:
+    """The turns saved by `turns_to_json`; raises ValueError when unreadable."""
+    try:
+        return [_turn(t) for t in _json_list(raw)]
+    except (TypeError, KeyError) as exc:
+        raise ValueError(f"unreadable turns: {type(exc).__name__}") from None
 
 
 def _json_list(raw: bytes) -> list[dict[str, Any]]:

@@ -18,6 +18,7 @@ from bot.chat.budget import BudgetGate, BudgetStatus, Scope
 from bot.chat.channels import ChannelSettings
 from bot.chat.pipeline import ChatPipeline
 from bot.llm.quota import QuotaSnapshot
+from bot.store import StoreError
 
 __all__ = ["CHANNEL_PERMISSIONS", "CommandServices", "build_fair_commands", "quota_text"]
 
@@ -176,7 +177,7 @@ def build_fair_commands(services: CommandServices) -> list[Any]:
                 await budgets.set_override(
                     scope, target, tokens, by_user_id=int(ctx.user.id), guild_id=guild_id
                 )
-            except OverflowError as exc:
+            except (OverflowError, StoreError) as exc:
                 await ctx.respond(f"Nothing changed: {exc}.", ephemeral=True)
                 return
             shown = {"user": f"<@{target}>", "role": f"<@&{target}>", "guild": "this server"}
@@ -215,7 +216,7 @@ def build_fair_commands(services: CommandServices) -> list[Any]:
             return False
         try:
             await settings.update(int(ctx.channel_id), **changes)
-        except ValueError as exc:
+        except (ValueError, StoreError) as exc:
             await ctx.respond(f"Nothing changed: {exc}.", ephemeral=True)
             return False
         # Who changed which setting where; never the persona's text.
@@ -295,7 +296,11 @@ def build_fair_commands(services: CommandServices) -> list[Any]:
             settings = await _channel_admin(ctx)
             if settings is None:
                 return
-            had = await settings.reset(int(ctx.channel_id))
+            try:
+                had = await settings.reset(int(ctx.channel_id))
+            except StoreError as exc:
+                await ctx.respond(f"Nothing changed: {exc}.", ephemeral=True)
+                return
             log.warning(
                 "channel %s: settings reset by user %s", int(ctx.channel_id), int(ctx.user.id)
             )

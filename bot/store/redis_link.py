@@ -24,7 +24,18 @@ __all__ = ["REDIS_OPS", "RedisLink", "RedisOp", "RedisStats", "RedisUnavailable"
 
 T = TypeVar("T")
 
-RedisOp = Literal["quota", "heartbeat", "identify", "heal", "ping", "rest", "queue", "answers"]
+RedisOp = Literal[
+    "quota",
+    "heartbeat",
+    "identify",
+    "heal",
+    "ping",
+    "rest",
+    "queue",
+    "answers",
+    "fairuse",
+    "memory",
+]
 # The `op` label values of the Redis metrics: a fixed list, so cardinality stays bounded.
 REDIS_OPS: Final[tuple[RedisOp, ...]] = (
     "quota",
@@ -35,6 +46,8 @@ REDIS_OPS: Final[tuple[RedisOp, ...]] = (
     "rest",
     "queue",
     "answers",
+    "fairuse",
+    "memory",
 )
 # A fleet's Redis is on the local network: a command slower than this is a failure, and the
 # caller falls back to its local share instead of keeping a user waiting.

@@ -41,7 +41,11 @@ def test_the_fleet_runs_redis_and_two_shards(fleet: dict[str, Any]) -> None:
         assert services[name]["depends_on"]["redis"]["condition"] == "service_healthy"
     redis = services["redis"]
     assert redis["image"] == "redis:7.0.15" and "ports" not in redis
-    assert redis["command"] == ["redis-server", "--save", "", "--appendonly", "no"]
+    # Budgets, overrides, channel settings and conversations live there: kept on a volume.
+    assert redis["command"] == [
+        "redis-server", "--save", "", "--appendonly", "yes", "--appendfsync", "everysec"
+    ]  # fmt: skip
+    assert [v["target"] for v in redis["volumes"]] == ["/data"]
     # Each process keeps its own DATA_DIR.
     volumes = {s: [v["source"] for v in services[s]["volumes"]] for s in ("bot", "bot-1")}
     assert volumes["bot"] != volumes["bot-1"]

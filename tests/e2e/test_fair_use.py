@@ -1,6 +1,7 @@
 """Fair use through the real hikari and google-genai clients and the emulators: daily token
 budgets (user, server, admin overrides, across a restart), `/quota`, auto-reply channels and a
-channel's persona and model (inherited by threads)."""
+channel's persona and model (inherited by threads), and budgets and memory on Redis going on
+while Redis is lost (tests/e2e/test_fleet_fair_use.py has the fleet of processes)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ from bot.chat.budget import OVER_BUDGET_REACTION, budget_day
 from bot.emulator.discord import DiscordEmulator
 from bot.emulator.gemini import GeminiEmulator
 from tests.e2e.conftest import new_guild_with
+from tests.e2e.test_fleet import _until
 from tests.e2e.test_observability import scrape
+from tests.redis_server import RedisServer
 
 StartBot = Callable[..., Any]
 MANAGE_CHANNELS = 1 << 4
@@ -319,3 +322,50 @@ async def test_quota_set_refuses_bad_input_and_caps_server_admins(
     )
     assert bot.budgets.guild_limit(_guild) == 1000
     assert len(await bot.budgets.audit()) == 2
+
+
+async def test_redis_lost_budgets_and_memory_go_on_locally_and_catch_up(
+    start_bot: StartBot,
+    discord: DiscordEmulator,
+    gemini: GeminiEmulator,
+    redis_server: RedisServer,
+) -> None:
+    """A bot on Redis (REDIS_URL); Redis stops, then comes back empty (persistence off)."""
+    gemini.fixed_usage = (10, 20)
+    bot: BotApp = await start_bot(
+        redis_url=redis_server.url, user_daily_token_budget=80, persist_conversations=True
+    )
+    _guild, channel, alice = new_guild_with(discord, "alice")
+    assert "budget" not in await _ask(discord, channel, alice, "the secret word is mango")
+
+    redis_server.stop()
+    # Memory goes on from the process's copy; the budget from its last figure plus local counts.
+    assert "budget" not in await _ask(discord, channel, alice, "what was the secret word?")
+    assert "the secret word is mango" in str(gemini.requests[-1].contents)
+    assert "budget" not in await _ask(discord, channel, alice, "three")  # 60 of 80 before it
+    refused = await _ask(discord, channel, alice, "four")
+    assert "your daily token budget is used up (90 of 80 tokens today)" in refused
+    assert len(gemini.requests) == 3
+    assert bot.budgets.stats.store_errors == 0  # the fallback, not a failure let through
+
+    redis_server.start()  # empty: persistence is off
+    day = budget_day(time.time(), ZoneInfo("America/Los_Angeles"))[0]
+    assert bot.redis is not None
+    client = bot.redis.client
+
+    async def outage_tokens_added() -> bool:
+        # A budget read (here: /quota's) adds the tokens counted during the outage, once Redis
+        # answers and the 2 s after the last failure have passed.
+        await bot.budgets.status_of(int(alice["id"]), None)
+        return await client.hget(f"llmbot:fairuse:usage:{day}", f"user:{alice['id']}") == b"60"
+
+    await _until(outage_tokens_added, 10, "the outage's tokens added to Redis")
+    quota = await discord.send_interaction("quota", user=alice, channel_id=channel)
+    assert "**Your tokens today**: 60 of 80 used" in await quota.wait_for_response()
+
+    # The conversation, changed during the outage, is written by itself once Redis is back.
+    async def in_redis() -> bool:
+        raw = await client.get(f"llmbot:conversation:{channel}")
+        return raw is not None and b"what was the secret word?" in raw
+
+    await _until(in_redis, 10, "the conversation written to Redis")

@@ -12,16 +12,20 @@ from prometheus_client.metrics_core import Metric
 
 from bot.chat.budget import BUDGET_SCOPES, USAGE_BUCKETS, BudgetStats
 from bot.chat.channels import ChannelStats
+from bot.store.redis_fairuse import FairUseFallbackStats
 
-__all__ = ["FAIR_USE_MAPS", "FairUseFigures", "fair_use_families"]
+__all__ = ["FAIR_USE_MAPS", "FLEET_USAGE_MAPS", "FairUseFigures", "fair_use_families"]
 
 FAIR_USE_MAPS = ("notices", "overrides", "channels")
+# With REDIS_URL only: the usage figures a process keeps for a Redis outage.
+FLEET_USAGE_MAPS = ("usage_known", "usage_pending")
 
 
 @dataclass(frozen=True, slots=True)
 class FairUseFigures:
     budgets: BudgetStats
     channels: ChannelStats
+    local_usage: FairUseFallbackStats | None = None  # with REDIS_URL
 
 
 def fair_use_families(read: Callable[[], FairUseFigures | None]) -> Iterator[Metric]:
@@ -62,13 +66,18 @@ def fair_use_families(read: Callable[[], FairUseFigures | None]) -> Iterator[Met
     entries = GaugeMetricFamily(
         "llmbot_fair_use_entries",
         "Entries of each fair-use map: users told they are over budget this hour, budget "
-        "overrides, channels with settings.",
+        "overrides, channels with settings; with Redis, usage figures last read from Redis "
+        "and usage counted during a Redis outage, not yet added.",
         labels=["map"],
     )
     capacity = GaugeMetricFamily(
         "llmbot_fair_use_capacity", "The most entries each fair-use map keeps.", labels=["map"]
     )
-    for name in FAIR_USE_MAPS:
+    local = figures.local_usage if figures is not None else None
+    if local is not None:
+        sizes["usage_known"] = (local.known, local.capacity)
+        sizes["usage_pending"] = (local.pending, local.capacity)
+    for name in (*FAIR_USE_MAPS, *(FLEET_USAGE_MAPS if local is not None else ())):
         entries.add_metric([name], sizes[name][0])
         capacity.add_metric([name], sizes[name][1])
     yield entries
