@@ -12,12 +12,14 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bot.app.controls import AppControls
+from bot.app.fleet_state import build_cache, build_cooldown, build_video_limiter
 from bot.app.signals import run_until_signal
-from bot.chat.access import AccessPolicy, UserCooldown, VideoLimiter
+from bot.chat.access import AccessPolicy
 from bot.chat.budget import BudgetGate, BudgetPolicy
 from bot.chat.channels import ChannelSettings
 from bot.chat.context import ContextBuilder
 from bot.chat.files import FileLoader
+from bot.chat.fleet_clear import FleetClear
 from bot.chat.memory import ConversationMemory
 from bot.chat.memory_store import MemoryPersistence
 from bot.chat.pipeline import ChatPipeline, FallbackTexts
@@ -33,7 +35,6 @@ from bot.healing.fanout import HealFanOut
 from bot.healing.http import alerts_handler, audit_handler, load_token
 from bot.healing.receiver import HealReceiver
 from bot.healing.remedies import build_remedies
-from bot.llm.cache import ResponseCache
 from bot.llm.gemini import GeminiClient
 from bot.llm.quota import Quota, QuotaLimiter, QuotaPersister
 from bot.llm.quota_shared import SharedQuota
@@ -176,7 +177,7 @@ class BotApp:
         self.identify_turns: IdentifyTurns | None = None
         self.llm = LLMService(
             self.gemini,
-            cache=ResponseCache(s.cache_max_entries, s.cache_max_bytes, s.cache_ttl_seconds),
+            cache=build_cache(s, self.redis),
             quota=quota,
             breaker=CircuitBreaker(
                 "gemini",
@@ -315,13 +316,7 @@ class BotApp:
                 image_max_bytes=s.image_max_bytes,
                 video_max_bytes=s.video_max_bytes,
                 total_max_bytes=s.attachments_max_total_bytes,
-                video_limiter=VideoLimiter(
-                    tokens_per_hour=s.video_tokens_per_hour,
-                    tokens_per_day=s.video_tokens_per_day,
-                    requests_per_hour=s.video_requests_per_hour,
-                    requests_per_day=s.video_requests_per_day,
-                    cooldown_s=s.video_user_cooldown_seconds,
-                ),
+                video_limiter=build_video_limiter(s, self.redis),
             ),
             access=AccessPolicy(
                 allowed_user_ids=s.allowed_user_ids,
@@ -331,7 +326,7 @@ class BotApp:
                 allowed_channel_ids=s.allowed_channel_ids,
                 blocked_channel_ids=s.blocked_channel_ids,
             ),
-            cooldown=UserCooldown(s.user_cooldown_seconds),
+            cooldown=build_cooldown(s, self.redis),
             generation=GenerationSettings(
                 model=s.gemini_model,
                 system_instruction=s.gemini_system_instruction or None,
@@ -398,6 +393,12 @@ class BotApp:
         # A fleet: /maintenance on any process acts on every process.
         self.fleet_maintenance = (
             FleetMaintenance(self.degradation, self.heal_channels, s.heal_instance_label)
+            if self.heal_channels is not None
+            else None
+        )
+        # A fleet: /clear on any process forgets on every process.
+        self.fleet_clear = (
+            FleetClear(self.pipeline, self.heal_channels, s.heal_instance_label)
             if self.heal_channels is not None
             else None
         )
@@ -554,6 +555,14 @@ class BotApp:
                 asyncio.create_task(
                     self.heal_channels.listen(["maintenance"], self.fleet_maintenance.deliver),
                     name="fleet maintenance listener",
+                )
+            )
+        if self.fleet_clear is not None and self.heal_channels is not None:
+            self.fleet_clear.instance = self.healer.instance
+            self._tasks.append(
+                asyncio.create_task(
+                    self.heal_channels.listen(["clear"], self.fleet_clear.deliver),
+                    name="fleet /clear listener",
                 )
             )
         await self._start_gateway()
@@ -717,7 +726,7 @@ class BotApp:
 
     async def _sweep(self) -> None:
         expired = self.memory.sweep()
-        evicted = self.llm.cache.sweep()
+        evicted = await self.llm.cache.expire()
         log.debug("swept %d conversations and %d cache entries", expired, evicted)
         if self.memory_persistence is not None:
             await self.memory_persistence.save()

@@ -1,9 +1,10 @@
 """One connection pool to the fleet's Redis (REDIS_URL), timed and counted for the metrics.
 
-With `bot/store/redis_quota.py`, `redis_identify.py` and `redis_pubsub.py`, the only users of
-redis-py (an import-linter contract keeps it so). Every command goes through `RedisLink.run`,
-which times it, counts it under a fixed `op` label, marks Redis up or down and turns any
-redis-py or socket error into `RedisUnavailable`, whose message never carries the password.
+With `bot/store/redis_quota.py`, `redis_identify.py`, `redis_pubsub.py`, `redis_cache.py` and
+`redis_limits.py`, the only users of redis-py (an import-linter contract keeps it so). Every
+command goes through `RedisLink.run`, which times it, counts it under a fixed `op` label, marks
+Redis up or down and turns any redis-py or socket error into `RedisUnavailable`, whose message
+never carries the password.
 """
 
 from __future__ import annotations
@@ -23,9 +24,17 @@ __all__ = ["REDIS_OPS", "RedisLink", "RedisOp", "RedisStats", "RedisUnavailable"
 
 T = TypeVar("T")
 
-RedisOp = Literal["quota", "heartbeat", "identify", "heal", "ping"]
+RedisOp = Literal["quota", "heartbeat", "identify", "heal", "ping", "cache", "limits"]
 # The `op` label values of the Redis metrics: a fixed list, so cardinality stays bounded.
-REDIS_OPS: Final[tuple[RedisOp, ...]] = ("quota", "heartbeat", "identify", "heal", "ping")
+REDIS_OPS: Final[tuple[RedisOp, ...]] = (
+    "quota",
+    "heartbeat",
+    "identify",
+    "heal",
+    "ping",
+    "cache",
+    "limits",
+)
 # A fleet's Redis is on the local network: a command slower than this is a failure, and the
 # caller falls back to its local share instead of keeping a user waiting.
 DEFAULT_TIMEOUT_S: Final = 1.0
