@@ -12,14 +12,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bot.app.controls import AppControls
-from bot.app.fleet_state import build_cache, build_cooldown, build_video_limiter
+from bot.app.fleet_state import FleetFollowers, build_cache, build_cooldown, build_video_limiter
 from bot.app.signals import run_until_signal
 from bot.chat.access import AccessPolicy
 from bot.chat.budget import BudgetGate, BudgetPolicy
 from bot.chat.channels import ChannelSettings
 from bot.chat.context import ContextBuilder
 from bot.chat.files import FileLoader
-from bot.chat.fleet_clear import FleetClear
 from bot.chat.memory import ConversationMemory
 from bot.chat.memory_store import MemoryPersistence
 from bot.chat.pipeline import ChatPipeline, FallbackTexts
@@ -396,12 +395,15 @@ class BotApp:
             if self.heal_channels is not None
             else None
         )
-        # A fleet: /clear on any process forgets on every process.
-        self.fleet_clear = (
-            FleetClear(self.pipeline, self.heal_channels, s.heal_instance_label)
+        # A fleet: /clear and fleet-wide degradation overrides act on every process.
+        self.fleet = (
+            FleetFollowers(
+                self.heal_channels, self.pipeline, self.degradation, s.heal_instance_label
+            )
             if self.heal_channels is not None
             else None
         )
+        self.fleet_overrides = self.fleet.overrides if self.fleet is not None else None
         self.gateway.attach(
             self.pipeline.handle,
             CommandServices(
@@ -557,14 +559,8 @@ class BotApp:
                     name="fleet maintenance listener",
                 )
             )
-        if self.fleet_clear is not None and self.heal_channels is not None:
-            self.fleet_clear.instance = self.healer.instance
-            self._tasks.append(
-                asyncio.create_task(
-                    self.heal_channels.listen(["clear"], self.fleet_clear.deliver),
-                    name="fleet /clear listener",
-                )
-            )
+        if self.fleet is not None:
+            self._tasks.extend(await self.fleet.start(self.healer.instance))
         await self._start_gateway()
         for dropped in expired:  # only now can their users be told
             reason: PipelineDropReason = "expired" if dropped.reason == "expired" else "overflow"
@@ -649,6 +645,8 @@ class BotApp:
             await self.identify_turns.close()
         if self.fleet_maintenance is not None:
             await self.fleet_maintenance.join()
+        if self.fleet is not None:
+            await self.fleet.overrides.join()
         if self.shared_quota is not None:
             await self.shared_quota.stop()
         if self.redis is not None:

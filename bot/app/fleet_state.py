@@ -4,16 +4,25 @@ in-process one, exactly as in a single process."""
 
 from __future__ import annotations
 
+import asyncio
+
 from bot.chat.access import CooldownGate, UserCooldown, VideoGate, VideoLimiter
 from bot.chat.access_shared import SharedCooldown, SharedVideoLimiter
+from bot.chat.fleet_clear import CHANNEL as CLEAR_CHANNEL
+from bot.chat.fleet_clear import FleetClear
+from bot.chat.pipeline import ChatPipeline
 from bot.config import Settings
 from bot.llm.cache import AnswerCache, ResponseCache
 from bot.llm.cache_shared import SharedResponseCache
+from bot.resilience.degradation import DegradationState
+from bot.resilience.fleet_overrides import CHANNEL as OVERRIDES_CHANNEL
+from bot.resilience.fleet_overrides import FleetOverrides
 from bot.store.redis_cache import RedisCacheEntries
 from bot.store.redis_limits import RedisCooldowns, RedisVideoBudget
 from bot.store.redis_link import RedisLink
+from bot.store.redis_pubsub import RedisChannels
 
-__all__ = ["build_cache", "build_cooldown", "build_video_limiter"]
+__all__ = ["FleetFollowers", "build_cache", "build_cooldown", "build_video_limiter"]
 
 
 def build_cache(s: Settings, redis: RedisLink | None) -> AnswerCache:
@@ -41,3 +50,34 @@ def build_video_limiter(s: Settings, redis: RedisLink | None) -> VideoGate:
     return SharedVideoLimiter(
         RedisVideoBudget(redis), local, cooldown_s=s.video_user_cooldown_seconds
     )
+
+
+class FleetFollowers:
+    """What a process hears from the fleet besides alerts and maintenance: /clear made on
+    another process, and fleet-wide degradation overrides (restored at start)."""
+
+    def __init__(
+        self,
+        channels: RedisChannels,
+        pipeline: ChatPipeline,
+        degradation: DegradationState,
+        instance: str,
+    ) -> None:
+        self._channels = channels
+        self.clear = FleetClear(pipeline, channels, instance)
+        self.overrides = FleetOverrides(degradation, channels, instance)
+
+    async def start(self, instance: str) -> list[asyncio.Task[None]]:
+        """Restore the fleet's overrides and listen (`instance`: this process's, known now)."""
+        self.clear.instance = self.overrides.instance = instance
+        await self.overrides.restore()
+        return [
+            asyncio.create_task(
+                self._channels.listen([CLEAR_CHANNEL], self.clear.deliver),
+                name="fleet /clear listener",
+            ),
+            asyncio.create_task(
+                self._channels.listen([OVERRIDES_CHANNEL], self.overrides.deliver),
+                name="fleet overrides listener",
+            ),
+        ]
