@@ -1,0 +1,93 @@
+"""What a fleet shares besides the quota, with two real bot processes (`python -m bot fleet`,
+shards 0 and 1 of 2) and a real redis-server: the response cache, per-user cooldowns and /clear.
+
+About 15-25 s: the two processes start 5 s apart (Discord's identify rule), and the test waits
+once for a 3 s cooldown to end (it watches the cooldown's key in Redis, not the clock).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from bot.emulator.discord import DiscordEmulator
+from bot.emulator.discord.ids import shard_for_guild
+from bot.emulator.gemini import GeminiEmulator
+from tests.e2e import test_fleet
+from tests.e2e.test_fleet import SHARDS, Fleet, _until
+from tests.redis_server import RedisServer
+
+# The fleet fixtures of test_fleet.py: a two-shard Discord emulator, `python -m bot fleet`.
+discord = test_fleet.discord
+start_fleet = test_fleet.start_fleet
+
+MANAGE_MESSAGES = 1 << 13
+QUESTION = "What does a fleet share?"
+
+
+def _guild_on(emulator: DiscordEmulator, shard: int) -> int:
+    while True:
+        guild = emulator.create_guild("Guild")
+        if shard_for_guild(guild, SHARDS) == shard:
+            return guild
+        time.sleep(0.002)  # snowflakes carry milliseconds: the next may land elsewhere
+
+
+async def test_cache_cooldowns_and_clear_act_across_processes(
+    start_fleet: Callable[..., Any],
+    discord: DiscordEmulator,
+    gemini: GeminiEmulator,
+    redis_server: RedisServer,
+) -> None:
+    on_a, on_b, on_b_later = _guild_on(discord, 0), _guild_on(discord, 1), _guild_on(discord, 1)
+    alice = discord.create_user("alice")
+    for guild in (on_a, on_b, on_b_later):
+        discord.add_member(guild, alice)
+    fleet: Fleet = await start_fleet(USER_COOLDOWN_SECONDS="3")
+    redis = aioredis.from_url(redis_server.url)
+
+    async def ask(guild: int) -> str:
+        message = await discord.send_message(
+            discord.guild_text_channel(guild), author=alice, content=QUESTION, mention_bot=True
+        )
+        reply = await discord.wait_for_reply(int(message["id"]), timeout=15)
+        return reply.content
+
+    async def cooled_down() -> bool:
+        return not await redis.exists(f"llmbot:cooldown:{alice['id']}")
+
+    try:
+        answer = await ask(on_a)  # process 0 (shard 0) asks Gemini
+        assert len(gemini.requests) == 1
+        # Alice is cooling down on process 0: process 1 refuses her too.
+        assert "going a bit fast" in await ask(on_b)
+        assert len(gemini.requests) == 1
+        await _until(cooled_down, 10, "alice's cooldown to end")
+        # The same question in a fresh conversation on process 1: the fleet's cache answers.
+        assert await ask(on_b) == answer
+        assert len(gemini.requests) == 1
+        assert await fleet.value(1, "llmbot_cache_requests_total", result="hit") == 1
+        assert await fleet.value(0, "llmbot_cache_entries") == 1
+
+        # /clear on process 0 (the channel's shard) forgets the answers cached there, for the
+        # whole fleet: the same question on process 1 is a miss now.
+        cleared = await discord.send_interaction(
+            "clear",
+            user=alice,
+            channel_id=discord.guild_text_channel(on_a),
+            options={"scope": "channel"},
+            permissions=MANAGE_MESSAGES,
+        )
+        await cleared.wait_for_response()
+        assert "whole conversation" in (cleared.final_content or "")
+        assert await fleet.value(0, "llmbot_cache_entries") == 0
+        await _until(cooled_down, 10, "alice's cooldown to end")
+        await ask(on_b_later)
+        assert len(gemini.requests) == 2
+        assert await fleet.value(1, "llmbot_cache_evictions_total", reason="cleared") == 0
+        assert await fleet.value(0, "llmbot_cache_evictions_total", reason="cleared") == 1
+    finally:
+        await redis.aclose()
