@@ -1,5 +1,6 @@
 """What a fleet shares besides the quota, with two real bot processes (`python -m bot fleet`,
-shards 0 and 1 of 2) and a real redis-server: the response cache, per-user cooldowns and /clear.
+shards 0 and 1 of 2) and a real redis-server: the response cache, per-user cooldowns, /clear and
+fleet-wide degradation overrides.
 
 About 15-25 s: the two processes start 5 s apart (Discord's identify rule), and the test waits
 once for a 3 s cooldown to end (it watches the cooldown's key in Redis, not the clock).
@@ -16,6 +17,7 @@ import redis.asyncio as aioredis
 from bot.emulator.discord import DiscordEmulator
 from bot.emulator.discord.ids import shard_for_guild
 from bot.emulator.gemini import GeminiEmulator
+from bot.healing.testing import sample_alert, sample_body
 from tests.e2e import test_fleet
 from tests.e2e.test_fleet import SHARDS, Fleet, _until
 from tests.redis_server import RedisServer
@@ -89,5 +91,23 @@ async def test_cache_cooldowns_and_clear_act_across_processes(
         assert len(gemini.requests) == 2
         assert await fleet.value(1, "llmbot_cache_evictions_total", reason="cleared") == 0
         assert await fleet.value(0, "llmbot_cache_evictions_total", reason="cleared") == 1
+
+        # A heal for a fleet-wide alert (no `instance` label), posted to one process, degrades
+        # every process; its resolution, posted to the other, clears it on every process.
+        firing = sample_alert(
+            heal="error_rate", instance=None, fingerprint="f1ee7", alertname="LLMBotHealErrorRate"
+        )
+        assert await fleet.post_alert(1, sample_body(firing)) == 202
+
+        async def levels(level: float) -> bool:
+            return [await fleet.value(i, "llmbot_degradation_level") for i in (0, 1)] == [
+                level,
+                level,
+            ]
+
+        await _until(lambda: levels(2), 10, "both processes at degradation level medium")
+        resolved = {**firing, "status": "resolved", "endsAt": "2024-05-01T10:07:30.456Z"}
+        assert await fleet.post_alert(0, sample_body(resolved)) == 202
+        await _until(lambda: levels(0), 10, "both processes back to degradation level none")
     finally:
         await redis.aclose()
