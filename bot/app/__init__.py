@@ -646,7 +646,7 @@ class BotApp:
         if self.fleet_maintenance is not None:
             await self.fleet_maintenance.join()
         if self.fleet is not None:
-            await self.fleet.overrides.join()
+            await self.fleet.join()
         if self.shared_quota is not None:
             await self.shared_quota.stop()
         if self.redis is not None:

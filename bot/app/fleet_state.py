@@ -81,3 +81,8 @@ class FleetFollowers:
                 name="fleet overrides listener",
             ),
         ]
+
+    async def join(self) -> None:
+        """Wait for what this process is still telling the fleet."""
+        await self.clear.join()
+        await self.overrides.join()

@@ -10,6 +10,7 @@ cleared by the sender). Without Redis, /clear acts on this process only, as in o
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from typing import Protocol
@@ -38,9 +39,16 @@ class FleetClear:
         self.instance = instance
         self.told = 0  # /clears passed to the fleet
         self.applied = 0  # /clears made elsewhere and applied here
+        self._pending: set[asyncio.Task[None]] = set()
         pipeline.on_forget = self.announce
 
     async def announce(self, channel_id: int, user_id: int | None) -> None:
+        """Tell the fleet in the background: the user's "Done" never waits for Redis."""
+        task = asyncio.get_running_loop().create_task(self._publish(channel_id, user_id))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _publish(self, channel_id: int, user_id: int | None) -> None:
         message = json.dumps({"from": self.instance, "channel": channel_id, "user": user_id})
         try:
             await self._channels.publish(CHANNEL, message.encode())
@@ -62,3 +70,8 @@ class FleetClear:
             return
         await self._pipeline.forget(channel_id, user_id, tell_fleet=False)
         self.applied += 1
+
+    async def join(self) -> None:
+        """Wait for announcements still being sent."""
+        if self._pending:
+            await asyncio.gather(*self._pending, return_exceptions=True)

@@ -53,6 +53,7 @@ async def process(name: str, url: str) -> AsyncIterator[tuple[Pipeline, FleetCle
             await channels.listening.wait()
         yield pipeline, fleet
     finally:
+        await fleet.join()
         listener.cancel()
         await asyncio.gather(listener, return_exceptions=True)
         await link.aclose()
@@ -77,6 +78,7 @@ async def test_a_clear_on_one_process_is_applied_by_the_others(redis_server: Red
         for pipeline in (a, b, c):  # e.g. a shard that moved: old turns still in memory
             pipeline.memory.append(7, _turn(1, "my secret"), _turn(2, "hello"))
         await a.forget(7, 1)  # alice's /clear, on process a
+        await fleet_a.join()
         await _until(lambda: fleet_b.applied == 1 and fleet_c.applied == 1)
         for pipeline in (b, c):
             assert pipeline.forgotten == [(7, 1, False)]  # not told on again
@@ -91,5 +93,6 @@ async def test_without_redis_a_clear_stays_on_its_process(redis_server: RedisSer
     async with process("a", redis_server.url) as (a, fleet_a):
         redis_server.stop()
         a.memory.append(7, _turn(1, "my secret"))
-        await a.forget(7, 1)  # logged, not raised: the user still gets "Done"
+        await a.forget(7, 1)
+        await fleet_a.join()  # the announcement failed, logged, nothing raised
         assert a.memory.history(7) == [] and fleet_a.told == 0
