@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bot.app.controls import AppControls
-from bot.app.fleet_state import FleetFollowers, build_cache, build_cooldown, build_video_limiter
+from bot.app.fleet_state import FleetFollowers, SharedState
 from bot.app.signals import run_until_signal
 from bot.chat.access import AccessPolicy
 from bot.chat.budget import BudgetGate, BudgetPolicy
@@ -173,10 +173,12 @@ class BotApp:
             else None
         )
         quota: Quota = self.shared_quota or self.local_quota
+        # The response cache, cooldowns and video budgets: on Redis in a fleet.
+        self.shared = SharedState(s, self.redis)
         self.identify_turns: IdentifyTurns | None = None
         self.llm = LLMService(
             self.gemini,
-            cache=build_cache(s, self.redis),
+            cache=self.shared.cache,
             quota=quota,
             breaker=CircuitBreaker(
                 "gemini",
@@ -315,7 +317,7 @@ class BotApp:
                 image_max_bytes=s.image_max_bytes,
                 video_max_bytes=s.video_max_bytes,
                 total_max_bytes=s.attachments_max_total_bytes,
-                video_limiter=build_video_limiter(s, self.redis),
+                video_limiter=self.shared.video,
             ),
             access=AccessPolicy(
                 allowed_user_ids=s.allowed_user_ids,
@@ -325,7 +327,7 @@ class BotApp:
                 allowed_channel_ids=s.allowed_channel_ids,
                 blocked_channel_ids=s.blocked_channel_ids,
             ),
-            cooldown=build_cooldown(s, self.redis),
+            cooldown=self.shared.cooldown,
             generation=GenerationSettings(
                 model=s.gemini_model,
                 system_instruction=s.gemini_system_instruction or None,
@@ -499,6 +501,7 @@ class BotApp:
             answers=lambda: self.answers.stats,
             redis=_attr(self.redis, "stats"),
             fleet=_attr(self.shared_quota, "fleet"),
+            fleet_parts=self.shared.fallback_stats if self.redis is not None else None,
         )
 
     async def start(self) -> None:

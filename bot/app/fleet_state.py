@@ -15,6 +15,7 @@ from bot.config import Settings
 from bot.llm.cache import AnswerCache, ResponseCache
 from bot.llm.cache_shared import SharedResponseCache
 from bot.resilience.degradation import DegradationState
+from bot.resilience.fleet_fallback import FleetFallback, FleetFallbackStats, FleetPart
 from bot.resilience.fleet_overrides import CHANNEL as OVERRIDES_CHANNEL
 from bot.resilience.fleet_overrides import FleetOverrides
 from bot.store.redis_cache import RedisCacheEntries
@@ -22,34 +23,42 @@ from bot.store.redis_limits import RedisCooldowns, RedisVideoBudget
 from bot.store.redis_link import RedisLink
 from bot.store.redis_pubsub import RedisChannels
 
-__all__ = ["FleetFollowers", "build_cache", "build_cooldown", "build_video_limiter"]
+__all__ = ["FleetFollowers", "SharedState"]
 
 
-def build_cache(s: Settings, redis: RedisLink | None) -> AnswerCache:
-    local = ResponseCache(s.cache_max_entries, s.cache_max_bytes, s.cache_ttl_seconds)
-    if redis is None or not local.enabled:
-        return local
-    return SharedResponseCache(RedisCacheEntries(redis), local)
+class SharedState:
+    """The response cache, cooldown and video budgets this process uses: on Redis with their
+    in-process stand-ins (REDIS_URL), else the in-process ones; `fallbacks` (by the `part`
+    label of `llmbot_fleet_fallback`) says which are on their stand-in now."""
 
+    def __init__(self, s: Settings, redis: RedisLink | None) -> None:
+        self.fallbacks: dict[FleetPart, FleetFallback] = {}
+        cache = ResponseCache(s.cache_max_entries, s.cache_max_bytes, s.cache_ttl_seconds)
+        cooldown = UserCooldown(s.user_cooldown_seconds)
+        video = VideoLimiter(
+            tokens_per_hour=s.video_tokens_per_hour,
+            tokens_per_day=s.video_tokens_per_day,
+            requests_per_hour=s.video_requests_per_hour,
+            requests_per_day=s.video_requests_per_day,
+            cooldown_s=s.video_user_cooldown_seconds,
+        )
+        self.cache: AnswerCache = cache
+        self.cooldown: CooldownGate = cooldown
+        self.video: VideoGate = video
+        if redis is None:
+            return
+        if cache.enabled:  # CACHE_MAX_ENTRIES=0: off, in a fleet too
+            shared_cache = SharedResponseCache(RedisCacheEntries(redis), cache)
+            self.cache, self.fallbacks["cache"] = shared_cache, shared_cache.fallback
+        shared_cooldown = SharedCooldown(RedisCooldowns(redis), cooldown)
+        self.cooldown, self.fallbacks["cooldowns"] = shared_cooldown, shared_cooldown.fallback
+        shared_video = SharedVideoLimiter(
+            RedisVideoBudget(redis), video, cooldown_s=s.video_user_cooldown_seconds
+        )
+        self.video, self.fallbacks["video"] = shared_video, shared_video.fallback
 
-def build_cooldown(s: Settings, redis: RedisLink | None) -> CooldownGate:
-    local = UserCooldown(s.user_cooldown_seconds)
-    return local if redis is None else SharedCooldown(RedisCooldowns(redis), local)
-
-
-def build_video_limiter(s: Settings, redis: RedisLink | None) -> VideoGate:
-    local = VideoLimiter(
-        tokens_per_hour=s.video_tokens_per_hour,
-        tokens_per_day=s.video_tokens_per_day,
-        requests_per_hour=s.video_requests_per_hour,
-        requests_per_day=s.video_requests_per_day,
-        cooldown_s=s.video_user_cooldown_seconds,
-    )
-    if redis is None:
-        return local
-    return SharedVideoLimiter(
-        RedisVideoBudget(redis), local, cooldown_s=s.video_user_cooldown_seconds
-    )
+    def fallback_stats(self) -> dict[str, FleetFallbackStats]:
+        return {part: fallback.stats for part, fallback in self.fallbacks.items()}
 
 
 class FleetFollowers:

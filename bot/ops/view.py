@@ -29,6 +29,7 @@ from bot.llm.quota_shared import FleetQuotaStats
 from bot.ops.metrics import AlertThresholds, MetricSources, ShardFigures
 from bot.ops.metrics.fair_use import FairUseFigures
 from bot.resilience.degradation import DegradationStats
+from bot.resilience.fleet_fallback import FleetFallbackStats
 from bot.resilience.hold import HoldStats
 from bot.resilience.queue import QueueStats
 from bot.store.answered import LedgerStats
@@ -99,6 +100,8 @@ class BotView:
     # REDIS_URL set: the Redis link and the fleet's shared quota (None: a single process).
     redis: Callable[[], RedisStats | None] | None = None
     fleet: Callable[[], FleetQuotaStats | None] | None = None
+    # REDIS_URL set: which fleet-wide parts (cache, cooldowns, video) are on their local stand-in.
+    fleet_parts: Callable[[], Mapping[str, FleetFallbackStats]] | None = None
 
     def dependencies(self) -> dict[str, bool]:
         """Is each dependency usable: Gemini unless its breaker is open, Discord while the
@@ -141,6 +144,7 @@ class BotView:
             answers=self.answers,
             redis=self.redis or _absent,
             fleet=self.fleet or _absent,
+            fleet_parts=self.fleet_parts or _absent,
             data_dir=self.data_dir,
             thresholds=self.thresholds,
         )

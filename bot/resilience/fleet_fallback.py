@@ -12,13 +12,17 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Literal
 
-__all__ = ["DEFAULT_RETRY_S", "FleetFallback", "FleetFallbackStats"]
+__all__ = ["DEFAULT_RETRY_S", "FLEET_PARTS", "FleetFallback", "FleetFallbackStats", "FleetPart"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_RETRY_S: Final = 2.0
+
+# The `part` label of `llmbot_fleet_fallback`: the fleet-wide parts with a local stand-in.
+FleetPart = Literal["cache", "cooldowns", "video"]
+FLEET_PARTS: Final[tuple[FleetPart, ...]] = ("cache", "cooldowns", "video")
 
 
 @dataclass(slots=True)

@@ -69,6 +69,7 @@ from bot.ops.runtime import (
 )
 from bot.resilience.breaker import BREAKER_STATES
 from bot.resilience.degradation import FALLBACK_KINDS, DegradationStats
+from bot.resilience.fleet_fallback import FleetFallbackStats
 from bot.resilience.hold import ABANDON_REASONS, HoldStats
 from bot.resilience.queue import DROP_REASONS, QUEUE_WAIT_BUCKETS_S, QueueStats
 from bot.store.answered import DUPLICATE_SOURCES, OPEN_STATES, RESUME_OUTCOMES, LedgerStats
@@ -141,6 +142,8 @@ class MetricSources:
     answers: Callable[[], LedgerStats | None] = _none
     redis: Callable[[], RedisStats | None] = _none  # REDIS_URL set: the link's figures
     fleet: Callable[[], FleetQuotaStats | None] = _none  # REDIS_URL set: the shared quota's
+    # REDIS_URL set: the fleet-wide cache, cooldowns and video budgets' fallbacks, by part.
+    fleet_parts: Callable[[], Mapping[str, FleetFallbackStats] | None] = _none
     asyncio_tasks: Callable[[], int] = asyncio_task_count
     heap_bytes: Callable[[], int] = field(default_factory=throttled_heap_bytes)
     data_dir: Path | None = None
@@ -243,6 +246,7 @@ class BotCollector(Collector):
             self._read("redis", self._sources.redis, None),
             self._read("fleet", self._sources.fleet, None),
             _add_histogram,
+            parts=self._read("fleet_parts", self._sources.fleet_parts, None),
         )
 
     def _chat(self) -> Iterator[Metric]:
