@@ -195,16 +195,3 @@ class SharedResponseCache:
         if self.fallback.stats.fallback:
             self._local_figures()
         return cleared
-
-    async def clear_fleet(self) -> int:
-        """Empty the fleet's cache in Redis and the local part."""
-        cleared = self.local.clear()
-        try:
-            figures = await self._redis.clear()
-        except RedisUnavailable as exc:
-            self._down(exc)
-            self._local_figures()
-            return cleared
-        self._up()
-        self._seen(figures)
-        return cleared + figures.cleared

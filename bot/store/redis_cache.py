@@ -120,19 +120,6 @@ return {removed, f[1], f[2]}
 """
 )
 
-# ARGV: tag prefix. Returns {removed, entries, bytes}.
-_CLEAR: Final = (
-    _REMOVE
-    + """
-local removed = 0
-for _, key in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do
-  removed = removed + remove(key)
-end
-local f = figures()
-return {removed, f[1], f[2]}
-"""
-)
-
 # ARGV: tag prefix, now. Returns {expired, entries, bytes}.
 _SWEEP: Final = (
     _REMOVE
@@ -167,7 +154,6 @@ class RedisCacheEntries:
         self._get = client.register_script(_GET)
         self._put = client.register_script(_PUT)
         self._clear_tag = client.register_script(_CLEAR_TAG)
-        self._clear = client.register_script(_CLEAR)
         self._sweep = client.register_script(_SWEEP)
 
     async def _call(self, script: Any, *args: object) -> list[Any]:
@@ -204,10 +190,6 @@ class RedisCacheEntries:
 
     async def clear_tag(self, tag: str) -> CacheFigures:
         raw = await self._call(self._clear_tag, tag)
-        return CacheFigures(int(raw[1]), int(raw[2]), cleared=int(raw[0]))
-
-    async def clear(self) -> CacheFigures:
-        raw = await self._call(self._clear)
         return CacheFigures(int(raw[1]), int(raw[2]), cleared=int(raw[0]))
 
     async def sweep(self, now: float) -> CacheFigures:
