@@ -2,8 +2,8 @@
 shards 0 and 1 of 2) and a real redis-server: the response cache, per-user cooldowns, /clear and
 fleet-wide degradation overrides.
 
-About 15-25 s: the two processes start 5 s apart (Discord's identify rule), and the test waits
-once for a 3 s cooldown to end (it watches the cooldown's key in Redis, not the clock).
+About 30 s: the two processes start 5 s apart (Discord's identify rule), and the test waits
+twice for a 5 s cooldown to end (it watches the cooldown's key in Redis, not the clock).
 """
 
 from __future__ import annotations
@@ -48,24 +48,31 @@ async def test_cache_cooldowns_and_clear_act_across_processes(
     alice = discord.create_user("alice")
     for guild in (on_a, on_b, on_b_later):
         discord.add_member(guild, alice)
-    fleet: Fleet = await start_fleet(USER_COOLDOWN_SECONDS="3")
+    fleet: Fleet = await start_fleet(USER_COOLDOWN_SECONDS="5")
     redis = aioredis.from_url(redis_server.url)
 
-    async def ask(guild: int) -> str:
+    async def send(guild: int) -> int:
         message = await discord.send_message(
             discord.guild_text_channel(guild), author=alice, content=QUESTION, mention_bot=True
         )
-        reply = await discord.wait_for_reply(int(message["id"]), timeout=15)
-        return reply.content
+        return int(message["id"])
+
+    async def ask(guild: int) -> str:
+        return (await discord.wait_for_reply(await send(guild), timeout=15)).content
+
+    async def cooling_down() -> bool:
+        return bool(await redis.exists(f"llmbot:cooldown:{alice['id']}"))
 
     async def cooled_down() -> bool:
-        return not await redis.exists(f"llmbot:cooldown:{alice['id']}")
+        return not await cooling_down()
 
     try:
-        answer = await ask(on_a)  # process 0 (shard 0) asks Gemini
-        assert len(gemini.requests) == 1
+        first = await send(on_a)  # process 0 (shard 0) takes it and asks Gemini
+        await _until(cooling_down, 10, "process 0 to start alice's cooldown")
         # Alice is cooling down on process 0: process 1 refuses her too.
-        assert "going a bit fast" in await ask(on_b)
+        refused = await discord.wait_for_reply(await send(on_b), timeout=15)
+        assert "going a bit fast" in refused.content
+        answer = (await discord.wait_for_reply(first, timeout=15)).content
         assert len(gemini.requests) == 1
         await _until(cooled_down, 10, "alice's cooldown to end")
         # The same question in a fresh conversation on process 1: the fleet's cache answers.
