@@ -13,10 +13,11 @@ from typing import Any
 
 from bot.app.controls import AppControls
 from bot.app.fleet_fairuse import adopt_local, fair_use_store, follow_fleet, shared_memory
+from bot.app.fleet_shared import FleetFollowers, SharedState
 from bot.app.fleet_state import FleetState
 from bot.app.rest_pace import fleet_rest_pace
 from bot.app.signals import run_until_signal
-from bot.chat.access import AccessPolicy, UserCooldown, VideoLimiter
+from bot.chat.access import AccessPolicy
 from bot.chat.budget import BudgetGate, BudgetPolicy
 from bot.chat.channels import ChannelSettings
 from bot.chat.context import ContextBuilder
@@ -36,7 +37,6 @@ from bot.healing.fanout import HealFanOut
 from bot.healing.http import alerts_handler, audit_handler, load_token
 from bot.healing.receiver import HealReceiver
 from bot.healing.remedies import build_remedies
-from bot.llm.cache import ResponseCache
 from bot.llm.gemini import GeminiClient
 from bot.llm.quota import Quota, QuotaLimiter, QuotaPersister
 from bot.llm.quota_shared import SharedQuota
@@ -175,10 +175,12 @@ class BotApp:
             else None
         )
         quota: Quota = self.shared_quota or self.local_quota
+        # The response cache, cooldowns and video budgets: on Redis in a fleet.
+        self.shared = SharedState(s, self.redis)
         self.identify_turns: IdentifyTurns | None = None
         self.llm = LLMService(
             self.gemini,
-            cache=ResponseCache(s.cache_max_entries, s.cache_max_bytes, s.cache_ttl_seconds),
+            cache=self.shared.cache,
             quota=quota,
             breaker=CircuitBreaker(
                 "gemini",
@@ -343,13 +345,7 @@ class BotApp:
                 image_max_bytes=s.image_max_bytes,
                 video_max_bytes=s.video_max_bytes,
                 total_max_bytes=s.attachments_max_total_bytes,
-                video_limiter=VideoLimiter(
-                    tokens_per_hour=s.video_tokens_per_hour,
-                    tokens_per_day=s.video_tokens_per_day,
-                    requests_per_hour=s.video_requests_per_hour,
-                    requests_per_day=s.video_requests_per_day,
-                    cooldown_s=s.video_user_cooldown_seconds,
-                ),
+                video_limiter=self.shared.video,
             ),
             access=AccessPolicy(
                 allowed_user_ids=s.allowed_user_ids,
@@ -359,7 +355,7 @@ class BotApp:
                 allowed_channel_ids=s.allowed_channel_ids,
                 blocked_channel_ids=s.blocked_channel_ids,
             ),
-            cooldown=UserCooldown(s.user_cooldown_seconds),
+            cooldown=self.shared.cooldown,
             generation=GenerationSettings(
                 model=s.gemini_model,
                 system_instruction=s.gemini_system_instruction or None,
@@ -429,6 +425,15 @@ class BotApp:
             if self.heal_channels is not None
             else None
         )
+        # A fleet: /clear and fleet-wide degradation overrides act on every process.
+        self.fleet = (
+            FleetFollowers(
+                self.heal_channels, self.pipeline, self.degradation, s.heal_instance_label
+            )
+            if self.heal_channels is not None
+            else None
+        )
+        self.fleet_overrides = self.fleet.overrides if self.fleet is not None else None
         self.gateway.attach(
             self.pipeline.handle,
             CommandServices(
@@ -527,6 +532,7 @@ class BotApp:
             redis=_attr(self.redis, "stats"),
             fleet=_attr(self.shared_quota, "fleet"),
             rest_pace=_attr(self.rest_pace, "stats"),
+            fleet_parts=self.shared.fallback_stats if self.redis is not None else None,
         )
 
     async def start(self) -> None:
@@ -593,6 +599,8 @@ class BotApp:
                     name="fleet maintenance listener",
                 )
             )
+        if self.fleet is not None:
+            self._tasks.extend(await self.fleet.start(self.healer.instance))
         await self._start_gateway()
         for dropped in expired:  # only now can their users be told
             reason: PipelineDropReason = "expired" if dropped.reason == "expired" else "overflow"
@@ -679,6 +687,8 @@ class BotApp:
             await self.identify_turns.close()
         if self.fleet_maintenance is not None:
             await self.fleet_maintenance.join()
+        if self.fleet is not None:
+            await self.fleet.join()
         if self.shared_quota is not None:
             await self.shared_quota.stop()
         if self.fleet_state is not None:  # while Redis is open: the others take its questions
@@ -761,7 +771,7 @@ class BotApp:
 
     async def _sweep(self) -> None:
         expired = self.memory.sweep()
-        evicted = self.llm.cache.sweep()
+        evicted = await self.llm.cache.expire()
         log.debug("swept %d conversations and %d cache entries", expired, evicted)
         if self.memory_persistence is not None:
             await self.memory_persistence.save()

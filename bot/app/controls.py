@@ -45,11 +45,19 @@ class AppControls:
         tuning.history_messages = history_messages
         tuning.max_output_tokens = max_output_tokens
 
-    def override_degradation(self, source: str, level: DegradationLevel, reason: str) -> None:
-        self._app.degradation.set_override(source, level, reason)
+    def override_degradation(
+        self, source: str, level: DegradationLevel, reason: str, *, fleet_wide: bool = False
+    ) -> None:
+        if fleet_wide and self._app.fleet_overrides is not None:
+            self._app.fleet_overrides.set(source, level, reason)  # every process of the fleet
+        else:
+            self._app.degradation.set_override(source, level, reason)
 
-    def clear_degradation(self, source: str) -> None:
-        self._app.degradation.clear_override(source)
+    def clear_degradation(self, source: str, *, fleet_wide: bool = False) -> None:
+        if fleet_wide and self._app.fleet_overrides is not None:
+            self._app.fleet_overrides.clear(source)
+        else:
+            self._app.degradation.clear_override(source)
 
     def enter_maintenance(self, reason: str) -> None:
         if self._app.fleet_maintenance is not None:

@@ -5,14 +5,17 @@ from __future__ import annotations
 import math
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 from bot.chat.refusal import Refusal
 
 __all__ = [
     "AccessPolicy",
+    "CooldownGate",
     "UserCooldown",
+    "VideoGate",
     "VideoLimiter",
     "VideoUsage",
     "cooldown_refusal",
@@ -137,6 +140,27 @@ class UserCooldown:
             self.start(user_id)
         return wait
 
+    async def acquire(self, user_id: int) -> float:
+        """`try_acquire`, as the `CooldownGate` the pipeline uses (a fleet's is on Redis)."""
+        return self.try_acquire(user_id)
+
+
+class CooldownGate(Protocol):
+    """What the pipeline needs of the per-user cooldown: `UserCooldown` in one process,
+    `SharedCooldown` (bot/chat/access_shared.py) in a fleet."""
+
+    async def acquire(self, user_id: int) -> float:
+        """0.0 and start the user's cooldown if they may send now, else the seconds left."""
+        ...
+
+
+class VideoGate(Protocol):
+    """What the file loader needs of the video budgets: `VideoLimiter` or `SharedVideoLimiter`."""
+
+    async def acquire(self, user_id: int, estimated_tokens: int) -> Refusal | None:
+        """None (and the video counted) if it fits now, else why not."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class VideoUsage:
@@ -230,6 +254,40 @@ class VideoLimiter:
         if estimated_tokens < 0:
             raise ValueError(f"estimated_tokens must not be negative, got {estimated_tokens}")
         wait = self._cooldown.remaining(user_id)
+        return self._judge(wait, estimated_tokens, self._hour, self._day, self._clock())
+
+    def explain(
+        self,
+        cooldown_s: float,
+        estimated_tokens: int,
+        hour: Iterable[tuple[float, int]],
+        day: Iterable[tuple[float, int]],
+        now: float,
+    ) -> Refusal:
+        """Why the fleet's windows refused a video (`hour`/`day`: (time, tokens) oldest first,
+        times on the clock of `now`), in the words this limiter uses."""
+        windows = []
+        for span_s, cap, log in (
+            (_HOUR_S, self.requests_per_hour, hour),
+            (_DAY_S, self.requests_per_day, day),
+        ):
+            window = _SlidingWindow(span_s, cap + 1)
+            for at, tokens in log:
+                window.entries.append((at, tokens, 1))
+                window.tokens += tokens
+                window.requests += 1
+            windows.append(window)
+        refusal = self._judge(cooldown_s, estimated_tokens, windows[0], windows[1], now)
+        return refusal or Refusal("video_hourly_requests", "I can't watch videos right now.")
+
+    def _judge(
+        self,
+        wait: float,
+        estimated_tokens: int,
+        hour: _SlidingWindow,
+        day: _SlidingWindow,
+        now: float,
+    ) -> Refusal | None:
         if wait > 0:
             return Refusal(
                 "video_cooldown", f"Please wait {format_wait(wait)} before sending another video."
@@ -240,10 +298,9 @@ class VideoLimiter:
                 f"That video is too long for me: it would take about {estimated_tokens:,} tokens "
                 f"and I can spend {min(self.tokens_per_hour, self.tokens_per_day):,}.",
             )
-        now = self._clock()
         windows = (
-            (self._hour, "hourly", self.tokens_per_hour, self.requests_per_hour),
-            (self._day, "daily", self.tokens_per_day, self.requests_per_day),
+            (hour, "hourly", self.tokens_per_hour, self.requests_per_hour),
+            (day, "daily", self.tokens_per_day, self.requests_per_day),
         )
         reason = None
         for window, name, token_cap, request_cap in windows:
@@ -281,6 +338,10 @@ class VideoLimiter:
         if refusal is None:
             self.record(user_id, estimated_tokens)
         return refusal
+
+    async def acquire(self, user_id: int, estimated_tokens: int) -> Refusal | None:
+        """`try_acquire`, as the `VideoGate` the file loader uses (a fleet's is on Redis)."""
+        return self.try_acquire(user_id, estimated_tokens)
 
     def usage(self) -> VideoUsage:
         """What the windows hold now, for the metrics."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 
-from bot.chat.access import VideoLimiter
+from bot.chat.access import VideoGate
 from bot.chat.attachments import (
     AttachmentInfo,
     check_size,
@@ -41,7 +41,7 @@ class FileLoader:
         *,
         image_max_bytes: int,
         video_max_bytes: int,
-        video_limiter: VideoLimiter,
+        video_limiter: VideoGate,
         total_max_bytes: int = 14 * 1024 * 1024,
     ) -> None:
         self._discord = discord
@@ -93,7 +93,7 @@ class FileLoader:
             )
         if video_tokens:
             # Reserve the budget before downloading, so two videos at once cannot both pass.
-            refusal = self._video_limiter.try_acquire(msg.author_id, video_tokens)
+            refusal = await self._video_limiter.acquire(msg.author_id, video_tokens)
             if refusal is not None:
                 return (), refusal
         files: list[InlineFile] = []

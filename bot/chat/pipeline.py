@@ -21,14 +21,14 @@ import functools
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
 
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
-from bot.chat.access import AccessPolicy, UserCooldown, cooldown_refusal, format_wait
+from bot.chat.access import AccessPolicy, CooldownGate, cooldown_refusal, format_wait
 from bot.chat.budget import OVER_BUDGET_REACTION, BudgetGate, BudgetRefusal
 from bot.chat.channels import ChannelSettings
 from bot.chat.context import ContextBuilder, speaker_text
@@ -213,7 +213,7 @@ class ChatPipeline:
         context: ContextBuilder,
         files: FileLoader,
         access: AccessPolicy,
-        cooldown: UserCooldown,
+        cooldown: CooldownGate,
         generation: GenerationSettings,
         degradation: DegradationState,
         queue: MessageQueue,
@@ -247,6 +247,8 @@ class ChatPipeline:
         self._idle = asyncio.Event()
         self._idle.set()
         self._answering: set[asyncio.Task[Any]] = set()  # tasks inside _in_flight (bounded by it)
+        # A fleet: told of each /clear so every process forgets it too (bot/chat/fleet_clear.py).
+        self.on_forget: Callable[[int, int | None], Awaitable[None]] | None = None
 
     # -- the story of one message ----------------------------------------------------------
 
@@ -285,7 +287,7 @@ class ChatPipeline:
             # In an auto-reply channel the user did not address the bot: no notice there.
             silent = msg.source == "autoreply"
             return _Thought(Reply.text(refusal.message, "refused", ephemeral=True), silent=silent)
-        wait_s = self.cooldown.try_acquire(msg.author_id)
+        wait_s = await self.cooldown.acquire(msg.author_id)
         if wait_s > 0:
             text = cooldown_refusal(wait_s).message
             return _Thought(Reply.text(text, "refused", ephemeral=True))
@@ -299,10 +301,10 @@ class ChatPipeline:
         if request is None:
             return _Thought(Reply.text(refusal_text, "refused"))
         if self.degradation.maintenance:
-            return _Thought(self._fallback(request, "maintenance"))
+            return _Thought(await self._fallback(request, "maintenance"))
         if not level_effects(self.degradation.level).call_model:
             # Badly degraded: serve from the cache, or let the queue worker pace the calls.
-            cached = self.llm.cached(request)
+            cached = await self.llm.cached(request)
             if cached is not None:
                 return self._answer(msg, request, cached, cached=True)
             return _Thought(await self._later(msg, request, Degraded(self.degradation.reason)))
@@ -431,7 +433,7 @@ class ChatPipeline:
         wait_s = exc.retry_after_s or 0.0
         if wait_s >= self.queue.max_age_s:
             # The queue would drop it before then: no promise it cannot keep.
-            return self._fallback(
+            return await self._fallback(
                 request,
                 exc.kind,
                 too_long=TOO_LONG_TEXT.format(why=_why(exc), wait=format_wait(wait_s)),
@@ -467,16 +469,16 @@ class ChatPipeline:
                 return Reply.text(text, "queued")
             if pushed.refused_reason == "store_error":
                 # Nothing was promised: a cached answer, or say it could not be kept.
-                return self._fallback(
+                return await self._fallback(
                     request, exc.kind, too_long=NOT_STORED_TEXT.format(why=_why(exc))
                 )
-        return self._fallback(request, exc.kind)
+        return await self._fallback(request, exc.kind)
 
-    def _fallback(self, request: LLMRequest, reason: str, *, too_long: str = "") -> Reply:
+    async def _fallback(self, request: LLMRequest, reason: str, *, too_long: str = "") -> Reply:
         """A cached answer, the maintenance text or the generic one (`too_long`, when given,
         replaces the generic text: the model is out of reach for longer than the queue waits,
         or the question could not be stored for later)."""
-        cached = self.llm.cached(request)
+        cached = await self.llm.cached(request)
         kind = self.degradation.fallback_kind(cached_available=cached is not None)
         if self.degradation.maintenance and cached is None:
             kind = "maintenance"  # an operator's maintenance always says so
@@ -600,14 +602,19 @@ class ChatPipeline:
 
     # -- plumbing --------------------------------------------------------------------------
 
-    def forget(self, channel_id: int, user_id: int | None = None) -> None:
+    async def forget(
+        self, channel_id: int, user_id: int | None = None, *, tell_fleet: bool = True
+    ) -> None:
         """`/clear`: forget one user's turns in a channel (everyone's when `user_id` is None) and
-        the cached answers given there, so nothing forgotten comes back from the cache."""
+        the cached answers given there, so nothing forgotten comes back from the cache; in a
+        fleet, every other process is told to forget them too (`tell_fleet`)."""
         if user_id is None:
             self.memory.clear(channel_id)
         else:
             self.memory.clear_user(channel_id, user_id)
-        self.llm.cache.clear_tag(channel_id)
+        await self.llm.cache.forget_tag(channel_id)
+        if tell_fleet and self.on_forget is not None:
+            await self.on_forget(channel_id, user_id)
 
     async def wait_idle(self, timeout_s: float) -> bool:
         """Wait until no message is being answered; False if some still are after the timeout."""

@@ -231,10 +231,10 @@ def build_commands(
                         ephemeral=True,
                     )
                     return
-                services.pipeline.forget(channel)
+                await services.pipeline.forget(channel)
                 text = "Done: I forgot this channel's whole conversation."
             else:
-                services.pipeline.forget(channel, int(ctx.user.id))
+                await services.pipeline.forget(channel, int(ctx.user.id))
                 text = "Done: I forgot your messages in this channel."
             await ctx.respond(text, ephemeral=True)
 

@@ -52,11 +52,14 @@ class BotControls(Protocol):
         """Cap the context and the answer length (None: the settings' own)."""
         ...
 
-    def override_degradation(self, source: str, level: DegradationLevel, reason: str) -> None:
-        """Hold the degradation level at least at `level` until `clear_degradation(source)`."""
+    def override_degradation(
+        self, source: str, level: DegradationLevel, reason: str, *, fleet_wide: bool = False
+    ) -> None:
+        """Hold the degradation level at least at `level` until `clear_degradation(source)`;
+        `fleet_wide`: on every process of a fleet (REDIS_URL), this one alone otherwise."""
         ...
 
-    def clear_degradation(self, source: str) -> None: ...
+    def clear_degradation(self, source: str, *, fleet_wide: bool = False) -> None: ...
 
     def enter_maintenance(self, reason: str) -> None: ...
 

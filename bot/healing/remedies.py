@@ -17,6 +17,7 @@ import psutil
 from bot.healing.actions import ActionResult
 from bot.healing.controls import BotControls
 from bot.healing.payload import Alert
+from bot.healing.receiver import INSTANCE_LABEL
 from bot.resilience.degradation import (
     LIGHT_HISTORY_MESSAGES,
     LIGHT_MAX_OUTPUT_TOKENS,
@@ -31,6 +32,13 @@ _PROCESS = psutil.Process()
 HEAL_OVERRIDE_SOURCE = "heal:error_rate"
 HISTORY_KEEP_S = 86_400.0
 TOP_ALLOCATIONS = 5  # allocation sites the memory heal records while tracemalloc is on
+
+
+def _fleet_wide(alert: Alert) -> bool:
+    """An alert without an `instance` label is about the fleet (or the provider), not one
+    process: its degradation override holds on every process (bot/resilience/fleet_overrides.py).
+    One process's alerts (its memory, its own error rate) change that process only."""
+    return INSTANCE_LABEL not in alert.labels
 
 
 def _sites(sites: list[tuple[str, int]]) -> str:
@@ -163,14 +171,19 @@ class ErrorRateRemedy(_Remedy):
         self._bot = bot
 
     async def _on(self, alert: Alert, first: bool) -> ActionResult:
+        fleet_wide = _fleet_wide(alert)
         self._bot.override_degradation(
-            HEAL_OVERRIDE_SOURCE, DegradationLevel.MEDIUM, "error-rate alert firing"
+            HEAL_OVERRIDE_SOURCE,
+            DegradationLevel.MEDIUM,
+            "error-rate alert firing",
+            fleet_wide=fleet_wide,
         )
         await self._bot.reset_model_client()
-        return ActionResult.success("degradation medium; Gemini client recreated")
+        where = " on every process" if fleet_wide else ""
+        return ActionResult.success(f"degradation medium{where}; Gemini client recreated")
 
     async def _off(self, alert: Alert) -> ActionResult:
-        self._bot.clear_degradation(HEAL_OVERRIDE_SOURCE)
+        self._bot.clear_degradation(HEAL_OVERRIDE_SOURCE, fleet_wide=_fleet_wide(alert))
         return ActionResult.success("degradation override cleared")
 
 

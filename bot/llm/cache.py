@@ -15,13 +15,14 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Final, Literal
+from typing import Final, Literal, Protocol
 
 from bot.llm.types import LLMReply, LLMRequest
 
 __all__ = [
     "ENTRY_OVERHEAD_BYTES",
     "EVICTION_REASONS",
+    "AnswerCache",
     "CacheStats",
     "EvictionReason",
     "ResponseCache",
@@ -98,8 +99,34 @@ class _Entry:
     tag: Hashable | None
 
 
+class AnswerCache(Protocol):
+    """What the model service and the pipeline need of a response cache: `ResponseCache` in one
+    process, `SharedResponseCache` (bot/llm/cache_shared.py) in a fleet."""
+
+    stats: CacheStats
+
+    def __len__(self) -> int: ...
+
+    @property
+    def enabled(self) -> bool: ...
+
+    def clear(self) -> int: ...
+
+    async def lookup(self, key: str) -> LLMReply | None: ...
+
+    async def store(self, key: str, reply: LLMReply, tag: Hashable | None = None) -> bool: ...
+
+    async def forget_tag(self, tag: Hashable) -> int: ...
+
+    async def expire(self) -> int: ...
+
+
 class ResponseCache:
-    """Bounded by entries and bytes; entries expire `ttl_s` after they were stored."""
+    """Bounded by entries and bytes; entries expire `ttl_s` after they were stored.
+
+    `max_entries=0` or `max_bytes=0` turns the cache off: nothing is stored, every lookup misses
+    without being counted (CACHE_MAX_ENTRIES=0).
+    """
 
     def __init__(
         self,
@@ -108,8 +135,11 @@ class ResponseCache:
         ttl_s: float = 3600.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if max_entries < 1 or max_bytes < 1 or ttl_s <= 0:
-            raise ValueError("max_entries, max_bytes and ttl_s must be positive")
+        if max_entries < 0 or max_bytes < 0 or ttl_s <= 0:
+            raise ValueError(
+                "max_entries and max_bytes must not be negative (0 turns the cache off), "
+                "and ttl_s must be positive"
+            )
         self.max_entries = max_entries
         self.max_bytes = max_bytes
         self.ttl_s = ttl_s
@@ -124,8 +154,15 @@ class ResponseCache:
     def __contains__(self, key: object) -> bool:
         return key in self._entries
 
+    @property
+    def enabled(self) -> bool:
+        """False when CACHE_MAX_ENTRIES or CACHE_MAX_BYTES is 0: the cache is off."""
+        return self.max_entries > 0 and self.max_bytes > 0
+
     def get(self, key: str) -> LLMReply | None:
         """The cached reply, or None; an expired entry is evicted (reason ttl) on the way."""
+        if not self.enabled:
+            return None
         entry = self._entries.get(key)
         if entry is None:
             self.stats.misses += 1
@@ -139,7 +176,10 @@ class ResponseCache:
         return entry.reply
 
     def put(self, key: str, reply: LLMReply, tag: Hashable | None = None) -> bool:
-        """Store a reply, optionally tagged with its conversation; False if it alone is too big."""
+        """Store a reply, optionally tagged with its conversation; False if it alone is too big
+        (or the cache is off)."""
+        if not self.enabled:
+            return False
         size = entry_size(key, reply)
         if size > self.max_bytes:
             self.stats.rejected_too_large += 1
@@ -182,6 +222,21 @@ class ResponseCache:
         for key in doomed:
             self._evict(key, "cleared")
         return len(doomed)
+
+    # The `AnswerCache` interface (what `LLMService` and the pipeline use): the same operations,
+    # awaitable so that the fleet's cache on Redis (bot/llm/cache_shared.py) can stand in.
+
+    async def lookup(self, key: str) -> LLMReply | None:
+        return self.get(key)
+
+    async def store(self, key: str, reply: LLMReply, tag: Hashable | None = None) -> bool:
+        return self.put(key, reply, tag)
+
+    async def forget_tag(self, tag: Hashable) -> int:
+        return self.clear_tag(tag)
+
+    async def expire(self) -> int:
+        return self.sweep()
 
     def _evict(self, key: str, reason: EvictionReason) -> None:
         self._remove(key)

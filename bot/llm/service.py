@@ -16,7 +16,7 @@ from typing import Protocol
 
 from opentelemetry import trace
 
-from bot.llm.cache import ResponseCache, make_cache_key
+from bot.llm.cache import AnswerCache, make_cache_key
 from bot.llm.call_stats import LLMCallStats
 from bot.llm.errors import (
     CircuitOpen,
@@ -72,7 +72,7 @@ class LLMService:
         self,
         client: LLMClient,
         *,
-        cache: ResponseCache,
+        cache: AnswerCache,
         quota: Quota,
         breaker: CircuitBreaker,
         retry_policy: RetryPolicy,
@@ -89,9 +89,11 @@ class LLMService:
         # Calls by outcome and breaker rejections: the model-call error ratio of /status.
         self.stats = LLMCallStats()
 
-    def cached(self, request: LLMRequest) -> LLMReply | None:
+    async def cached(self, request: LLMRequest) -> LLMReply | None:
         """A cached answer for exactly this request, if there is one (used for fallbacks too)."""
-        return self.cache.get(make_cache_key(request))
+        if not self.cache.enabled:
+            return None
+        return await self.cache.lookup(make_cache_key(request))
 
     async def answer(
         self,
@@ -106,10 +108,11 @@ class LLMService:
         With `stream`, each attempt streams its text to `stream.partial`; once some was shown,
         a failure is final (no retry), and only complete answers are cached.
         """
-        key = make_cache_key(request)
+        use_cache = use_cache and self.cache.enabled
+        key = make_cache_key(request) if use_cache else ""
         # Leaf spans: `start_span` (child of the current span, not made current) costs less.
         with _tracer.start_span("cache lookup") as span:
-            hit = self.cache.get(key) if use_cache else None
+            hit = await self.cache.lookup(key) if use_cache else None
             span.set_attribute("llmbot.cache.hit", hit is not None)
         if hit is not None:
             return Answer(hit, cached=True, attempts=0)
@@ -189,7 +192,7 @@ class LLMService:
             raise
         self.breaker.record_success()
         if use_cache and is_complete(reply):
-            self.cache.put(key, reply, tag=tag)
+            await self.cache.store(key, reply, tag=tag)
         return Answer(reply, cached=False, attempts=attempts)
 
     async def _call(

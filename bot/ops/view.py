@@ -29,6 +29,7 @@ from bot.llm.quota_shared import FleetQuotaStats
 from bot.ops.metrics import AlertThresholds, MetricSources, ShardFigures
 from bot.ops.metrics.fair_use import FairUseFigures
 from bot.resilience.degradation import DegradationStats
+from bot.resilience.fleet_fallback import FleetFallbackStats
 from bot.resilience.hold import HoldStats
 from bot.resilience.queue import QueueStats
 from bot.resilience.rest_pace import SharedPaceStats
@@ -101,6 +102,8 @@ class BotView:
     redis: Callable[[], RedisStats | None] | None = None
     fleet: Callable[[], FleetQuotaStats | None] | None = None
     rest_pace: Callable[[], SharedPaceStats | None] | None = None  # DISCORD_REST_SHARED_LIMIT
+    # REDIS_URL set: which fleet-wide parts (cache, cooldowns, video) are on their local stand-in.
+    fleet_parts: Callable[[], Mapping[str, FleetFallbackStats]] | None = None
 
     def dependencies(self) -> dict[str, bool]:
         """Is each dependency usable: Gemini unless its breaker is open, Discord while the
@@ -144,6 +147,7 @@ class BotView:
             redis=self.redis or _absent,
             fleet=self.fleet or _absent,
             rest_pace=self.rest_pace or _absent,
+            fleet_parts=self.fleet_parts or _absent,
             data_dir=self.data_dir,
             thresholds=self.thresholds,
         )

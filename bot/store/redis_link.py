@@ -1,10 +1,11 @@
 """One connection pool to the fleet's Redis (REDIS_URL), timed and counted for the metrics.
 
-With `bot/store/redis_quota.py`, `redis_identify.py`, `redis_pubsub.py` (and, through this
-link, `redis_stream.py` and `redis_answered.py`), the only users of redis-py (an import-linter
-contract keeps it so). Every command goes through `RedisLink.run`,
-which times it, counts it under a fixed `op` label, marks Redis up or down and turns any
-redis-py or socket error into `RedisUnavailable`, whose message never carries the password.
+With `bot/store/redis_quota.py`, `redis_identify.py`, `redis_pubsub.py`, `redis_rest.py`,
+`redis_cache.py` and `redis_limits.py` (and, through this link, `redis_stream.py`,
+`redis_answered.py`, `redis_fairuse.py` and `redis_memory.py`), the only users of redis-py (an
+import-linter contract keeps it so). Every command goes through `RedisLink.run`, which times it,
+counts it under a fixed `op` label, marks Redis up or down and turns any redis-py or socket error
+into `RedisUnavailable`, whose message never carries the password.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ RedisOp = Literal[
     "answers",
     "fairuse",
     "memory",
+    "cache",
+    "limits",
 ]
 # The `op` label values of the Redis metrics: a fixed list, so cardinality stays bounded.
 REDIS_OPS: Final[tuple[RedisOp, ...]] = (
@@ -48,6 +51,8 @@ REDIS_OPS: Final[tuple[RedisOp, ...]] = (
     "answers",
     "fairuse",
     "memory",
+    "cache",
+    "limits",
 )
 # A fleet's Redis is on the local network: a command slower than this is a failure, and the
 # caller falls back to its local share instead of keeping a user waiting.

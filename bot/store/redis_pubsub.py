@@ -55,6 +55,27 @@ class RedisChannels:
         raw = await self._link.run("heal", lambda: self._link.client.get(name))
         return raw.decode() if isinstance(raw, bytes) else raw
 
+    async def remember_field(self, key: str, field: str, value: str | None) -> None:
+        """Keep `value` as `field` of the hash under the prefixed `key` (None deletes the field):
+        several entries that processes change independently (the fleet's overrides)."""
+        name = self.name(key)
+        client = self._link.client
+        if value is None:
+            await self._link.run("heal", lambda: client.hdel(name, field))
+        else:
+            await self._link.run("heal", lambda: client.hset(name, field, value))
+
+    async def recall_fields(self, key: str) -> dict[str, str]:
+        """Every field of the hash under `key` (empty if none)."""
+        name = self.name(key)
+        raw = await self._link.run("heal", lambda: self._link.client.hgetall(name))
+        return {
+            (k.decode() if isinstance(k, bytes) else str(k)): (
+                v.decode() if isinstance(v, bytes) else str(v)
+            )
+            for k, v in raw.items()
+        }
+
     async def listen(
         self, channels: Iterable[str], handle: Callable[[str, bytes], Awaitable[None]]
     ) -> None:

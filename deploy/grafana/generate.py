@@ -1516,6 +1516,15 @@ def runtime() -> model.Dashboard:
                         value_map({0: ("shared", "green"), 1: ("local share", "orange")}),
                         span=12,
                     ),
+                    states(
+                        "Shared parts on their local stand-in",
+                        "1 while a process cannot reach Redis and uses its own response cache, "
+                        "per-user cooldowns or video budgets instead of the fleet's "
+                        "(llmbot_fleet_fallback); Redis is tried again every 2 s.",
+                        query(f"llmbot_fleet_fallback{sel()}", "{{part}} on {{instance}}"),
+                        value_map({0: ("shared", "green"), 1: ("local", "orange")}),
+                        span=24,
+                    ),
                 ],
             ),
             Section(

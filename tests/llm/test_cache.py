@@ -236,5 +236,18 @@ def test_invalidate_and_clear() -> None:
 
 
 def test_invalid_settings_are_refused() -> None:
+    with pytest.raises(ValueError, match="negative"):
+        ResponseCache(max_entries=-1)
     with pytest.raises(ValueError, match="positive"):
-        ResponseCache(max_entries=0)
+        ResponseCache(ttl_s=0)
+
+
+@pytest.mark.parametrize("bounds", [{"max_entries": 0}, {"max_bytes": 0}])
+def test_a_zero_bound_turns_the_cache_off(bounds: dict[str, int]) -> None:
+    # CACHE_MAX_ENTRIES=0 (or CACHE_MAX_BYTES=0): nothing is kept, nothing is counted.
+    cache = ResponseCache(**bounds)
+    assert not cache.enabled
+    assert cache.put("k", LLMReply("an answer", "m")) is False
+    assert cache.get("k") is None
+    assert len(cache) == 0
+    assert (cache.stats.hits, cache.stats.misses, cache.stats.rejected_too_large) == (0, 0, 0)

@@ -69,6 +69,7 @@ from bot.ops.runtime import (
 )
 from bot.resilience.breaker import BREAKER_STATES
 from bot.resilience.degradation import FALLBACK_KINDS, DegradationStats
+from bot.resilience.fleet_fallback import FleetFallbackStats
 from bot.resilience.hold import ABANDON_REASONS, HoldStats
 from bot.resilience.queue import DROP_REASONS, QUEUE_WAIT_BUCKETS_S, QueueStats
 from bot.resilience.rest_pace import SharedPaceStats
@@ -143,6 +144,8 @@ class MetricSources:
     redis: Callable[[], RedisStats | None] = _none  # REDIS_URL set: the link's figures
     fleet: Callable[[], FleetQuotaStats | None] = _none  # REDIS_URL set: the shared quota's
     rest_pace: Callable[[], SharedPaceStats | None] = _none  # REDIS_URL set: the shared pace's
+    # REDIS_URL set: the fleet-wide cache, cooldowns and video budgets' fallbacks, by part.
+    fleet_parts: Callable[[], Mapping[str, FleetFallbackStats] | None] = _none
     asyncio_tasks: Callable[[], int] = asyncio_task_count
     heap_bytes: Callable[[], int] = field(default_factory=throttled_heap_bytes)
     data_dir: Path | None = None
@@ -245,6 +248,7 @@ class BotCollector(Collector):
             self._read("redis", self._sources.redis, None),
             self._read("fleet", self._sources.fleet, None),
             _add_histogram,
+            parts=self._read("fleet_parts", self._sources.fleet_parts, None),
         )
         yield from rest_pace_families(
             self._read("rest_pace", self._sources.rest_pace, None), _add_histogram

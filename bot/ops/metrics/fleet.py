@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from bot.llm.quota_shared import FleetQuotaStats
+from bot.resilience.fleet_fallback import FLEET_PARTS, FleetFallbackStats
 from bot.resilience.queue import QueueStats
 from bot.resilience.rest_pace import WAIT_BUCKETS_S, SharedPaceStats
 from bot.store.answered import LedgerStats
@@ -24,6 +25,8 @@ def fleet_families(
     add_histogram: Callable[
         [HistogramMetricFamily, tuple[str, ...], tuple[str, ...], LatencyHistogram], None
     ],
+    *,
+    parts: Mapping[str, FleetFallbackStats] | None = None,
 ) -> Iterator[Metric]:
     """`llmbot_redis_*` and `llmbot_fleet_*` / `llmbot_llm_quota_fallback*` families."""
     commands = CounterMetricFamily(
@@ -62,6 +65,23 @@ def fleet_families(
     )
     fallbacks.add_metric([], fleet.fallbacks_total if fleet is not None else 0)
     yield fallbacks
+    part_fallback = GaugeMetricFamily(
+        "llmbot_fleet_fallback",
+        "1 while Redis is unreachable and this process uses its own in-process stand-in for a "
+        "fleet-wide part (the response cache, per-user cooldowns, video budgets).",
+        labels=["part"],
+    )
+    part_fallbacks = CounterMetricFamily(
+        "llmbot_fleet_fallbacks_total",
+        "Times a fleet-wide part fell back to this process's own stand-in.",
+        labels=["part"],
+    )
+    for part in FLEET_PARTS:
+        stats = (parts or {}).get(part)
+        part_fallback.add_metric([part], 1 if stats is not None and stats.fallback else 0)
+        part_fallbacks.add_metric([part], stats.fallbacks_total if stats is not None else 0)
+    yield part_fallback
+    yield part_fallbacks
 
 
 def rest_pace_families(
