@@ -946,7 +946,7 @@ async def streaming(options: Options) -> Result:
     rounds = STREAM_ROUNDS[options.mode]
     result = Result(
         "streaming",
-        f"9. Streaming: {STREAM_CONVERSATIONS} conversations, Gemini streaming {STREAM_CHUNKS} "
+        f"8. Streaming: {STREAM_CONVERSATIONS} conversations, Gemini streaming {STREAM_CHUNKS} "
         f"chunks over {STREAM_TOTAL_S:g} s, first after {STREAM_FIRST_CHUNK_S:g} s",
     )
     interval = (STREAM_TOTAL_S - STREAM_FIRST_CHUNK_S) / (STREAM_CHUNKS - 1)

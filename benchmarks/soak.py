@@ -202,7 +202,7 @@ def _slash_finals(discord: DiscordEmulator) -> Counter[str]:
 
 async def soak(duration_s: float, scratch: Path) -> Result:
     """Run the soak for `duration_s` seconds of traffic (20 minutes in the full run)."""
-    result = Result("soak", "8. Soak: mixed traffic with Gemini faults")
+    result = Result("soak", "9. Soak: mixed traffic with Gemini faults")
     interval = min(SAMPLE_EVERY_S, duration_s / 6)
     warm_up = duration_s * 0.15
     samples: list[SoakSample] = []

@@ -17,6 +17,7 @@ from bot.app.fleet_shared import FleetFollowers, SharedState
 from bot.app.fleet_state import FleetState
 from bot.app.rest_pace import fleet_rest_pace
 from bot.app.signals import run_until_signal
+from bot.app.tokens import JsonState, admin_token, webhook_token
 from bot.chat.access import AccessPolicy
 from bot.chat.budget import BudgetGate, BudgetPolicy
 from bot.chat.channels import ChannelSettings
@@ -34,7 +35,7 @@ from bot.discord.gateway import DiscordGateway
 from bot.healing.actions import ActionRegistry
 from bot.healing.audit import HealAudit
 from bot.healing.fanout import HealFanOut
-from bot.healing.http import alerts_handler, audit_handler, load_token
+from bot.healing.http import alerts_handler, audit_handler
 from bot.healing.receiver import HealReceiver
 from bot.healing.remedies import build_remedies
 from bot.llm.gemini import GeminiClient
@@ -59,7 +60,7 @@ from bot.resilience.fleet_maintenance import FleetMaintenance
 from bot.resilience.queue import MessageQueue
 from bot.resilience.retry import RetryPolicy
 from bot.resilience.timeout import AdaptiveTimeout
-from bot.store import Namespace, SqliteStore
+from bot.store import SqliteStore
 from bot.store.answered import AnswerLedger
 from bot.store.redis_identify import IdentifyTurns
 from bot.store.redis_link import RedisLink, RedisUnavailable
@@ -78,46 +79,6 @@ DEGRADATION_WINDOW_S = 30.0
 STORE_HEALTH_INTERVAL_S = 10.0  # a probe is one small write, a stat and 16 bytes read
 EXIT_ESCALATED = 70  # EX_SOFTWARE: "restart me"
 EXIT_GATEWAY_CLOSED = GatewayRefused.exit_code  # Discord will not take the session back
-
-
-def _webhook_token(settings: Settings) -> str | None:
-    try:
-        return load_token(
-            settings.alert_webhook_token.get_secret_value()
-            if settings.alert_webhook_token
-            else None,
-            settings.alert_webhook_token_file,
-        )
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
-
-
-def _admin_token(settings: Settings) -> str | None:
-    """The /debug routes' token: OPS_ADMIN_TOKEN[_FILE], else the alerts webhook's."""
-    try:
-        token = load_token(
-            settings.ops_admin_token.get_secret_value() if settings.ops_admin_token else None,
-            settings.ops_admin_token_file,
-            name="OPS_ADMIN_TOKEN",
-        )
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
-    return token or _webhook_token(settings)
-
-
-class _JsonState:
-    """The quota limiter's state as one JSON value in a store namespace."""
-
-    def __init__(self, namespace: Namespace, key: str) -> None:
-        self._ns = namespace
-        self._key = key
-
-    async def load(self) -> dict[str, Any] | None:
-        value = await self._ns.get_json(self._key)
-        return value if isinstance(value, dict) else None
-
-    async def save(self, state: dict[str, Any]) -> None:
-        await self._ns.set_json(self._key, state)
 
 
 class BotApp:
@@ -206,7 +167,7 @@ class BotApp:
         )
         self.quota_persister = QuotaPersister(
             self.local_quota,
-            _JsonState(self.store.namespace("quota"), "state"),
+            JsonState(self.store.namespace("quota"), "state"),
             interval_s=s.quota_flush_interval_seconds,
             on_store_error=self._count_store_error,
         )
@@ -442,7 +403,7 @@ class BotApp:
         )
         self.exit_code = 0
         self.telemetry.bind(self.view.metric_sources())
-        webhook_token = _webhook_token(s)
+        alerts_token = webhook_token(s)
         self.ops = OpsServer(
             s.ops_host,
             s.ops_port,
@@ -458,7 +419,7 @@ class BotApp:
                     "/alerts",
                     alerts_handler(
                         self.healer,
-                        token=webhook_token,
+                        token=alerts_token,
                         allow_insecure_loopback=s.alert_webhook_allow_insecure_loopback,
                         is_shutting_down=lambda: self._stopping,
                         route=self.heal_fanout.route if self.heal_fanout is not None else None,
@@ -469,13 +430,13 @@ class BotApp:
                     "/heal/audit",
                     audit_handler(
                         self.healer,
-                        token=webhook_token,
+                        token=alerts_token,
                         allow_insecure_loopback=s.alert_webhook_allow_insecure_loopback,
                     ),
                 ),
                 *debug_routes(
                     self.tracer,
-                    token=_admin_token(s),
+                    token=admin_token(s),
                     default_frames=s.tracemalloc_frames or 10,
                 ),
             ],
@@ -710,18 +671,23 @@ class BotApp:
         log.info("bot stopped")
 
     async def run(self) -> int:
-        """Run until SIGINT or SIGTERM (or an escalation that asks for a restart)."""
-        try:
+        """Run until SIGINT or SIGTERM (or an escalation that asks for a restart). A signal
+        during the start stops it there: the start is cancelled and what did start is closed."""
+
+        started = False
+
+        async def start_and_serve() -> None:
+            nonlocal started
             await self.start()
-        except BaseException:
-            await self.stop()  # close what did start (ops server, store), then report
-            raise
-        freeze_startup_heap()  # the process is ours alone (tests call start(), not run())
+            started = True
+            freeze_startup_heap()  # the process is ours alone (tests call start(), not run())
+            await self._exit_requested.wait()
+
         try:
-            await run_until_signal(self._exit_requested.wait())
+            await run_until_signal(start_and_serve())
         finally:
-            log.info("stopping: finishing replies in flight")
-            await self.stop()
+            log.info("stopping: finishing replies in flight" if started else "stopping the start")
+            await self.stop()  # after a failed start: closes what did start, then it is raised
         return self.exit_code
 
     @property
