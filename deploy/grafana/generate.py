@@ -1525,6 +1525,32 @@ def runtime() -> model.Dashboard:
                         value_map({0: ("shared", "green"), 1: ("local", "orange")}),
                         span=24,
                     ),
+                    ts(
+                        "Fleet queue: waiting, reclaimed, handed over",
+                        "Questions in the fleet's queue stream (all processes, as last seen); "
+                        "questions reclaimed from a process silent for "
+                        "FLEET_QUEUE_CLAIM_IDLE_SECONDS (it died), and those kept locally while "
+                        "Redis was away then handed to it, per interval.",
+                        "short",
+                        [
+                            query(f"max(llmbot_queue_fleet_messages{sel()})", "in the stream"),
+                            query(
+                                "sum(" + increase("llmbot_queue_reclaimed_total") + ")", "reclaimed"
+                            ),
+                            query(
+                                "sum(" + increase("llmbot_queue_handed_over_total") + ")",
+                                "handed over",
+                            ),
+                        ],
+                    ),
+                    ts(
+                        "Writes waiting for Redis",
+                        "Queue acks and idempotency record states a process could not write "
+                        "while Redis was away (each bounded at 10,000); they drain when it is "
+                        "back. Growing for minutes: see the LLMBotFleetQuotaFallback runbook.",
+                        "short",
+                        [query(f"llmbot_fleet_redis_backlog{sel()}", "{{kind}} on {{instance}}")],
+                    ),
                 ],
             ),
             Section(
