@@ -28,7 +28,7 @@ __all__ = ["INTAKE_WAIT_BUCKETS_S", "SHED_REASONS", "Admission", "Intake", "Inta
 Admission = Literal["admitted", "full", "shutdown"]
 ShedReason = Literal["full", "shutdown"]
 # full: the line was full when it arrived; shutdown: it was waiting (or arrived) as the bot
-# stopped taking messages.
+# stopped taking messages (the gateway then journals it for the restart when it can).
 SHED_REASONS: Final[tuple[ShedReason, ...]] = ("full", "shutdown")
 INTAKE_WAIT_BUCKETS_S: Final = (0.01, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 

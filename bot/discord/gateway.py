@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import replace
+from typing import Any
 
 import hikari
 import lightbulb
@@ -149,6 +151,9 @@ class DiscordGateway:
         self._handler: Callable[[IncomingMessage], Awaitable[None]] | None = None
         # While stopping: journal a message for the next start (False: could not, refuse it).
         self._keep_for_restart: Callable[[IncomingMessage], Awaitable[bool]] | None = None
+        # Handlers journalling a message for the restart right now (at most the intake's
+        # waiting line, `INTAKE_MAX_WAITING`, plus what arrives while the bot drains).
+        self._keeping: set[asyncio.Task[Any]] = set()
         # Is this channel (thread, parent) an auto-reply channel for this text? (`/channel`)
         self._autoreplies: Callable[[int, int | None, str], bool] | None = None
         fetcher = AttachmentFetcher(
@@ -267,12 +272,16 @@ class DiscordGateway:
         await transport.send_close(code=RESUMABLE_CLOSE_CODE, message=b"reconnect requested")
 
     def stop_accepting(self) -> None:
-        """Take no new messages; those waiting in the intake are shed with a notice."""
+        """Take no new messages; those waiting in the intake are journalled for the restart
+        (their users told), as many as the queue takes after it; the rest are shed with a
+        notice."""
         self._accepting = False
         self.intake.close()
 
     async def close(self) -> None:
         """Close the gateway and REST sessions (idempotent: also after a failed start)."""
+        if self._keeping:  # messages being journalled for the restart: let their notices out
+            await asyncio.wait(set(self._keeping), timeout=SHED_FLUSH_TIMEOUT_S)
         await self.shed.stop(SHED_FLUSH_TIMEOUT_S)  # tell the shed ones while REST still works
         await self.typing.close()
         self.delivery.hold.close()  # replies still waiting for Discord give up first
@@ -362,6 +371,8 @@ class DiscordGateway:
             await self._while_stopping(incoming)
             return
         admission = await self.intake.admit()
+        if admission == "shutdown" and await self._kept_for_restart(incoming):
+            return  # waiting when the bot began to stop: answered after the restart
         if admission != "admitted":
             self.shed.shed(incoming, admission)
             return
@@ -424,17 +435,32 @@ class DiscordGateway:
             caught_up=True,
         )
 
+    async def _kept_for_restart(self, incoming: IncomingMessage) -> bool:
+        """Journalled for the next start, whose resume answers it once, and its user told so
+        (`ChatPipeline.keep_for_restart`); False when the journal or the queue after the restart
+        cannot take it. `close` waits for these before Discord's session ends."""
+        if self._keep_for_restart is None or not isinstance(incoming.target, MessageTarget):
+            return False
+        task = asyncio.current_task()
+        if task is not None:
+            self._keeping.add(task)
+        try:
+            return await self._keep_for_restart(incoming)
+        except Exception:
+            log.exception("could not keep a message for after the restart")
+            return False
+        finally:
+            if task is not None:
+                self._keeping.discard(task)
+
     async def _while_stopping(self, incoming: IncomingMessage) -> None:
         """Draining for a restart: the message is journalled and answered after it (its user
         told so); only when the journal cannot keep it is the user asked to ask again (a
         caught-up question is then left to the next start's catch-up)."""
         if not isinstance(incoming.target, MessageTarget):
             return
-        try:
-            if self._keep_for_restart is not None and await self._keep_for_restart(incoming):
-                return
-        except Exception:
-            log.exception("could not keep a message for after the restart")
+        if await self._kept_for_restart(incoming):
+            return
         if incoming.caught_up:
             return
         try:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bot.app import BotApp
+from bot.chat.pipeline import RESTARTING_NOTICE
 from bot.emulator.discord import DiscordEmulator, SentMessage
 from bot.emulator.gemini import GeminiEmulator
 from tests.e2e.test_observability import parse_samples, scrape, value
@@ -140,30 +141,71 @@ async def test_typing_does_not_take_the_budget_replies_wait_for(
     assert value(samples, "llmbot_discord_typing_total", result="skipped") > 0
 
 
-async def test_messages_waiting_at_shutdown_are_told_not_dropped(
-    start_bot: Callable[..., Any], discord: DiscordEmulator, gemini: GeminiEmulator
-) -> None:
-    app: BotApp = await start_bot(max_concurrent_messages=1, intake_max_waiting=10)
+async def _three_waiting_at_stop(
+    app: BotApp, discord: DiscordEmulator, gemini: GeminiEmulator
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Four mentions, one slot: the first is answered slowly while the bot is asked to stop,
+    the other three are waiting in the intake then."""
     gemini.latency = 1.0  # the first holds the only slot while the bot is asked to stop
     gemini.responder = lambda request: "answer"
     pairs = burst_world(discord, channels=1, users_per_channel=4)
-    messages = await asyncio.gather(
-        *(
-            discord.send_message(channel, author=user, content="hi", mention_bot=True)
-            for channel, user in pairs
-        )
+    first = await discord.send_message(
+        pairs[0][0], author=pairs[0][1], content="hi", mention_bot=True
     )
+    await gemini.wait_for_requests(1)
+    waiting = [
+        await discord.send_message(channel, author=user, content=f"hi {n}", mention_bot=True)
+        for n, (channel, user) in enumerate(pairs[1:])
+    ]
     await discord.wait_for(
         lambda: app.gateway.intake.stats.waiting == 3, timeout=10, what="three waiting"
     )
-
     await app.stop()
+    return first, waiting
 
-    endings = [told(m, discord.sent_messages) for m in messages]
-    assert endings.count("answer") == 1  # the one in flight was let finish
-    assert endings.count("notice") == 3
-    (notice,) = [m for m in discord.sent_messages if "restarting" in m.content]
-    shed = [int(m["id"]) for m, end in zip(messages, endings, strict=True) if end == "notice"]
-    assert notice.reply_to in shed  # one notice for the three, answering the first of them
-    assert app.gateway.intake.stats.shed_total["shutdown"] == 3
+
+async def test_messages_waiting_at_shutdown_are_answered_once_after_the_restart(
+    start_bot: Callable[..., Any], discord: DiscordEmulator, gemini: GeminiEmulator
+) -> None:
+    app: BotApp = await start_bot(max_concurrent_messages=1, intake_max_waiting=10)
+    first, waiting = await _three_waiting_at_stop(app, discord, gemini)
+
+    assert told(first, discord.sent_messages) == "answer"  # the one in flight was let finish
+    for message in waiting:  # each journalled for the restart and its author told so
+        replies = [m.content for m in discord.sent_messages if m.reply_to == int(message["id"])]
+        assert replies == [RESTARTING_NOTICE]
+    assert app.answers.stats.open_by_state["queued"] == 3
+    assert app.gateway.intake.stats.shed_notices_total == 0  # nobody asked to come again
+
+    gemini.latency = 0.0
+    again: BotApp = await start_bot(max_concurrent_messages=1, intake_max_waiting=10)
+    for message in waiting:
+        await discord.wait_for(
+            lambda m=message: len(_replies_to(discord, m)) == 2, timeout=15, what="the answer"
+        )
+    await again.queue_worker.run_once()  # nothing is left to answer a second time
+    assert [_replies_to(discord, m)[1:] for m in waiting] == [["answer"]] * 3
+    assert [_replies_to(discord, first)] == [["answer"]]
+
+
+async def test_messages_waiting_at_shutdown_beyond_the_queue_are_told_not_dropped(
+    start_bot: Callable[..., Any], discord: DiscordEmulator, gemini: GeminiEmulator
+) -> None:
+    app: BotApp = await start_bot(
+        max_concurrent_messages=1, intake_max_waiting=10, queue_max_size=1
+    )
+    first, waiting = await _three_waiting_at_stop(app, discord, gemini)
+
+    assert told(first, discord.sent_messages) == "answer"
+    endings = [told(m, discord.sent_messages) for m in waiting]
+    assert endings == ["notice"] * 3  # one kept (the queue's one place), two shed and told
+    kept = [m for m in waiting if _replies_to(discord, m) == [RESTARTING_NOTICE]]
+    assert len(kept) == 1
+    (notice,) = [m for m in discord.sent_messages if "couldn't take" in m.content]
+    assert notice.reply_to in [int(m["id"]) for m in waiting if m not in kept]
     assert app.gateway.intake.stats.shed_untold_total == 0
+    assert app.answers.stats.open_by_state["queued"] == 1
+
+
+def _replies_to(discord: DiscordEmulator, message: dict[str, Any]) -> list[str]:
+    return [m.content for m in discord.sent_messages if m.reply_to == int(message["id"])]
