@@ -343,6 +343,9 @@ class BotApp:
             ),
         )
         delivery.on_first_visible = self.telemetry.first_visible
+        if self.fleet_state is not None:
+            pipeline = self.pipeline
+            self.fleet_state.on_unqueued = lambda p: pipeline.notify_dropped(p, "overflow")
         self.queue_worker = QueueWorker(self.queue, self.pipeline)
         self.signals = SignalProbe(
             self.pipeline.stats,
@@ -528,6 +531,9 @@ class BotApp:
             log.info("%d conversations restored", restored)
         if self.fleet_state is not None:  # named before the queue reads its entries back
             await self.fleet_state.prepare(self.healer.instance)
+            self._tasks.append(
+                asyncio.create_task(self.fleet_state.keep_alive(), name="fleet heartbeat")
+            )
         expired = await self.queue.load()
         await adopt_local(self.fair_use)  # a fleet: a former single process's settings
         await self.budgets.load()
@@ -653,6 +659,7 @@ class BotApp:
         if self.shared_quota is not None:
             await self.shared_quota.stop()
         if self.fleet_state is not None:  # while Redis is open: the others take its questions
+            await self.fleet_state.flush()
             for item in await self.queue.close():
                 log.warning("queued question %s could not be kept across the restart", item.id)
         if self.shared_memory is not None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bot.config import Settings
@@ -69,6 +69,10 @@ class FleetState:
             on_store_error=on_store_error,
         )
 
+    # Tells the user of an adopted question that could not be queued here (set by the app:
+    # `ChatPipeline.notify_dropped`).
+    on_unqueued: Callable[[dict[str, Any]], Awaitable[None]] | None = None
+
     async def prepare(self, instance: str) -> None:
         """This process's name in the fleet (known once the ops server listens): the stream's
         consumer and the records' owner; then a first heartbeat. Call before `queue.load()`."""
@@ -106,15 +110,31 @@ class FleetState:
             else:
                 self.answers.count_resumed("failed")
                 log.warning("a question of a stopped process could not be queued here")
+                if self.on_unqueued is not None:  # its user is told, not left waiting
+                    await self.on_unqueued(payload)
         if adopted:
             log.info("answering %d questions a stopped process had accepted", adopted)
         return adopted
 
-    async def run(self) -> None:
-        """Heartbeat, queue pass and orphans, every third of the claim idle time, until
-        cancelled."""
+    async def flush(self) -> None:
+        """At a stop: the record states Redis missed while it was away, written now (else a
+        question answered here could look unanswered to the others, who would answer it)."""
+        try:
+            await self.answers.flush()
+        except RedisUnavailable as exc:
+            log.warning("could not write the idempotency record's last states to Redis: %s", exc)
+
+    async def keep_alive(self) -> None:
+        """The heartbeat, every third of the claim idle time, from `prepare` on (a slow start,
+        waiting for its identify turn, must not look dead to the others), until cancelled."""
         while True:
+            await asyncio.sleep(self.queue.pass_interval_s)
             await self.heartbeat()
+
+    async def run(self) -> None:
+        """Queue pass and orphans, every third of the claim idle time, until cancelled (the
+        heartbeat is `keep_alive`'s)."""
+        while True:
             await asyncio.sleep(self.queue.pass_interval_s)
             await self.queue.sync()
             await self.adopt_orphans()

@@ -44,9 +44,14 @@ class ContextBuilder:
         # A fleet's shared memory: read the conversation back from Redis before using it.
         self._refresh = refresh
 
-    async def history(self, msg: IncomingMessage) -> list[Message]:
+    async def refresh(self, key: int) -> None:
+        """A fleet's shared memory: conversation `key` as Redis has it, read back into this
+        process's memory (nothing to do without one)."""
         if self._refresh is not None:
-            await self._refresh(msg.conversation_key)
+            await self._refresh(key)
+
+    async def history(self, msg: IncomingMessage) -> list[Message]:
+        await self.refresh(msg.conversation_key)
         turns = self._memory.history(msg.conversation_key)
         quoted = msg.quoted
         if quoted is None or not quoted.from_bot:

@@ -611,6 +611,9 @@ class ChatPipeline:
         if user_id is None:
             self.memory.clear(channel_id)
         else:
+            # In a fleet the turns may be in Redis only (or newer there): read them back first,
+            # so that removing them here removes them from Redis too.
+            await self.context.refresh(channel_id)
             self.memory.clear_user(channel_id, user_id)
         await self.llm.cache.forget_tag(channel_id)
         if tell_fleet and self.on_forget is not None:
@@ -686,6 +689,8 @@ class ChatPipeline:
             msg.message_id, reply.chunks, reply.kind, message_to_payload(msg)
         ):
             self.answers.count_duplicate("queue" if late else "gateway")
+            if thought.stream is not None:  # another process answers it: stop editing ours
+                thought.stream.close()
             if observe:
                 self._observe(msg)
             return

@@ -156,7 +156,7 @@ class SharedPace:
                 self.stats.refusals["backlog"] += 1
                 await asyncio.sleep(slot.wait_s / 2)
                 continue
-            self._busy_until = time.monotonic() + slot.wait_s
+            self._busy_until = time.monotonic() + slot.wait_s + 1.0 / self._max_rps
             if slot.wait_s > 0:
                 await asyncio.sleep(slot.wait_s)
             self.stats.wait.observe(time.monotonic() - started)

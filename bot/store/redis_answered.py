@@ -32,8 +32,9 @@ the fleet-wide guard of each message id, so that two processes never both answer
   expired: taken over (`queued|<this process>`) and returned, for this process to queue them.
 
 Redis unreachable: the local journal alone decides (as in one process) and the Redis writes
-are kept (bounded) and written by the next `heartbeat` that reaches Redis. Round trips: one per
-claim, queued, begin_final, finish, take_over and orphans pass.
+are kept (bounded) and written by the next `heartbeat` that reaches Redis (and by `flush` at a
+stop). Round trips: one per claim (also `claim_for_later`: a question kept for the next start),
+queued, begin_final, finish, take_over and orphans pass.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any, Final
 
-from bot.store.answered import _TERMINAL, AnswerLedger, State
+from bot.store.answered import _TERMINAL, AnswerLedger, ClaimedForLater, State
 from bot.store.base import Namespace
 from bot.store.redis_link import RedisLink, RedisUnavailable
 
@@ -281,11 +282,50 @@ class FleetAnswerLedger(AnswerLedger):
             return True
         return False
 
+    async def claim_for_later(
+        self, message_id: int, payload: dict[str, Any], source: str
+    ) -> ClaimedForLater:
+        """A question kept for the next start (it arrived while this process stopped): claimed
+        in Redis as an accepted question with its payload, so that if this process does not
+        come back within the claim idle time another one answers it (`orphans`), and no other
+        process answers it meanwhile."""
+        if self.known(message_id):
+            self.count_duplicate(source)
+            return "duplicate"
+        value = f"accepted|{self.instance}|{json.dumps(payload, separators=(',', ':'))}"
+        keys = [self.key(message_id), self._journal]
+        args: list[str | int | float] = [value, self._open_ttl_ms, message_id, self._clock()]
+        try:
+            won = await self._link.run("answers", lambda: self._claim(keys=keys, args=args))
+        except RedisUnavailable:
+            self._later(message_id, f"accepted|{self.instance}", self._open_ttl_ms)
+            won = True
+        if not won:
+            self.count_duplicate(source)
+            return "duplicate"
+        kept = await super().claim_for_later(message_id, payload, source)
+        if kept == "unstored":  # nothing promised (the user is asked to ask again): let it go
+            value = f"notified|{self.instance}"
+            try:
+                await self._link.run(
+                    "answers",
+                    lambda: self._set(keys=keys, args=[value, self._ttl_ms, message_id]),
+                )
+            except RedisUnavailable:
+                self._later(message_id, value, self._ttl_ms)
+        return kept
+
     async def heartbeat(self) -> None:
         """Say this process is alive, and write what Redis missed. Raises RedisUnavailable."""
         client = self._link.client
         alive = f"{self._prefix}:alive:{self.instance}"
         await self._link.run("answers", lambda: client.set(alive, "1", px=self._alive_ttl_ms))
+        await self.flush()
+
+    async def flush(self) -> None:
+        """Write what Redis missed while it was away (at each heartbeat, and at a stop).
+        Raises RedisUnavailable."""
+        client = self._link.client
         while self._pending:
             message_id, (value, ttl_ms) = next(iter(self._pending.items()))
             # An open state never overwrites what another process wrote meanwhile.

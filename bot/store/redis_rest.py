@@ -2,7 +2,7 @@
 
 Discord allows a bot 50 REST requests per second across every route and every process that
 uses its token; the bot spends DISCORD_REST_MAX_RPS (45) of them. A single process spaces its
-calls evenly with an in-process limiter (`aiolimiter`, capacity 1). A fleet keeps the same
+calls with an in-process limiter (`aiolimiter`, `LocalPace`: a small burst). A fleet keeps one
 schedule in Redis, as a GCRA ("generic cell rate algorithm", a token bucket of capacity 1 held
 as one number): the key holds the theoretical arrival time (TAT) of the fleet's next free slot,
 in microseconds of Redis's own clock.

@@ -8,9 +8,12 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import cast
 
+from bot.chat.context import ContextBuilder
 from bot.chat.memory import ConversationMemory, Turn
 from bot.chat.memory_shared import SharedMemory
+from bot.chat.ports import DiscordPort
 from bot.store.redis_link import RedisLink
 from bot.store.redis_memory import RedisConversations
 from tests.redis_server import RedisServer
@@ -104,6 +107,26 @@ async def test_redis_lost_memory_works_locally_and_catches_up(redis_server: Redi
         await _written(a)  # the writer retries by itself
         await b.refresh(CHANNEL)
         assert len(b._memory.history(CHANNEL)) == 2
+
+
+async def test_one_users_clear_on_a_process_without_a_copy_reaches_redis(
+    redis_server: RedisServer,
+) -> None:
+    """`/clear` (mine) where the conversation is in Redis only (a restarted process, a moved
+    shard): `ChatPipeline.forget` reads it back first (`ContextBuilder.refresh`), so removing
+    the user's turns here removes them from Redis too."""
+    async with process(redis_server.url) as a:
+        a._memory.append(CHANNEL, *turns(2, author=1), *turns(2, author=2))
+        await _written(a)
+    async with process(redis_server.url) as b:
+        assert b._memory.clear_user(CHANNEL, 1) == 0  # no copy here: nothing to remove
+        context = ContextBuilder(b._memory, cast(DiscordPort, None), 5, refresh=b.refresh)
+        await context.refresh(CHANNEL)  # what forget() does first
+        assert b._memory.clear_user(CHANNEL, 1) == 2
+        await _written(b)
+    async with process(redis_server.url) as c:
+        await c.refresh(CHANNEL)
+        assert {t.author_id for t in c._memory.history(CHANNEL)} == {2}
 
 
 async def redis_server_ttl(shared: SharedMemory, key: int) -> int:

@@ -157,3 +157,58 @@ async def test_an_accepted_question_of_a_dead_process_is_adopted_once(
     assert await redis.client.get("llmbot:answer:42") == f"queued|{owner.instance}".encode()
     assert await redis.client.zcard("llmbot:journal") == 0
     assert await owner.begin_final(42, ("x",), "answer", PAYLOAD)
+
+
+async def test_a_question_kept_for_the_restart_is_claimed_for_the_fleet(
+    make: Make, redis: RedisLink
+) -> None:
+    """A question that arrived while A stopped (`claim_for_later`): no other process answers it
+    while A may come back; if A does not, another adopts it, once."""
+    a, b = await make("a"), await make("b")
+    await a.heartbeat()
+    assert await a.claim_for_later(42, PAYLOAD, "gateway") == "journalled"
+    assert await a.claim_for_later(42, PAYLOAD, "gateway") == "duplicate"
+    assert not await b.claim(42, PAYLOAD, "catchup")  # a catch-up elsewhere: not a second answer
+    assert await b.orphans(older_than_s=0, limit=10) == []  # A is alive: it answers after restart
+    await redis.client.delete("llmbot:alive:a")  # A did not come back in time
+    assert await b.orphans(older_than_s=0, limit=10) == [PAYLOAD]
+    assert await b.begin_final(42, ("x",), "answer", PAYLOAD)
+    assert await b.orphans(older_than_s=0, limit=10) == []
+
+
+async def test_a_question_the_journal_could_not_keep_is_let_go_in_redis(
+    redis_server: RedisServer, redis: RedisLink
+) -> None:
+    """Nothing promised (the user was asked to ask again): not adopted and answered later."""
+    link = RedisLink(redis_server.url, timeout_s=0.5)
+    async with MemoryStore(max_keys=1, cleanup_interval_s=3600) as small:
+        ledger = FleetAnswerLedger(small.namespace("answered"), link, "a", ttl_s=TTL_S)
+        try:
+            assert await ledger.claim_for_later(7, {"message_id": 7}, "gateway") == "journalled"
+            assert await ledger.claim_for_later(42, PAYLOAD, "gateway") == "unstored"  # full
+        finally:
+            await link.aclose()
+    assert await redis.client.get("llmbot:answer:42") == b"notified|a"
+    assert await redis.client.zrange("llmbot:journal", 0, -1) == [b"7"]
+
+
+async def test_a_stop_writes_what_redis_missed(make: Make, redis_server: RedisServer) -> None:
+    a = await make("a")
+    redis_server.stop()
+    assert await a.claim(42, PAYLOAD, "gateway")
+    assert await a.begin_final(42, ("x",), "answer")
+    await a.finish(42, "answered")
+    redis_server.start()
+    for _ in range(3):  # a pool's first command after the restart may fail
+        try:
+            await a.flush()
+            break
+        except Exception:
+            continue
+    assert a.stats.redis_backlog == 0
+    link = RedisLink(redis_server.url)
+    try:
+        assert await link.client.get("llmbot:answer:42") == b"answered|a"
+        assert await link.client.get("llmbot:alive:a") is None  # a flush is not a heartbeat
+    finally:
+        await link.aclose()
