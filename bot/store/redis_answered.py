@@ -174,18 +174,22 @@ class FleetAnswerLedger(AnswerLedger):
         if self.known(message_id):
             self.count_duplicate(source)
             return False
+        if not await self._claim_in_redis(message_id, payload):
+            self.count_duplicate(source)
+            return False
+        return await super().claim(message_id, payload, source)
+
+    async def _claim_in_redis(self, message_id: int, payload: dict[str, Any]) -> bool:
+        """SET NX of `accepted|<me>|<payload>`: False when another claim was first. Redis away:
+        True (this process's journal alone decides meanwhile; Redis learns it later)."""
         value = f"accepted|{self.instance}|{json.dumps(payload, separators=(',', ':'))}"
         keys = [self.key(message_id), self._journal]
         args: list[str | int | float] = [value, self._open_ttl_ms, message_id, self._clock()]
         try:
-            won = await self._link.run("answers", lambda: self._claim(keys=keys, args=args))
+            return bool(await self._link.run("answers", lambda: self._claim(keys=keys, args=args)))
         except RedisUnavailable:
             self._later(message_id, f"accepted|{self.instance}", self._open_ttl_ms)
-            won = True  # this process's journal alone decides while Redis is away
-        if not won:
-            self.count_duplicate(source)
-            return False
-        return await super().claim(message_id, payload, source)
+            return True
 
     async def begin_final(
         self,
@@ -292,20 +296,13 @@ class FleetAnswerLedger(AnswerLedger):
         if self.known(message_id):
             self.count_duplicate(source)
             return "duplicate"
-        value = f"accepted|{self.instance}|{json.dumps(payload, separators=(',', ':'))}"
-        keys = [self.key(message_id), self._journal]
-        args: list[str | int | float] = [value, self._open_ttl_ms, message_id, self._clock()]
-        try:
-            won = await self._link.run("answers", lambda: self._claim(keys=keys, args=args))
-        except RedisUnavailable:
-            self._later(message_id, f"accepted|{self.instance}", self._open_ttl_ms)
-            won = True
-        if not won:
+        if not await self._claim_in_redis(message_id, payload):
             self.count_duplicate(source)
             return "duplicate"
         kept = await super().claim_for_later(message_id, payload, source)
         if kept == "unstored":  # nothing promised (the user is asked to ask again): let it go
             value = f"notified|{self.instance}"
+            keys = [self.key(message_id), self._journal]
             try:
                 await self._link.run(
                     "answers",

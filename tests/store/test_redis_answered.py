@@ -19,6 +19,16 @@ Make = Callable[..., Awaitable[FleetAnswerLedger]]
 PAYLOAD: dict[str, Any] = {"message_id": 42, "text": "hi"}
 
 
+async def _once_redis_answers(call: Callable[[], Awaitable[None]]) -> None:
+    """`call` after a Redis restart: a pool's first command after it may fail."""
+    for _ in range(3):
+        try:
+            await call()
+            return
+        except Exception:
+            continue
+
+
 @pytest.fixture
 async def redis(redis_server: RedisServer) -> AsyncIterator[RedisLink]:
     link = RedisLink(redis_server.url)
@@ -123,12 +133,7 @@ async def test_redis_away_the_local_journal_decides_and_redis_learns_later(
     await a.finish(42, "answered")
     assert a.stats.redis_backlog == 1  # the latest state of id 42, to write when Redis is back
     redis_server.start()
-    for _ in range(3):  # a pool's first command after the restart may fail
-        try:
-            await a.heartbeat()
-            break
-        except Exception:
-            continue
+    await _once_redis_answers(a.heartbeat)
     assert a.stats.redis_backlog == 0
     link = RedisLink(redis_server.url)
     try:
@@ -199,12 +204,7 @@ async def test_a_stop_writes_what_redis_missed(make: Make, redis_server: RedisSe
     assert await a.begin_final(42, ("x",), "answer")
     await a.finish(42, "answered")
     redis_server.start()
-    for _ in range(3):  # a pool's first command after the restart may fail
-        try:
-            await a.flush()
-            break
-        except Exception:
-            continue
+    await _once_redis_answers(a.flush)
     assert a.stats.redis_backlog == 0
     link = RedisLink(redis_server.url)
     try:
