@@ -392,9 +392,15 @@ async def test_both_processes_together_keep_to_one_rest_rate(
         await discord.wait_for_reply(message_id, timeout=30)
     replies = sorted(m.created_at for m in discord.sent_messages if m.reply_to in asked)
     assert len(replies) == 40
+    # One schedule for both: the 40 replies' turns are 0.1 s apart, so the last comes at least
+    # 3.9 s after the first's turn (each process pacing only itself: both at once, 2 s). Counted
+    # at the emulator as they arrived, a stalled loop bunches calls whose turns have passed (the
+    # first reply may come late too), so the bounds leave room for that and still tell one
+    # shared pace from two.
+    span = replies[-1] - replies[0]
+    assert span >= 3.0, f"40 replies in {span:.1f} s from a fleet paced at 10/s"
     busiest = max(bisect.bisect_left(replies, t + 1.0) - i for i, t in enumerate(replies))
-    # Counted at the emulator, as they arrived: one call of timer jitter over 10 at most.
-    assert busiest <= 11, f"{busiest} replies in one second from a fleet paced at 10/s"
+    assert busiest <= 16, f"{busiest} replies in one second from a fleet paced at 10/s"
     assert discord.rate_limited_count == 0
     for index in (0, 1):
         assert await fleet.value(index, "llmbot_messages_total", outcome="answered") == 20
