@@ -38,7 +38,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any, Final
@@ -155,19 +154,7 @@ class FleetQueue(MessageQueue):
             self.stats.pushed_total += 1
             self.stats.dropped_total["overflow"] += 1
             return PushResult(False, None, 0, 0.0, refused_reason="overflow")
-        now = self._clock()
-        delay = self._retry_interval_s if delay_s is None else max(0.0, delay_s)
-        item = QueuedItem(
-            id=uuid.uuid4().hex,
-            payload=payload,
-            priority=priority,
-            enqueued_at=now,
-            attempts=0,
-            not_before=now + delay,
-            reason=reason,
-            seq=self._next_seq,
-        )
-        self._next_seq += 1
+        item = self._new_item(payload, priority, reason, delay_s)
         try:
             added = await self._stream.add(_to_bytes(item), max_size=self.max_size)
         except RedisUnavailable as exc:

@@ -323,6 +323,25 @@ class MessageQueue:
 
     # -- producing -------------------------------------------------------------------------
 
+    def _new_item(
+        self, payload: dict[str, Any], priority: int, reason: str, delay_s: float | None
+    ) -> QueuedItem:
+        """A fresh entry, due after `delay_s` (the retry interval when None)."""
+        now = self._clock()
+        delay = self._retry_interval_s if delay_s is None else max(0.0, delay_s)
+        item = QueuedItem(
+            id=uuid.uuid4().hex,
+            payload=payload,
+            priority=priority,
+            enqueued_at=now,
+            attempts=0,
+            not_before=now + delay,
+            reason=reason,
+            seq=self._next_seq,
+        )
+        self._next_seq += 1
+        return item
+
     async def push(
         self,
         payload: dict[str, Any],
@@ -348,19 +367,7 @@ class MessageQueue:
         if self.is_full and self._eviction_candidate(priority) is None:
             self.stats.dropped_total["overflow"] += 1
             return PushResult(False, None, 0, 0.0, refused_reason="overflow")
-        now = self._clock()
-        delay = self._retry_interval_s if delay_s is None else max(0.0, delay_s)
-        item = QueuedItem(
-            id=uuid.uuid4().hex,
-            payload=payload,
-            priority=priority,
-            enqueued_at=now,
-            attempts=0,
-            not_before=now + delay,
-            reason=reason,
-            seq=self._next_seq,
-        )
-        self._next_seq += 1
+        item = self._new_item(payload, priority, reason, delay_s)
         # Written before it is queued or acknowledged: a promise ("queued, position N") is only
         # made for what a kill -9 cannot lose. A failed write refuses the push (`store_error`).
         if not await self._store_new(item):

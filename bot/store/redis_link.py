@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Final, Literal, TypeVar
+from typing import Final, Literal, TypeVar, get_args
 from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
@@ -40,20 +40,7 @@ RedisOp = Literal[
     "limits",
 ]
 # The `op` label values of the Redis metrics: a fixed list, so cardinality stays bounded.
-REDIS_OPS: Final[tuple[RedisOp, ...]] = (
-    "quota",
-    "heartbeat",
-    "identify",
-    "heal",
-    "ping",
-    "rest",
-    "queue",
-    "answers",
-    "fairuse",
-    "memory",
-    "cache",
-    "limits",
-)
+REDIS_OPS: Final[tuple[RedisOp, ...]] = get_args(RedisOp)
 # A fleet's Redis is on the local network: a command slower than this is a failure, and the
 # caller falls back to its local share instead of keeping a user waiting.
 DEFAULT_TIMEOUT_S: Final = 1.0
